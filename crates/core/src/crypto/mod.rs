@@ -1,0 +1,1 @@
+//! Crypto formats (in progress)

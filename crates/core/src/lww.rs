@@ -1,0 +1,1 @@
+//! lww (in progress)
