@@ -7,6 +7,7 @@
 pub mod actor;
 pub mod cadence;
 pub mod catalog;
+pub mod chat;
 pub mod crypto;
 pub mod iso;
 pub mod lww;
