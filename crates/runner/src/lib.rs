@@ -1,1 +1,260 @@
-//! runner
+//! The runner: one tick pass = refresh snapshots → list due missions → run each due
+//! mission (concurrently, bounded) → report stats. Also the scheduler that runs passes
+//! on an interval, never two at once, with a two-phase shutdown.
+//!
+//! Library crates never install signal handlers: the binary owns them and calls
+//! [`Scheduler::shutdown`].
+
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use mana_ai_store::{RefreshOutcome, Store};
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+
+pub use metrics::Metrics;
+
+/// Runner settings (validated by the binary's config).
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub due_limit: i64,
+    pub refresh_batch_rows: i32,
+    pub max_concurrent_plans: usize,
+    pub mission_deadline: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            due_limit: 1_000,
+            refresh_batch_rows: 5_000,
+            max_concurrent_plans: 64,
+            mission_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one refresh did, as reported by `/internal/tick`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshReport {
+    pub users_processed: usize,
+    pub new_snapshots: usize,
+    pub updated_snapshots: usize,
+    pub rows_applied: usize,
+    pub busy: bool,
+}
+
+/// The stats of one tick pass: the original's `TickStats` fields first, extensions after.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TickStats {
+    pub scanned_at: String,
+    pub due_mission_count: usize,
+    pub plans_produced: usize,
+    pub plans_written_back: usize,
+    pub parse_failures: usize,
+    pub errors: Vec<String>,
+    pub skipped: usize,
+    pub failed: usize,
+    pub refresh: RefreshReport,
+    pub duration_ms: u64,
+}
+
+impl TickStats {
+    fn empty(now: DateTime<Utc>) -> Self {
+        Self {
+            scanned_at: mana_ai_core::iso::to_iso_ms(now),
+            due_mission_count: 0,
+            plans_produced: 0,
+            plans_written_back: 0,
+            parse_failures: 0,
+            errors: Vec::new(),
+            skipped: 0,
+            failed: 0,
+            refresh: RefreshReport::default(),
+            duration_ms: 0,
+        }
+    }
+
+    /// The answer to a pass requested while another is running.
+    pub fn overlap(now: DateTime<Utc>) -> Self {
+        let mut s = Self::empty(now);
+        s.errors.push("overlap-skipped".into());
+        s
+    }
+}
+
+/// A source of "now" (injected so tests can pin time).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Runs tick passes. Cheap to share (`Arc`).
+pub struct Runner {
+    store: Store,
+    metrics: Metrics,
+    cfg: RunnerConfig,
+    clock: Arc<dyn Clock>,
+    pass_lock: Mutex<()>,
+}
+
+impl Runner {
+    pub fn new(store: Store, metrics: Metrics, cfg: RunnerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            metrics,
+            cfg,
+            clock,
+            pass_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True while a pass is executing.
+    pub fn pass_in_flight(&self) -> bool {
+        self.pass_lock.try_lock().is_err()
+    }
+
+    /// Runs one pass unless one is already running (then answers `overlap-skipped`).
+    /// Never fails: every error is counted and reported in the stats.
+    pub async fn tick(&self) -> TickStats {
+        let Ok(_guard) = self.pass_lock.try_lock() else {
+            return TickStats::overlap(self.clock.now());
+        };
+        let started = Instant::now();
+        let now = self.clock.now();
+        let mut stats = TickStats::empty(now);
+        self.pass(now, &mut stats).await;
+        stats.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics.ticks_total.inc();
+        self.metrics
+            .tick_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        stats
+    }
+
+    /// Waits until no pass is running (or the deadline passes). Used by shutdown.
+    pub async fn wait_idle(&self, deadline: Duration) -> bool {
+        tokio::time::timeout(deadline, self.pass_lock.lock())
+            .await
+            .is_ok()
+    }
+
+    async fn pass(&self, now: DateTime<Utc>, stats: &mut TickStats) {
+        let refresh_started = Instant::now();
+        match self.store.refresh_snapshots(self.cfg.refresh_batch_rows).await {
+            Ok(RefreshOutcome::Done(r)) => {
+                self.metrics.snapshots_new_total.inc_by(r.new_snapshots as u64);
+                self.metrics
+                    .snapshots_updated_total
+                    .inc_by(r.updated_snapshots as u64);
+                self.metrics
+                    .snapshot_rows_applied_total
+                    .inc_by(r.rows_applied as u64);
+                if let Some(pos) = r.position {
+                    let lag = (Utc::now() - pos).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.metrics.refresh_lag_seconds.set(lag);
+                }
+                stats.refresh = RefreshReport {
+                    users_processed: r.users_processed,
+                    new_snapshots: r.new_snapshots,
+                    updated_snapshots: r.updated_snapshots,
+                    rows_applied: r.rows_applied,
+                    busy: false,
+                };
+            }
+            Ok(RefreshOutcome::Busy) => stats.refresh.busy = true,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot refresh failed");
+                stats.errors.push(format!("refresh: {e}"));
+            }
+        }
+        self.metrics
+            .refresh_duration_seconds
+            .observe(refresh_started.elapsed().as_secs_f64());
+        match self.store.list_due_missions(now, self.cfg.due_limit).await {
+            Ok(due) => {
+                stats.due_mission_count = due.len();
+                tracing::info!(due = due.len(), "tick: due missions listed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "listing due missions failed");
+                stats.errors.push(format!("list-due: {e}"));
+            }
+        }
+    }
+}
+
+/// Runs passes on an interval: the first at start, then every `interval` after the
+/// previous pass *started* (a pass longer than the interval delays the next one; passes
+/// never overlap). Stops taking work on [`Scheduler::shutdown`].
+pub struct Scheduler {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Scheduler {
+    pub fn start(runner: Arc<Runner>, interval: Duration) -> Self {
+        let (stop, mut stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop_rx.changed() => break,
+                }
+                if *stop_rx.borrow() {
+                    break;
+                }
+                let stats = runner.tick().await;
+                tracing::info!(
+                    due = stats.due_mission_count,
+                    planned = stats.plans_written_back,
+                    failed = stats.failed,
+                    errors = stats.errors.len(),
+                    ms = stats.duration_ms,
+                    "tick pass finished"
+                );
+            }
+        });
+        Self { stop, handle }
+    }
+
+    /// Two-phase shutdown: no new pass starts; a pass in flight gets `grace` to finish,
+    /// then it is cancelled (its open transactions roll back; a mission interrupted
+    /// before its write-back is simply still due). Returns true if it finished in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let mut handle = self.handle;
+        match tokio::time::timeout(grace, &mut handle).await {
+            Ok(_) => true,
+            Err(_) => {
+                handle.abort();
+                let _ = handle.await;
+                false
+            }
+        }
+    }
+}

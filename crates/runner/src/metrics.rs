@@ -1,0 +1,408 @@
+//! Every Prometheus metric of the service, under the original names (a contract with
+//! dashboards and alerts). Label values always come from bounded sets: never a mission,
+//! record or user id (`agent_id` on `tokens_used_total` is the original's contract).
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// All metrics, registered in one registry with the constant label `service="mana-ai"`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub ticks_total: IntCounter,
+    pub tick_duration_seconds: Histogram,
+    pub plans_produced_total: IntCounter,
+    pub plans_written_back_total: IntCounter,
+    pub parse_failures_total: IntCounter,
+    pub mission_errors_total: IntCounterVec,
+    pub research_jobs_submitted_total: IntCounterVec,
+    pub research_jobs_completed_total: IntCounterVec,
+    pub research_jobs_failed_total: IntCounterVec,
+    pub research_jobs_pending_skips_total: IntCounter,
+    pub research_jobs_abandoned_total: IntCounterVec,
+    pub shallow_research_total: IntCounterVec,
+    pub planner_request_duration_seconds: Histogram,
+    pub snapshots_new_total: IntCounter,
+    pub snapshots_updated_total: IntCounter,
+    pub snapshot_rows_applied_total: IntCounter,
+    pub refresh_duration_seconds: Histogram,
+    pub refresh_lag_seconds: prometheus::Gauge,
+    pub decrypts_total: IntCounterVec,
+    pub grant_scope_violations_total: IntCounterVec,
+    pub grant_skips_total: IntCounterVec,
+    pub agent_decisions_total: IntCounterVec,
+    pub tokens_used_total: IntCounterVec,
+    pub tool_calls_total: IntCounterVec,
+    pub planner_rounds: Histogram,
+    pub provider_errors_total: IntCounterVec,
+    pub reminders_emitted_total: IntCounterVec,
+    pub compactions_triggered_total: IntCounter,
+    pub compacted_turns: Histogram,
+    pub missions_in_flight: IntGauge,
+    pub resolver_failures_total: IntCounterVec,
+    families: Vec<(String, String, &'static str)>,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    c
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    c
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    reg.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    h
+}
+
+impl Metrics {
+    /// Builds and registers every metric plus the process collector
+    /// (`mana_ai_process_*`). Names are static, so a failure here is a programming
+    /// error caught by the unit test below; it panics with the metric name.
+    pub fn new() -> Self {
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("service".to_string(), "mana-ai".to_string());
+        let registry = Registry::new_custom(None, Some(labels)).expect("static registry config");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "mana_ai",
+            );
+            registry
+                .register(Box::new(pc))
+                .expect("process collector registers once");
+        }
+        let r = &registry;
+        let http_requests_total = counter_vec(
+            r,
+            "mana_ai_http_requests_total",
+            "HTTP requests received",
+            &["method", "path", "status"],
+        );
+        let http_request_duration_seconds = {
+            let h = HistogramVec::new(
+                HistogramOpts::new(
+                    "mana_ai_http_request_duration_seconds",
+                    "Per-request latency",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["method", "path", "status"],
+            )
+            .expect("static histogram");
+            r.register(Box::new(h.clone())).expect("registers once");
+            h
+        };
+        Self {
+            http_requests_total,
+            http_request_duration_seconds,
+            ticks_total: counter(r, "mana_ai_ticks_total", "Completed tick passes"),
+            tick_duration_seconds: histogram(
+                r,
+                "mana_ai_tick_duration_seconds",
+                "Wall time of one tick pass",
+                &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0],
+            ),
+            plans_produced_total: counter(
+                r,
+                "mana_ai_plans_produced_total",
+                "Missions for which the planner produced a usable plan",
+            ),
+            plans_written_back_total: counter(
+                r,
+                "mana_ai_plans_written_back_total",
+                "Plans persisted as server iterations",
+            ),
+            parse_failures_total: counter(
+                r,
+                "mana_ai_parse_failures_total",
+                "Planner runs that produced nothing valid",
+            ),
+            mission_errors_total: counter_vec(
+                r,
+                "mana_ai_mission_errors_total",
+                "Missions whose run failed, by phase",
+                &["phase"],
+            ),
+            research_jobs_submitted_total: counter_vec(
+                r,
+                "mana_ai_research_jobs_submitted_total",
+                "Deep-research jobs submitted",
+                &["provider"],
+            ),
+            research_jobs_completed_total: counter_vec(
+                r,
+                "mana_ai_research_jobs_completed_total",
+                "Deep-research jobs that completed and fed the planner",
+                &["provider"],
+            ),
+            research_jobs_failed_total: counter_vec(
+                r,
+                "mana_ai_research_jobs_failed_total",
+                "Deep-research jobs that failed or were cancelled",
+                &["provider"],
+            ),
+            research_jobs_pending_skips_total: counter(
+                r,
+                "mana_ai_research_jobs_pending_skips_total",
+                "Missions skipped because deep research is pending",
+            ),
+            research_jobs_abandoned_total: counter_vec(
+                r,
+                "mana_ai_research_jobs_abandoned_total",
+                "Deep-research jobs given up (too old, or polling keeps failing)",
+                &["reason"],
+            ),
+            shallow_research_total: counter_vec(
+                r,
+                "mana_ai_shallow_research_total",
+                "Shallow news-research attempts by outcome",
+                &["outcome"],
+            ),
+            planner_request_duration_seconds: histogram(
+                r,
+                "mana_ai_planner_request_duration_seconds",
+                "Latency of one LLM chat-completion call (all attempts)",
+                &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
+            ),
+            snapshots_new_total: counter(
+                r,
+                "mana_ai_snapshots_new_total",
+                "Snapshot rows created",
+            ),
+            snapshots_updated_total: counter(
+                r,
+                "mana_ai_snapshots_updated_total",
+                "Snapshot rows whose content changed",
+            ),
+            snapshot_rows_applied_total: counter(
+                r,
+                "mana_ai_snapshot_rows_applied_total",
+                "sync_changes rows folded into snapshots",
+            ),
+            refresh_duration_seconds: histogram(
+                r,
+                "mana_ai_refresh_duration_seconds",
+                "Wall time of one snapshot refresh",
+                &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+            ),
+            refresh_lag_seconds: {
+                let g = prometheus::Gauge::with_opts(Opts::new(
+                    "mana_ai_refresh_lag_seconds",
+                    "How far the refresh cursor trails the wall clock",
+                ))
+                .expect("static gauge");
+                r.register(Box::new(g.clone())).expect("registers once");
+                g
+            },
+            decrypts_total: counter_vec(
+                r,
+                "mana_ai_decrypts_total",
+                "Fields decrypted under a grant",
+                &["table"],
+            ),
+            grant_scope_violations_total: counter_vec(
+                r,
+                "mana_ai_grant_scope_violations_total",
+                "Decrypts refused: record outside the grant allowlist",
+                &["table"],
+            ),
+            grant_skips_total: counter_vec(
+                r,
+                "mana_ai_grant_skips_total",
+                "Grant unwraps that failed",
+                &["reason"],
+            ),
+            agent_decisions_total: counter_vec(
+                r,
+                "mana_ai_agent_decisions_total",
+                "Per-mission agent gate outcome",
+                &["decision"],
+            ),
+            tokens_used_total: counter_vec(
+                r,
+                "mana_ai_tokens_used_total",
+                "Planner tokens consumed",
+                &["agent_id"],
+            ),
+            tool_calls_total: counter_vec(
+                r,
+                "mana_ai_tool_calls_total",
+                "Tool calls captured from the planner",
+                &["tool", "policy", "outcome"],
+            ),
+            planner_rounds: histogram(
+                r,
+                "mana_ai_planner_rounds",
+                "Loop rounds used per mission run",
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+            ),
+            provider_errors_total: counter_vec(
+                r,
+                "mana_ai_provider_errors_total",
+                "LLM provider errors",
+                &["provider", "kind"],
+            ),
+            reminders_emitted_total: counter_vec(
+                r,
+                "mana_ai_reminders_emitted_total",
+                "Reminders emitted into planner rounds",
+                &["producer", "severity"],
+            ),
+            compactions_triggered_total: counter(
+                r,
+                "mana_ai_compactions_triggered_total",
+                "Compactions that folded at least one turn",
+            ),
+            compacted_turns: histogram(
+                r,
+                "mana_ai_compacted_turns",
+                "Messages folded per compaction",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ),
+            missions_in_flight: {
+                let g = IntGauge::with_opts(Opts::new(
+                    "mana_ai_missions_in_flight",
+                    "Missions being planned right now",
+                ))
+                .expect("static gauge");
+                r.register(Box::new(g.clone())).expect("registers once");
+                g
+            },
+            resolver_failures_total: counter_vec(
+                r,
+                "mana_ai_resolver_failures_total",
+                "Input resolvers that failed (input dropped, mission continued)",
+                &["module"],
+            ),
+            families: Vec::new(),
+            registry,
+        }
+        .with_declared_families()
+    }
+
+    /// Remembers every family's name, help and type so that labelled families without
+    /// any series yet are still announced (`# HELP`/`# TYPE`), as prom-client does.
+    fn with_declared_families(mut self) -> Self {
+        let mut fams = Vec::new();
+        for c in [
+            &self.http_requests_total,
+            &self.mission_errors_total,
+            &self.research_jobs_submitted_total,
+            &self.research_jobs_completed_total,
+            &self.research_jobs_failed_total,
+            &self.research_jobs_abandoned_total,
+            &self.shallow_research_total,
+            &self.decrypts_total,
+            &self.grant_scope_violations_total,
+            &self.grant_skips_total,
+            &self.agent_decisions_total,
+            &self.tokens_used_total,
+            &self.tool_calls_total,
+            &self.provider_errors_total,
+            &self.reminders_emitted_total,
+            &self.resolver_failures_total,
+        ] {
+            use prometheus::core::Collector;
+            for d in c.desc() {
+                fams.push((d.fq_name.clone(), d.help.clone(), "counter"));
+            }
+        }
+        {
+            use prometheus::core::Collector;
+            for d in self.http_request_duration_seconds.desc() {
+                fams.push((d.fq_name.clone(), d.help.clone(), "histogram"));
+            }
+        }
+        self.families = fams;
+        self
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        for (name, help, kind) in &self.families {
+            if !text.contains(&format!("# TYPE {name} ")) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric name of the original's contract (planner-service §3).
+    pub const CONTRACT: &[&str] = &[
+        "mana_ai_http_requests_total",
+        "mana_ai_http_request_duration_seconds",
+        "mana_ai_ticks_total",
+        "mana_ai_tick_duration_seconds",
+        "mana_ai_plans_produced_total",
+        "mana_ai_plans_written_back_total",
+        "mana_ai_parse_failures_total",
+        "mana_ai_mission_errors_total",
+        "mana_ai_research_jobs_submitted_total",
+        "mana_ai_research_jobs_completed_total",
+        "mana_ai_research_jobs_failed_total",
+        "mana_ai_research_jobs_pending_skips_total",
+        "mana_ai_planner_request_duration_seconds",
+        "mana_ai_snapshots_new_total",
+        "mana_ai_snapshots_updated_total",
+        "mana_ai_snapshot_rows_applied_total",
+        "mana_ai_decrypts_total",
+        "mana_ai_grant_scope_violations_total",
+        "mana_ai_grant_skips_total",
+        "mana_ai_agent_decisions_total",
+        "mana_ai_tokens_used_total",
+        "mana_ai_tool_calls_total",
+        "mana_ai_planner_rounds",
+        "mana_ai_provider_errors_total",
+        "mana_ai_reminders_emitted_total",
+        "mana_ai_compactions_triggered_total",
+        "mana_ai_compacted_turns",
+    ];
+
+    #[test]
+    fn every_contract_metric_is_registered() {
+        let m = Metrics::new();
+        // Touch labelled families so they are exposed.
+        m.mission_errors_total.with_label_values(&["x"]).inc();
+        let text = m.render();
+        for n in CONTRACT {
+            assert!(text.contains(&format!("# TYPE {n} ")), "{n} missing");
+        }
+        assert!(text.contains("service=\"mana-ai\""));
+        assert!(text.contains("mana_ai_process_resident_memory_bytes"));
+    }
+}

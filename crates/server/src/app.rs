@@ -1,0 +1,171 @@
+//! Boot sequence and lifecycle: logging, database, migration, runner, scheduler, HTTP,
+//! signals, two-phase shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use mana_ai_runner::{Metrics, Runner, RunnerConfig, Scheduler, SystemClock};
+use mana_ai_store::{schema, Store, StoreConfig};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs the migration: with `MANA_AI_MIGRATION_DATABASE_URL` when set (granting the
+/// service role its privileges), else with the service's own URL.
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    match &cfg.migration_database_url {
+        Some(admin) => {
+            let client = mana_ai_store::connect_once(admin)
+                .await
+                .context("connecting with MANA_AI_MIGRATION_DATABASE_URL")?;
+            let role = mana_ai_store::url_user(&cfg.sync_database_url);
+            schema::migrate(&client, role.as_deref()).await?;
+        }
+        None => {
+            let client = mana_ai_store::connect_once(&cfg.sync_database_url)
+                .await
+                .context("connecting with SYNC_DATABASE_URL")?;
+            schema::migrate(&client, None).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
+    migrate(cfg).await?;
+    println!("mana-ai: migration complete (schema version {})", schema::SCHEMA_VERSION);
+    Ok(())
+}
+
+fn store_for(cfg: &Config) -> anyhow::Result<Store> {
+    let mut sc = StoreConfig::new(cfg.sync_database_url.clone());
+    sc.max_connections = cfg.db_pool_size;
+    Ok(Store::connect(&sc)?)
+}
+
+pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> Runner {
+    Runner::new(
+        store,
+        metrics,
+        RunnerConfig {
+            due_limit: cfg.due_limit,
+            refresh_batch_rows: cfg.refresh_batch_rows,
+            max_concurrent_plans: cfg.max_concurrent_plans,
+            mission_deadline: cfg.mission_deadline,
+        },
+        Arc::new(SystemClock),
+    )
+}
+
+/// Boots and serves until SIGTERM/SIGINT.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    migrate(&cfg).await.context("schema migration")?;
+    let store = store_for(&cfg)?;
+    store
+        .verify_discovery()
+        .await
+        .context("checking change discovery")?;
+    let metrics = Metrics::new();
+    let runner = Arc::new(runner_for(&cfg, store.clone(), metrics));
+    let state = Arc::new(AppState {
+        runner: runner.clone(),
+        service_key: cfg.service_key.clone(),
+        tick_enabled: cfg.tick_enabled,
+        scheduler_running: AtomicBool::new(false),
+    });
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let scheduler = if cfg.tick_enabled {
+        state.scheduler_running.store(true, Ordering::Relaxed);
+        Some(Scheduler::start(runner.clone(), cfg.tick_interval))
+    } else {
+        None
+    };
+    tracing::info!(
+        %addr,
+        tick = if cfg.tick_enabled { "on" } else { "off" },
+        "mana-ai listening"
+    );
+    let app = http::router(state.clone(), cfg.body_limit_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+    });
+    wait_for_signal().await;
+    tracing::info!("shutdown: no new work is taken");
+    state.scheduler_running.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    if let Some(s) = scheduler {
+        if !s.shutdown(cfg.shutdown_grace).await {
+            tracing::warn!("shutdown: a tick pass did not finish within the grace period and was cancelled");
+        }
+    }
+    if !runner.wait_idle(cfg.shutdown_grace).await {
+        tracing::warn!("shutdown: a requested tick pass is still running");
+    }
+    match tokio::time::timeout(cfg.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("shutdown: open HTTP connections did not finish in time"),
+    }
+    store.close();
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// One pass, printed as JSON (operators and smoke tests).
+pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
+    migrate(&cfg).await.context("schema migration")?;
+    let store = store_for(&cfg)?;
+    store.verify_discovery().await?;
+    let runner = runner_for(&cfg, store.clone(), Metrics::new());
+    let stats = runner.tick().await;
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    store.close();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

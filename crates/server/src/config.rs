@@ -1,0 +1,467 @@
+//! Configuration from the environment, with the original service's variable names and
+//! defaults. Every value is validated once at start: an invalid value stops the process
+//! with one line naming the variable. An empty value means "use the default" (the
+//! original crashed on empty values even where a default existed).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+/// How the planner treats injection markers in tool arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyModeSetting {
+    Off,
+    LogOnly,
+    Enforce,
+}
+
+impl PolicyModeSetting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::LogOnly => "log-only",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub port: u16,
+    pub bind: IpAddr,
+    pub sync_database_url: String,
+    pub migration_database_url: Option<String>,
+    pub db_pool_size: usize,
+    pub mana_llm_url: String,
+    pub llm_model: String,
+    pub llm_api_key: String,
+    pub llm_timeout: Duration,
+    pub llm_max_attempts: u32,
+    pub mana_api_url: String,
+    pub mana_research_url: String,
+    pub deep_research_enabled: bool,
+    pub service_key: String,
+    pub tick_interval: Duration,
+    pub tick_enabled: bool,
+    pub due_limit: i64,
+    pub max_concurrent_plans: usize,
+    pub mission_deadline: Duration,
+    pub refresh_batch_rows: i32,
+    pub private_key_pem: Option<String>,
+    pub policy_mode: PolicyModeSetting,
+    pub compact_max_ctx: u64,
+    pub default_timezone: String,
+    pub shutdown_grace: Duration,
+    pub body_limit_bytes: usize,
+    pub log_json: bool,
+}
+
+/// Reads a variable; unset and empty both mean `None`.
+fn get<'a>(env: &'a BTreeMap<String, String>, var: &str) -> Option<&'a str> {
+    env.get(var).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn parse_bool(var: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(var, format!("expected true or false, got {raw:?}"))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+    var: &'static str,
+    raw: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let v: T = raw
+        .parse()
+        .map_err(|_| err(var, format!("expected a whole number, got {raw:?}")))?;
+    if v < min || v > max {
+        return Err(err(var, format!("must be between {min} and {max}, got {v}")));
+    }
+    Ok(v)
+}
+
+fn parse_http_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let lower = raw.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .ok_or_else(|| err(var, format!("expected an http:// or https:// URL, got {raw:?}")))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(err(var, format!("URL has no host: {raw:?}")));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn parse_pg_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    mana_ai_store::parse_url(raw).map_err(|e| err(var, e.to_string()))?;
+    Ok(raw.to_string())
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_env(&std::env::vars().collect())
+    }
+
+    /// Reads a given environment (tests pass their own map).
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let port = get(env, "PORT")
+            .map(|v| parse_num::<u16>("PORT", v, 1, u16::MAX))
+            .transpose()?
+            .unwrap_or(3067);
+        let bind = get(env, "MANA_AI_BIND")
+            .map(|v| {
+                v.parse::<IpAddr>()
+                    .map_err(|_| err("MANA_AI_BIND", format!("expected an IP address, got {v:?}")))
+            })
+            .transpose()?
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let sync_database_url = get(env, "SYNC_DATABASE_URL")
+            .map(|v| parse_pg_url("SYNC_DATABASE_URL", v))
+            .transpose()?
+            .unwrap_or_else(|| "postgresql://mana:devpassword@localhost:5432/mana_sync".into());
+        let migration_database_url = get(env, "MANA_AI_MIGRATION_DATABASE_URL")
+            .map(|v| parse_pg_url("MANA_AI_MIGRATION_DATABASE_URL", v))
+            .transpose()?;
+        let service_key = get(env, "MANA_SERVICE_KEY")
+            .unwrap_or("dev-service-key")
+            .to_string();
+        let policy_mode = match get(env, "POLICY_MODE") {
+            None => PolicyModeSetting::LogOnly,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "off" => PolicyModeSetting::Off,
+                "log-only" => PolicyModeSetting::LogOnly,
+                "enforce" => PolicyModeSetting::Enforce,
+                _ => {
+                    return Err(err(
+                        "POLICY_MODE",
+                        format!("POLICY_MODE must be off|log-only|enforce, got {v:?}"),
+                    ))
+                }
+            },
+        };
+        let default_timezone = get(env, "MANA_AI_DEFAULT_TIMEZONE")
+            .unwrap_or("Europe/Berlin")
+            .to_string();
+        if default_timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(err(
+                "MANA_AI_DEFAULT_TIMEZONE",
+                format!("unknown IANA time zone {default_timezone:?}"),
+            ));
+        }
+        let private_key_pem = get(env, "MANA_AI_PRIVATE_KEY_PEM").map(|s| s.replace("\\n", "\n"));
+        Ok(Self {
+            port,
+            bind,
+            sync_database_url,
+            migration_database_url,
+            db_pool_size: opt_num(env, "MANA_AI_DB_POOL_SIZE", 1, 256, 8)?,
+            mana_llm_url: get(env, "MANA_LLM_URL")
+                .map(|v| parse_http_url("MANA_LLM_URL", v))
+                .transpose()?
+                .unwrap_or_else(|| "http://localhost:3020".into()),
+            llm_model: get(env, "MANA_AI_LLM_MODEL")
+                .unwrap_or("mana/reasoning")
+                .to_string(),
+            llm_api_key: get(env, "MANA_AI_LLM_API_KEY")
+                .map(str::to_string)
+                .unwrap_or_else(|| service_key.clone()),
+            llm_timeout: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_LLM_TIMEOUT_MS",
+                1_000,
+                600_000,
+                120_000,
+            )?),
+            llm_max_attempts: opt_num(env, "MANA_AI_LLM_MAX_ATTEMPTS", 1, 10, 3)?,
+            mana_api_url: get(env, "MANA_API_URL")
+                .map(|v| parse_http_url("MANA_API_URL", v))
+                .transpose()?
+                .unwrap_or_else(|| "http://localhost:3060".into()),
+            mana_research_url: get(env, "MANA_RESEARCH_URL")
+                .map(|v| parse_http_url("MANA_RESEARCH_URL", v))
+                .transpose()?
+                .unwrap_or_else(|| "http://localhost:3068".into()),
+            deep_research_enabled: get(env, "MANA_AI_DEEP_RESEARCH_ENABLED")
+                .map(|v| parse_bool("MANA_AI_DEEP_RESEARCH_ENABLED", v))
+                .transpose()?
+                .unwrap_or(false),
+            service_key,
+            tick_interval: Duration::from_millis(opt_num(
+                env,
+                "TICK_INTERVAL_MS",
+                1_000,
+                86_400_000,
+                60_000,
+            )?),
+            tick_enabled: get(env, "TICK_ENABLED")
+                .map(|v| parse_bool("TICK_ENABLED", v))
+                .transpose()?
+                .unwrap_or(true),
+            due_limit: opt_num(env, "MANA_AI_DUE_LIMIT", 1, 100_000, 1_000)?,
+            max_concurrent_plans: opt_num(env, "MANA_AI_MAX_CONCURRENT_PLANS", 1, 1_024, 64)?,
+            mission_deadline: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_MISSION_DEADLINE_MS",
+                1_000,
+                3_600_000,
+                300_000,
+            )?),
+            refresh_batch_rows: opt_num(env, "MANA_AI_REFRESH_BATCH_ROWS", 1, 1_000_000, 5_000)?,
+            private_key_pem,
+            policy_mode,
+            compact_max_ctx: opt_num(env, "MANA_AI_COMPACT_MAX_CTX", 0, 100_000_000, 1_000_000)?,
+            default_timezone,
+            shutdown_grace: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_SHUTDOWN_GRACE_MS",
+                0,
+                600_000,
+                30_000,
+            )?),
+            body_limit_bytes: opt_num(env, "MANA_AI_BODY_LIMIT_BYTES", 1_024, 64 << 20, 1 << 20)?,
+            log_json: match get(env, "MANA_AI_LOG_FORMAT") {
+                None => false,
+                Some(v) if v.eq_ignore_ascii_case("text") => false,
+                Some(v) if v.eq_ignore_ascii_case("json") => true,
+                Some(v) => {
+                    return Err(err(
+                        "MANA_AI_LOG_FORMAT",
+                        format!("expected text or json, got {v:?}"),
+                    ))
+                }
+            },
+        })
+    }
+
+    /// The effective configuration as `(variable, value)` lines, secrets masked.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PORT", self.port.to_string()),
+            ("MANA_AI_BIND", self.bind.to_string()),
+            ("SYNC_DATABASE_URL", mask_url(&self.sync_database_url)),
+            (
+                "MANA_AI_MIGRATION_DATABASE_URL",
+                self.migration_database_url
+                    .as_deref()
+                    .map(mask_url)
+                    .unwrap_or_else(|| "(unset: migrate with SYNC_DATABASE_URL)".into()),
+            ),
+            ("MANA_AI_DB_POOL_SIZE", self.db_pool_size.to_string()),
+            ("MANA_LLM_URL", self.mana_llm_url.clone()),
+            ("MANA_AI_LLM_MODEL", self.llm_model.clone()),
+            ("MANA_AI_LLM_API_KEY", mask_secret(&self.llm_api_key)),
+            ("MANA_AI_LLM_TIMEOUT_MS", self.llm_timeout.as_millis().to_string()),
+            ("MANA_AI_LLM_MAX_ATTEMPTS", self.llm_max_attempts.to_string()),
+            ("MANA_API_URL", self.mana_api_url.clone()),
+            ("MANA_RESEARCH_URL", self.mana_research_url.clone()),
+            (
+                "MANA_AI_DEEP_RESEARCH_ENABLED",
+                self.deep_research_enabled.to_string(),
+            ),
+            ("MANA_SERVICE_KEY", mask_secret(&self.service_key)),
+            ("TICK_INTERVAL_MS", self.tick_interval.as_millis().to_string()),
+            ("TICK_ENABLED", self.tick_enabled.to_string()),
+            ("MANA_AI_DUE_LIMIT", self.due_limit.to_string()),
+            (
+                "MANA_AI_MAX_CONCURRENT_PLANS",
+                self.max_concurrent_plans.to_string(),
+            ),
+            (
+                "MANA_AI_MISSION_DEADLINE_MS",
+                self.mission_deadline.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_REFRESH_BATCH_ROWS",
+                self.refresh_batch_rows.to_string(),
+            ),
+            (
+                "MANA_AI_PRIVATE_KEY_PEM",
+                if self.private_key_pem.is_some() {
+                    "(set, hidden)".into()
+                } else {
+                    "(unset: key grants disabled)".into()
+                },
+            ),
+            ("POLICY_MODE", self.policy_mode.as_str().into()),
+            ("MANA_AI_COMPACT_MAX_CTX", self.compact_max_ctx.to_string()),
+            ("MANA_AI_DEFAULT_TIMEZONE", self.default_timezone.clone()),
+            (
+                "MANA_AI_SHUTDOWN_GRACE_MS",
+                self.shutdown_grace.as_millis().to_string(),
+            ),
+            ("MANA_AI_BODY_LIMIT_BYTES", self.body_limit_bytes.to_string()),
+            (
+                "MANA_AI_LOG_FORMAT",
+                if self.log_json { "json" } else { "text" }.into(),
+            ),
+        ]
+    }
+}
+
+fn opt_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+    env: &BTreeMap<String, String>,
+    var: &'static str,
+    min: T,
+    max: T,
+    default: T,
+) -> Result<T, ConfigError> {
+    get(env, var)
+        .map(|v| parse_num(var, v, min, max))
+        .transpose()
+        .map(|v| v.unwrap_or(default))
+}
+
+/// Shows only that a secret is set and its length class, never its bytes.
+pub fn mask_secret(s: &str) -> String {
+    if s.is_empty() {
+        "(empty)".into()
+    } else {
+        format!("(set, {} chars, hidden)", s.chars().count())
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host/...` URL with `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparseable URL hidden)".into();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    // Query parameters may carry a password too.
+    let host = match host.split_once('?') {
+        Some((h, q)) if q.to_ascii_lowercase().contains("password") => format!("{h}?***"),
+        _ => host.to_string(),
+    };
+    match auth {
+        Some(a) => match a.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{a}@{host}"),
+        },
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Config");
+        for (k, v) in self.describe() {
+            d.field(k, &v);
+        }
+        d.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.port, 3067);
+        assert_eq!(c.tick_interval, Duration::from_secs(60));
+        assert!(c.tick_enabled);
+        assert_eq!(c.service_key, "dev-service-key");
+        assert_eq!(c.mana_llm_url, "http://localhost:3020");
+        assert_eq!(c.mana_api_url, "http://localhost:3060");
+        assert_eq!(c.mana_research_url, "http://localhost:3068");
+        assert!(!c.deep_research_enabled);
+        assert_eq!(c.policy_mode, PolicyModeSetting::LogOnly);
+        assert_eq!(c.compact_max_ctx, 1_000_000);
+        assert_eq!(
+            c.sync_database_url,
+            "postgresql://mana:devpassword@localhost:5432/mana_sync"
+        );
+        assert_eq!(c.llm_api_key, c.service_key);
+    }
+
+    #[test]
+    fn empty_values_mean_default() {
+        let c = Config::from_env(&env(&[("PORT", ""), ("POLICY_MODE", " "), ("MANA_SERVICE_KEY", "")]))
+            .unwrap();
+        assert_eq!(c.port, 3067);
+        assert_eq!(c.policy_mode, PolicyModeSetting::LogOnly);
+        assert_eq!(c.service_key, "dev-service-key");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, val) in [
+            ("PORT", "abc"),
+            ("PORT", "70000"),
+            ("TICK_INTERVAL_MS", "0"),
+            ("TICK_INTERVAL_MS", "garbage"),
+            ("TICK_ENABLED", "maybe"),
+            ("POLICY_MODE", "strict"),
+            ("MANA_LLM_URL", "ftp://x"),
+            ("MANA_AI_DEEP_RESEARCH_ENABLED", "yes please"),
+            ("MANA_AI_COMPACT_MAX_CTX", "-5"),
+            ("SYNC_DATABASE_URL", "not a url at all ::"),
+            ("MANA_AI_DEFAULT_TIMEZONE", "Mars/Olympus"),
+            ("MANA_AI_BIND", "localhost:80"),
+        ] {
+            let e = Config::from_env(&env(&[(var, val)])).unwrap_err();
+            assert_eq!(e.var, var, "{var}={val} gave {e}");
+            assert!(e.to_string().starts_with(&format!("invalid {var}: ")));
+        }
+    }
+
+    #[test]
+    fn policy_mode_is_case_insensitive() {
+        let c = Config::from_env(&env(&[("POLICY_MODE", "ENFORCE")])).unwrap();
+        assert_eq!(c.policy_mode, PolicyModeSetting::Enforce);
+    }
+
+    #[test]
+    fn describe_masks_secrets() {
+        let c = Config::from_env(&env(&[
+            ("MANA_SERVICE_KEY", "super-secret-key"),
+            ("SYNC_DATABASE_URL", "postgresql://svc:hunter2@db:5432/mana_sync"),
+            ("MANA_AI_PRIVATE_KEY_PEM", "-----BEGIN PRIVATE KEY-----\\nABC\\n-----END PRIVATE KEY-----"),
+        ]))
+        .unwrap();
+        let text = format!("{:?}", c);
+        assert!(!text.contains("super-secret-key"));
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("ABC"));
+        assert!(text.contains("postgresql://svc:***@db:5432/mana_sync"));
+    }
+
+    #[test]
+    fn mask_url_variants() {
+        assert_eq!(mask_url("postgresql://a@h/db"), "postgresql://a@h/db");
+        assert_eq!(mask_url("postgresql://h/db?password=x"), "postgresql://h/db?***");
+        assert_eq!(mask_url("host=h password=x"), "(unparseable URL hidden)");
+    }
+}

@@ -1,0 +1,228 @@
+//! HTTP surface (axum): `/health`, `/metrics`, `/internal/tick`,
+//! `/internal/missions/{userId}`. Errors are JSON everywhere; request bodies are size
+//! limited; the service key is compared in constant time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mana_ai_core::records::{AgentView, MissionView};
+use mana_ai_runner::Runner;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+/// Version reported by `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub runner: Arc<Runner>,
+    pub service_key: String,
+    pub tick_enabled: bool,
+    pub scheduler_running: std::sync::atomic::AtomicBool,
+}
+
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/internal/tick", post(tick))
+        .route("/internal/missions/{user_id}", get(user_missions))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), service_key_gate))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
+        .with_state(state)
+}
+
+/// JSON error body `{"error": message}` with a status.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found")
+}
+
+/// Records `mana_ai_http_requests_total` / `_duration_seconds` with the route pattern
+/// (never the concrete URL, which may hold a user id) and turns non-JSON error bodies
+/// produced by extractors (413, 405, 400…) into JSON.
+async fn http_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let path = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_string(),
+        None if req.uri().path().starts_with("/internal") => "/internal/*".to_string(),
+        None => "/*".to_string(),
+    };
+    let resp = next.run(req).await;
+    let resp = ensure_json_error(resp).await;
+    let status = resp.status().as_u16().to_string();
+    let m = state.runner.metrics();
+    m.http_requests_total
+        .with_label_values(&[&method, &path, &status])
+        .inc();
+    m.http_request_duration_seconds
+        .with_label_values(&[&method, &path, &status])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn ensure_json_error(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let msg = String::from_utf8_lossy(&text).trim().to_string();
+    let msg = if msg.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        msg
+    };
+    let mut out = json_error(status, &msg);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// `X-Service-Key` gate for `/internal` and everything below it (known route or not),
+/// constant-time comparison.
+async fn service_key_gate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if !(path == "/internal" || path.starts_with("/internal/")) {
+        return next.run(req).await;
+    }
+    let given = headers
+        .get("x-service-key")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !key_matches(given, state.service_key.as_bytes()) {
+        return json_error(StatusCode::UNAUTHORIZED, "invalid or missing service key");
+    }
+    next.run(req).await
+}
+
+/// Constant-time key check; an empty key never matches.
+pub fn key_matches(given: &[u8], expected: &[u8]) -> bool {
+    !given.is_empty() && !expected.is_empty() && bool::from(given.ct_eq(expected))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let db_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.runner.store().ping()).await,
+        Ok(Ok(()))
+    );
+    let body = json!({
+        "ok": db_ok,
+        "service": "mana-ai",
+        "version": VERSION,
+        "tick": {
+            "enabled": state.tick_enabled,
+            "running": state.scheduler_running.load(std::sync::atomic::Ordering::Relaxed),
+            "passInFlight": state.runner.pass_in_flight(),
+        },
+        "database": if db_ok { "ok" } else { "unreachable" },
+    });
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = Response::new(Body::from(state.runner.metrics().render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+async fn tick(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.runner.tick().await;
+    Json(stats).into_response()
+}
+
+/// Read-only ops view of one user's snapshots.
+async fn user_missions(
+    State(state): State<Arc<AppState>>,
+    Path(user_id): Path<String>,
+) -> Response {
+    if user_id.trim().is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "userId must not be empty");
+    }
+    let store = state.runner.store();
+    let (missions, agents) = match tokio::try_join!(store.user_missions(&user_id), store.user_agents(&user_id)) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "ops view query failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+        }
+    };
+    let agents_json: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            let v = AgentView::from_record(&a.user_id, &a.record);
+            json!({
+                "id": a.agent_id,
+                "name": v.name,
+                "role": v.role,
+                "state": v.state.as_str(),
+                "maxConcurrentMissions": v.max_concurrent_missions,
+                "maxTokensPerDay": v.max_tokens_per_day,
+            })
+        })
+        .collect();
+    let missions_json: Vec<Value> = missions
+        .iter()
+        .map(|m| {
+            let v = MissionView::from_record(&m.user_id, &m.record);
+            let last = v.iterations.last();
+            json!({
+                "id": m.mission_id,
+                "title": v.title,
+                "state": v.state.as_str(),
+                "deleted": m.deleted,
+                "agentId": v.agent_id,
+                "cadence": v.cadence,
+                "nextRunAt": m.next_run_at.map(mana_ai_core::iso::to_iso_ms),
+                "iterationCount": v.iterations.len(),
+                "lastIteration": last.map(|it| json!({
+                    "id": it.get("id"),
+                    "overallStatus": it.get("overallStatus"),
+                    "source": it.get("source"),
+                    "finishedAt": it.get("finishedAt"),
+                })),
+                "snapshotUpdatedAt": mana_ai_core::iso::to_iso_ms(m.updated_at),
+            })
+        })
+        .collect();
+    Json(json!({ "userId": user_id, "missions": missions_json, "agents": agents_json }))
+        .into_response()
+}

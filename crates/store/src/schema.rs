@@ -1,0 +1,396 @@
+//! Schema management: the `mana_ai` schema (idempotent, versioned migration), the
+//! privileged change-discovery functions, and — for dev and tests only — the
+//! `sync_changes` table that normally belongs to the sync server.
+//!
+//! Two roles are involved:
+//! * the **migration role** (superuser or `BYPASSRLS` + `pg_read_all_stats`) owns the
+//!   `SECURITY DEFINER` functions that let the service discover *which* records changed
+//!   across users without reading their contents;
+//! * the **service role** (ordinary, no `BYPASSRLS`) does everything else, always inside
+//!   a `withUser` transaction when it touches a user's rows.
+//!
+//! When both are the same role (the original's single-DSN deployment) the migration
+//! still works if that role is privileged; if it is not, [`verify_discovery`] fails boot
+//! with a clear message instead of letting the service silently see nothing.
+
+use tokio_postgres::Client;
+
+use crate::StoreError;
+
+/// DDL of `sync_changes` exactly as the sync server creates it (data-model §1.1).
+/// Only `mana-ai dev` and the tests run this; in production the sync server owns it.
+pub const SYNC_CHANGES_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS sync_changes (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  app_id TEXT NOT NULL,
+  table_name TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+  data JSONB,
+  field_meta JSONB DEFAULT '{}',
+  client_id TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  schema_version INT NOT NULL DEFAULT 1,
+  actor JSONB,
+  origin TEXT,
+  space_id TEXT
+);
+ALTER TABLE sync_changes ADD COLUMN IF NOT EXISTS schema_version INT NOT NULL DEFAULT 1;
+ALTER TABLE sync_changes ADD COLUMN IF NOT EXISTS actor JSONB;
+ALTER TABLE sync_changes ADD COLUMN IF NOT EXISTS origin TEXT;
+ALTER TABLE sync_changes ADD COLUMN IF NOT EXISTS space_id TEXT;
+CREATE INDEX IF NOT EXISTS idx_sync_changes_user_app ON sync_changes (user_id, app_id, created_at);
+CREATE INDEX IF NOT EXISTS idx_sync_changes_table_record ON sync_changes (table_name, record_id, created_at);
+CREATE INDEX IF NOT EXISTS idx_sync_changes_since ON sync_changes (user_id, app_id, table_name, created_at);
+CREATE INDEX IF NOT EXISTS idx_sync_changes_user_space_app_since ON sync_changes (user_id, space_id, app_id, created_at) WHERE space_id IS NOT NULL;
+ALTER TABLE sync_changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sync_changes FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS sync_changes_user_isolation ON sync_changes;
+CREATE POLICY sync_changes_user_isolation ON sync_changes
+  USING (user_id = current_setting('app.current_user_id', true))
+  WITH CHECK (user_id = current_setting('app.current_user_id', true));
+DROP POLICY IF EXISTS sync_changes_space_member_read ON sync_changes;
+CREATE POLICY sync_changes_space_member_read ON sync_changes FOR SELECT
+  USING (space_id IS NOT NULL AND space_id = ANY(string_to_array(coalesce(current_setting('app.current_user_space_ids', true), ''), ',')));
+"#;
+
+/// Current schema version written to `mana_ai.schema_migrations`.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Plain part of the migration: tables the original created (same names and columns)
+/// plus our additive columns, indexes and tables. Safe to run as the service role when it
+/// owns the schema, and as the migration role otherwise.
+const MANA_AI_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS mana_ai;
+
+CREATE TABLE IF NOT EXISTS mana_ai.schema_migrations (
+  version INT PRIMARY KEY,
+  applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS mana_ai.mission_snapshots (
+  user_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  record JSONB NOT NULL,
+  last_applied_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+  updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (user_id, mission_id)
+);
+ALTER TABLE mana_ai.mission_snapshots ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE mana_ai.mission_snapshots ADD COLUMN IF NOT EXISTS state TEXT;
+ALTER TABLE mana_ai.mission_snapshots ADD COLUMN IF NOT EXISTS next_run_at TIMESTAMPTZ;
+ALTER TABLE mana_ai.mission_snapshots ADD COLUMN IF NOT EXISTS agent_id TEXT;
+CREATE INDEX IF NOT EXISTS idx_mission_snapshots_user ON mana_ai.mission_snapshots (user_id, last_applied_at);
+CREATE INDEX IF NOT EXISTS idx_mission_snapshots_due_at ON mana_ai.mission_snapshots (next_run_at)
+  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS mana_ai.agent_snapshots (
+  user_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  record JSONB NOT NULL,
+  last_applied_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+  updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (user_id, agent_id)
+);
+ALTER TABLE mana_ai.agent_snapshots ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS idx_agent_snapshots_user ON mana_ai.agent_snapshots (user_id, last_applied_at);
+
+CREATE TABLE IF NOT EXISTS mana_ai.decrypt_audit (
+  id BIGSERIAL PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  iteration_id TEXT,
+  table_name TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'scope-violation')),
+  reason TEXT,
+  ts TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idx_decrypt_audit_mission ON mana_ai.decrypt_audit (user_id, mission_id, ts DESC);
+ALTER TABLE mana_ai.decrypt_audit ENABLE ROW LEVEL SECURITY;
+ALTER TABLE mana_ai.decrypt_audit FORCE ROW LEVEL SECURITY;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'mana_ai'
+                 AND tablename = 'decrypt_audit' AND policyname = 'decrypt_audit_user_scope') THEN
+    CREATE POLICY decrypt_audit_user_scope ON mana_ai.decrypt_audit
+      USING (user_id = current_setting('app.current_user_id', true));
+  END IF;
+END $$;
+
+CREATE TABLE IF NOT EXISTS mana_ai.mission_research_jobs (
+  user_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  provider_id TEXT NOT NULL,
+  submitted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  last_polled_at TIMESTAMPTZ,
+  PRIMARY KEY (user_id, mission_id)
+);
+CREATE INDEX IF NOT EXISTS idx_mission_research_jobs_user ON mana_ai.mission_research_jobs (user_id, submitted_at DESC);
+
+CREATE TABLE IF NOT EXISTS mana_ai.token_usage (
+  id BIGSERIAL PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  tokens_used INT NOT NULL,
+  ts TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idx_token_usage_agent_window ON mana_ai.token_usage (user_id, agent_id, ts DESC);
+
+CREATE TABLE IF NOT EXISTS mana_ai.refresh_cursor (
+  stream TEXT PRIMARY KEY,
+  position TIMESTAMPTZ NOT NULL,
+  updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION mana_ai.try_timestamptz(p TEXT) RETURNS TIMESTAMPTZ
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  RETURN p::timestamptz;
+EXCEPTION WHEN others THEN
+  RETURN NULL;
+END $$;
+
+-- Snapshots written by the original service lack our derived columns: fill them once.
+UPDATE mana_ai.mission_snapshots
+   SET state = record->>'state',
+       next_run_at = mana_ai.try_timestamptz(record->>'nextRunAt'),
+       agent_id = record->>'agentId',
+       deleted = (record->>'deletedAt') IS NOT NULL
+ WHERE state IS NULL AND record ? 'state';
+"#;
+
+/// Privileged part: the change-discovery index and the two `SECURITY DEFINER`
+/// functions. `{role}` is replaced by the quoted service role.
+///
+/// * `mana_ai.change_horizon()` returns the instant before which every transaction that
+///   could still insert into `sync_changes` has finished: the oldest `xact_start` of any
+///   other open transaction in this database (capped at `clock_timestamp()` minus a
+///   safety margin). `created_at` defaults to `now()`, the transaction start, so a row
+///   whose `created_at` lies before the horizon is either already visible or never will
+///   be. It reads only start times from `pg_stat_activity`, nothing else.
+/// * `mana_ai.changed_ai_records(from, to)` returns only `(user_id, table_name,
+///   record_id, last_at)` for `app_id = 'ai'` missions and agents with
+///   `from <= created_at < to` — ids and positions, never contents.
+/// * `mana_ai.change_batch_end(from, to, n)` bounds one refresh batch to about `n` rows.
+const DISCOVERY_DDL: &str = r#"
+CREATE INDEX IF NOT EXISTS mana_ai_sync_changes_ai_position ON public.sync_changes (created_at)
+  WHERE app_id = 'ai' AND table_name IN ('aiMissions', 'agents');
+
+CREATE OR REPLACE FUNCTION mana_ai.change_horizon() RETURNS TIMESTAMPTZ
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  oldest TIMESTAMPTZ;
+BEGIN
+  IF current_setting('track_activities')::boolean IS NOT TRUE THEN
+    RAISE EXCEPTION 'mana_ai.change_horizon: track_activities is off; change discovery cannot prove that no open transaction will still insert rows';
+  END IF;
+  SELECT min(a.xact_start) INTO oldest
+    FROM pg_catalog.pg_stat_activity a
+   WHERE a.datname = current_database()
+     AND a.pid <> pg_catalog.pg_backend_pid()
+     AND a.backend_type = 'client backend'
+     AND a.xact_start IS NOT NULL;
+  RETURN least(pg_catalog.clock_timestamp() - interval '1 second', oldest);
+END $$;
+
+CREATE OR REPLACE FUNCTION mana_ai.changed_ai_records(p_from TIMESTAMPTZ, p_to TIMESTAMPTZ)
+RETURNS TABLE (user_id TEXT, table_name TEXT, record_id TEXT, last_at TIMESTAMPTZ)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+  SELECT s.user_id, s.table_name, s.record_id, max(s.created_at)
+    FROM public.sync_changes s
+   WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+     AND s.created_at >= p_from AND s.created_at < p_to
+   GROUP BY s.user_id, s.table_name, s.record_id
+$$;
+
+CREATE OR REPLACE FUNCTION mana_ai.change_batch_end(p_from TIMESTAMPTZ, p_to TIMESTAMPTZ, p_rows INT)
+RETURNS TIMESTAMPTZ
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  cut TIMESTAMPTZ;
+BEGIN
+  SELECT s.created_at INTO cut
+    FROM public.sync_changes s
+   WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+     AND s.created_at >= p_from AND s.created_at < p_to
+   ORDER BY s.created_at
+  OFFSET p_rows LIMIT 1;
+  IF cut IS NULL THEN
+    RETURN p_to;
+  END IF;
+  IF cut = p_from THEN
+    -- one instant holds more than p_rows rows: take that instant whole
+    SELECT min(s.created_at) INTO cut
+      FROM public.sync_changes s
+     WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+       AND s.created_at > p_from AND s.created_at < p_to;
+    RETURN coalesce(cut, p_to);
+  END IF;
+  RETURN cut;
+END $$;
+
+REVOKE ALL ON FUNCTION mana_ai.change_horizon() FROM PUBLIC;
+REVOKE ALL ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) FROM PUBLIC;
+REVOKE ALL ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) FROM PUBLIC;
+"#;
+
+/// Grants the service role what it needs — and nothing more: no UPDATE/DELETE on the
+/// audit log, no BYPASSRLS, only SELECT/INSERT on `sync_changes`.
+const GRANTS_DDL: &str = r#"
+GRANT USAGE ON SCHEMA mana_ai TO {role};
+GRANT SELECT, INSERT ON public.sync_changes TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON mana_ai.mission_snapshots, mana_ai.agent_snapshots,
+  mana_ai.mission_research_jobs, mana_ai.token_usage, mana_ai.refresh_cursor TO {role};
+GRANT SELECT ON mana_ai.schema_migrations TO {role};
+GRANT SELECT, INSERT ON mana_ai.decrypt_audit TO {role};
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA mana_ai TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.change_horizon() TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) TO {role};
+"#;
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Creates `sync_changes` exactly as the sync server does. Dev and tests only.
+pub async fn create_sync_changes_for_dev(client: &Client) -> Result<(), StoreError> {
+    client
+        .batch_execute(SYNC_CHANGES_DDL)
+        .await
+        .map_err(|e| StoreError::migration("create sync_changes (dev)", e))
+}
+
+/// Runs the whole idempotent migration on `client` (which should be the migration
+/// role). When `service_role` is given and differs from the connected role, grants it
+/// the least privileges it needs. Serialised across instances by an advisory lock.
+pub async fn migrate(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
+    client
+        .batch_execute("SELECT pg_advisory_lock(7366720001)")
+        .await
+        .map_err(|e| StoreError::migration("lock", e))?;
+    let result = migrate_locked(client, service_role).await;
+    let _ = client
+        .batch_execute("SELECT pg_advisory_unlock(7366720001)")
+        .await;
+    result
+}
+
+async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('public.sync_changes') IS NOT NULL", &[])
+        .await
+        .map_err(|e| StoreError::migration("check sync_changes", e))?
+        .get(0);
+    if !exists {
+        return Err(StoreError::Config(
+            "table public.sync_changes does not exist: point SYNC_DATABASE_URL at the mana_sync database (or use `mana-ai dev`)".into(),
+        ));
+    }
+    client
+        .batch_execute(MANA_AI_DDL)
+        .await
+        .map_err(|e| StoreError::migration("mana_ai schema", e))?;
+    client
+        .batch_execute(DISCOVERY_DDL)
+        .await
+        .map_err(|e| StoreError::migration(
+            "change discovery (needs a role that owns sync_changes or is superuser; set MANA_AI_MIGRATION_DATABASE_URL)",
+            e,
+        ))?;
+    if let Some(role) = service_role {
+        let me: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(|e| StoreError::migration("current_user", e))?
+            .get(0);
+        if me != role {
+            let sql = GRANTS_DDL.replace("{role}", &quote_ident(role));
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| StoreError::migration("grants for the service role", e))?;
+        }
+    }
+    client
+        .execute(
+            "INSERT INTO mana_ai.schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(|e| StoreError::migration("record version", e))?;
+    Ok(())
+}
+
+/// Checks, as the service role, that change discovery can really see across users:
+/// the owner of `mana_ai.changed_ai_records` must bypass row-level security, and the
+/// owner of `mana_ai.change_horizon` must be able to read other sessions' start times.
+/// Without this check a non-privileged deployment would see zero missions, silently.
+pub async fn verify_discovery(client: &Client) -> Result<(), StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT r.rolname::text, (r.rolsuper OR r.rolbypassrls) AS bypass,
+                    (r.rolsuper OR pg_has_role(r.oid, 'pg_read_all_stats', 'MEMBER')) AS stats
+               FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+              WHERE p.oid = to_regprocedure('mana_ai.changed_ai_records(timestamptz,timestamptz)')",
+            &[],
+        )
+        .await
+        .map_err(|e| StoreError::migration("verify discovery", e))?;
+    let Some(row) = row else {
+        return Err(StoreError::Config(
+            "mana_ai.changed_ai_records is missing: the migration did not run".into(),
+        ));
+    };
+    let owner: String = row.get(0);
+    let bypass: bool = row.get(1);
+    let stats: bool = row.get(2);
+    if !bypass {
+        return Err(StoreError::Config(format!(
+            "change discovery is owned by role {owner:?}, which is subject to row-level security on sync_changes and would see no missions; run the migration as a superuser or BYPASSRLS role (MANA_AI_MIGRATION_DATABASE_URL)"
+        )));
+    }
+    if !stats {
+        return Err(StoreError::Config(format!(
+            "change discovery is owned by role {owner:?}, which cannot read other sessions' transaction start times; grant it pg_read_all_stats or migrate as a superuser"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates (or updates the password of) an ordinary login role for the service:
+/// NOSUPERUSER, NOBYPASSRLS. Dev and tests use it to run as least privilege.
+pub async fn ensure_service_role(
+    admin: &Client,
+    role: &str,
+    password: &str,
+) -> Result<(), StoreError> {
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .map_err(|e| StoreError::migration("look up role", e))?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let sql = format!(
+        "{verb} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD {}",
+        quote_ident(role),
+        quote_literal(password)
+    );
+    match admin.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Two test binaries may race to create the same cluster-wide role.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e) => Err(StoreError::migration("create service role", e)),
+    }
+}

@@ -1,0 +1,135 @@
+//! Reads of the projected snapshots: due missions, one user's missions and agents.
+//! Snapshot tables hold no RLS of their own; callers scope by user explicitly.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::{Store, StoreError};
+
+/// A mission that is due: active, not deleted, `nextRunAt` at or before `now`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueMission {
+    pub user_id: String,
+    pub mission_id: String,
+    pub record: Value,
+    pub next_run_at: DateTime<Utc>,
+}
+
+/// One stored mission snapshot (ops view).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissionSnapshot {
+    pub user_id: String,
+    pub mission_id: String,
+    pub record: Value,
+    pub deleted: bool,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_applied_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One stored agent snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSnapshot {
+    pub user_id: String,
+    pub agent_id: String,
+    pub record: Value,
+}
+
+impl Store {
+    /// Due missions, oldest `nextRunAt` first, compared as instants, at most `limit`.
+    /// Served by the partial index `idx_mission_snapshots_due_at`.
+    pub async fn list_due_missions(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueMission>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT user_id, mission_id, record, next_run_at
+                   FROM mana_ai.mission_snapshots
+                  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL
+                    AND next_run_at <= $1
+                  ORDER BY next_run_at, user_id, mission_id
+                  LIMIT $2",
+                &[&now, &limit.max(0)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DueMission {
+                user_id: r.get(0),
+                mission_id: r.get(1),
+                record: r.get(2),
+                next_run_at: r.get(3),
+            })
+            .collect())
+    }
+
+    /// All mission snapshots of one user (deleted ones included, flagged).
+    pub async fn user_missions(&self, user_id: &str) -> Result<Vec<MissionSnapshot>, StoreError> {
+        if user_id.is_empty() {
+            return Err(StoreError::Refused("empty user id"));
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at
+                   FROM mana_ai.mission_snapshots WHERE user_id = $1 ORDER BY mission_id",
+                &[&user_id],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MissionSnapshot {
+                user_id: r.get(0),
+                mission_id: r.get(1),
+                record: r.get(2),
+                deleted: r.get(3),
+                next_run_at: r.get(4),
+                last_applied_at: r.get(5),
+                updated_at: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Live (not deleted) agents of one user, including paused and archived ones.
+    pub async fn user_agents(&self, user_id: &str) -> Result<Vec<AgentSnapshot>, StoreError> {
+        if user_id.is_empty() {
+            return Err(StoreError::Refused("empty user id"));
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+                  WHERE user_id = $1 AND NOT deleted ORDER BY agent_id",
+                &[&user_id],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AgentSnapshot {
+                user_id: r.get(0),
+                agent_id: r.get(1),
+                record: r.get(2),
+            })
+            .collect())
+    }
+
+    /// One live agent, if it exists and is not deleted.
+    pub async fn agent(&self, user_id: &str, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+                  WHERE user_id = $1 AND agent_id = $2 AND NOT deleted",
+                &[&user_id, &agent_id],
+            )
+            .await?;
+        Ok(row.map(|r| AgentSnapshot {
+            user_id: r.get(0),
+            agent_id: r.get(1),
+            record: r.get(2),
+        }))
+    }
+}
