@@ -1,1 +1,26 @@
-//! pgcluster
+//! A private PostgreSQL cluster built from the system's PostgreSQL binaries, for
+//! `mana-ai dev` (one persistent cluster per developer) and for integration tests
+//! (throwaway clusters, see [`testkit`]).
+//!
+//! - [`find_pg_bindir`] locates `initdb`/`pg_ctl`.
+//! - [`Cluster::start`] creates (initdb) and starts a cluster described by a
+//!   [`ClusterConfig`], or reuses a running persistent one. The server listens on
+//!   127.0.0.1 only, with scram-sha-256 auth and a random `postgres` superuser password.
+//! - When this process is root the server runs as an unprivileged OS user
+//!   ([`DEFAULT_OS_USER`] unless configured), created on first use.
+//! - A throwaway cluster never outlives the process that started it: a watchdog process
+//!   stops and deletes it when that process ends, even by SIGKILL.
+//!
+//! Everything here blocks (std::process); nothing is tied to an async runtime except the
+//! database helpers in [`testkit`].
+
+mod cluster;
+mod discovery;
+mod error;
+mod runas;
+pub mod testkit;
+
+pub use cluster::{Cluster, ClusterConfig};
+pub use discovery::{find_pg_bindir, BINDIR_ENV};
+pub use error::ClusterError;
+pub use runas::DEFAULT_OS_USER;

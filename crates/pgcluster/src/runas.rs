@@ -1,0 +1,245 @@
+//! Running PostgreSQL's programs as an unprivileged OS user, and the file-system chores
+//! (ownership, traversal permissions, private files) that this requires.
+//!
+//! PostgreSQL refuses to run as root. When this process is root, every server program is
+//! started with the uid/gid of a dedicated system user (created on first use); otherwise
+//! programs simply run as the current user.
+
+use std::fs::{OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use nix::unistd::{Gid, Uid, User};
+
+use crate::ClusterError;
+
+/// OS user the cluster runs as when this process is root and no user is configured.
+pub const DEFAULT_OS_USER: &str = "mana-ai-pg";
+
+/// The unprivileged account server programs run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// Decides who runs the server: `None` (the current user) unless we are root, in which case
+/// the configured user (default [`DEFAULT_OS_USER`]) is looked up or created.
+pub(crate) fn resolve(os_user: Option<&str>) -> Result<Option<Identity>, ClusterError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    ensure_user(os_user.unwrap_or(DEFAULT_OS_USER)).map(Some)
+}
+
+fn lookup(name: &str) -> Result<Option<Identity>, ClusterError> {
+    let user = User::from_name(name).map_err(|e| ClusterError::OsUser {
+        user: name.to_owned(),
+        reason: format!("user database lookup failed: {e}"),
+    })?;
+    Ok(user.map(|u| Identity {
+        name: name.to_owned(),
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+    }))
+}
+
+/// Looks the user up and creates it with `useradd --system` when missing. Several processes
+/// may race to create it (parallel test binaries), so a failed `useradd` is followed by
+/// another lookup before giving up.
+fn ensure_user(name: &str) -> Result<Identity, ClusterError> {
+    let mut last_failure = String::new();
+    for attempt in 0..5u64 {
+        if let Some(id) = lookup(name)? {
+            if id.uid == 0 {
+                return Err(ClusterError::OsUser {
+                    user: name.to_owned(),
+                    reason: "has uid 0; PostgreSQL refuses to run as root".into(),
+                });
+            }
+            return Ok(id);
+        }
+        let shell = if Path::new("/usr/sbin/nologin").exists() {
+            "/usr/sbin/nologin"
+        } else {
+            "/bin/false"
+        };
+        let out = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args(["--home-dir", "/nonexistent", "--shell", shell])
+            .arg(name)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ClusterError::OsUser {
+                user: name.to_owned(),
+                reason: format!(
+                    "could not run `useradd` ({e}); create the user yourself or configure another"
+                ),
+            })?;
+        if out.status.success() {
+            tracing::info!(user = name, "created OS user for the private PostgreSQL cluster");
+            continue;
+        }
+        last_failure = format!(
+            "`useradd --system {name}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100 * (attempt + 1)));
+    }
+    Err(ClusterError::OsUser {
+        user: name.to_owned(),
+        reason: last_failure,
+    })
+}
+
+/// A command for a PostgreSQL program, run as `id` when given, from `/`, with no stdin.
+pub(crate) fn command(program: &Path, id: Option<&Identity>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir("/").stdin(Stdio::null());
+    if let Some(id) = id {
+        // std drops supplementary groups when switching uid as root.
+        cmd.uid(id.uid).gid(id.gid);
+    }
+    cmd
+}
+
+/// Runs `cmd` to completion, capturing its output; a non-zero exit becomes an error.
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<Output, ClusterError> {
+    let out = cmd
+        .output()
+        .map_err(|e| ClusterError::io(format!("could not run {what}"), e))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(ClusterError::CommandFailed {
+            program: what.to_owned(),
+            status: out.status.to_string(),
+            output: combined_output(&out),
+        })
+    }
+}
+
+/// Stdout and stderr of a finished program as one trimmed text.
+pub(crate) fn combined_output(out: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !err.trim().is_empty() {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(err.trim());
+    }
+    text
+}
+
+/// Gives `path` to `id` (no-op when running as the current user).
+pub(crate) fn chown(path: &Path, id: Option<&Identity>) -> Result<(), ClusterError> {
+    if let Some(id) = id {
+        nix::unistd::chown(path, Some(Uid::from_raw(id.uid)), Some(Gid::from_raw(id.gid)))
+            .map_err(|e| {
+                ClusterError::io(format!("could not chown {path:?} to {}", id.name), e.into())
+            })?;
+    }
+    Ok(())
+}
+
+/// Makes sure `id` can traverse every directory from `/` down to `dir`, adding the
+/// world-execute bit (traverse only, not list) where it is missing.
+pub(crate) fn ensure_traversable(dir: &Path, id: &Identity) -> Result<(), ClusterError> {
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
+    chain.reverse();
+    for d in chain {
+        let meta = std::fs::metadata(d)
+            .map_err(|e| ClusterError::io(format!("could not inspect {d:?}"), e))?;
+        let mode = meta.mode();
+        let can_traverse = if meta.uid() == id.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == id.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_traverse {
+            tracing::warn!(
+                dir = %d.display(),
+                user = %id.name,
+                "adding o+x so the PostgreSQL OS user can reach its data directory"
+            );
+            std::fs::set_permissions(d, Permissions::from_mode((mode | 0o001) & 0o7777))
+                .map_err(|e| ClusterError::io(format!("could not add o+x to {d:?}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a private file (mode 0600) owned by `id`, replacing any previous content.
+pub(crate) fn write_private(
+    path: &Path,
+    content: &[u8],
+    id: Option<&Identity>,
+) -> Result<(), ClusterError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ClusterError::io(format!("could not create {path:?}"), e))?;
+    file.set_permissions(Permissions::from_mode(0o600))
+        .map_err(|e| ClusterError::io(format!("could not chmod {path:?}"), e))?;
+    file.write_all(content)
+        .map_err(|e| ClusterError::io(format!("could not write {path:?}"), e))?;
+    chown(path, id)
+}
+
+/// Creates `path` if missing (mode 0600, for appending) and gives it to `id`.
+pub(crate) fn touch_private(path: &Path, id: Option<&Identity>) -> Result<(), ClusterError> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ClusterError::io(format!("could not create {path:?}"), e))?;
+    chown(path, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_private_sets_mode_0600_and_replaces_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("secret");
+        std::fs::write(&file, "old content that is longer").unwrap();
+        std::fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
+        write_private(&file, b"new", None).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        let mode = std::fs::metadata(&file).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn ensure_traversable_adds_only_world_execute() {
+        if !Uid::effective().is_root() {
+            return; // Only meaningful when another user must get in.
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = tmp.path().join("a");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, Permissions::from_mode(0o700)).unwrap();
+        let stranger = Identity {
+            name: "nobody-test".into(),
+            uid: 65_000,
+            gid: 65_000,
+        };
+        ensure_traversable(&inner, &stranger).unwrap();
+        let mode = std::fs::metadata(&inner).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o701);
+    }
+}
