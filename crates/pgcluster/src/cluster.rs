@@ -436,9 +436,14 @@ impl Cluster {
         let mut result = Ok(());
         if running_postmaster(&self.data_dir).is_some() {
             let mut cmd = runas::command(&self.bindir.join("pg_ctl"), self.run_as.as_ref());
-            cmd.arg("-D")
-                .arg(&self.data_dir)
-                .args(["-m", mode, "-w", "-t", PG_CTL_TIMEOUT_SECS, "stop"]);
+            cmd.arg("-D").arg(&self.data_dir).args([
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                PG_CTL_TIMEOUT_SECS,
+                "stop",
+            ]);
             if let Err(e) = runas::run(cmd, "pg_ctl stop") {
                 if running_postmaster(&self.data_dir).is_some() {
                     result = Err(e);
