@@ -247,7 +247,11 @@ impl Cluster {
             )?;
             self.initdb(false)?;
         }
-        if let Some((pid, port)) = running_postmaster(&self.data_dir) {
+        // A recorded live pid is only trusted if the port answers too (after a reboot the
+        // pid may belong to an unrelated process; then postgres itself sorts the stale
+        // lock file out on start).
+        let running = running_postmaster(&self.data_dir).filter(|&(_, port)| port_answers(port));
+        if let Some((pid, port)) = running {
             if let Some(requested) = requested.filter(|&r| r != port) {
                 return Err(ClusterError::PortMismatch {
                     data_dir: self.data_dir.clone(),
@@ -436,9 +440,14 @@ impl Cluster {
         let mut result = Ok(());
         if running_postmaster(&self.data_dir).is_some() {
             let mut cmd = runas::command(&self.bindir.join("pg_ctl"), self.run_as.as_ref());
-            cmd.arg("-D")
-                .arg(&self.data_dir)
-                .args(["-m", mode, "-w", "-t", PG_CTL_TIMEOUT_SECS, "stop"]);
+            cmd.arg("-D").arg(&self.data_dir).args([
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                PG_CTL_TIMEOUT_SECS,
+                "stop",
+            ]);
             if let Err(e) = runas::run(cmd, "pg_ctl stop") {
                 if running_postmaster(&self.data_dir).is_some() {
                     result = Err(e);
@@ -537,6 +546,12 @@ fn free_port() -> Result<u16, ClusterError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| ClusterError::io("could not find a free loopback port", e))
+}
+
+/// Whether a TCP connection to `127.0.0.1:port` succeeds within two seconds.
+fn port_answers(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
 }
 
 /// Whether something else listens on `port` now.

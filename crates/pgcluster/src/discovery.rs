@@ -184,7 +184,10 @@ mod tests {
         )
         .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, ClusterError::BindirEnvInvalid { .. }), "{text}");
+        assert!(
+            matches!(err, ClusterError::BindirEnvInvalid { .. }),
+            "{text}"
+        );
         assert!(text.contains("MANA_AI_PG_BINDIR"), "{text}");
         assert!(text.contains("does-not-exist"), "{text}");
     }

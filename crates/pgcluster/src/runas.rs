@@ -9,9 +9,10 @@ use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Uid, User};
 
 use crate::ClusterError;
@@ -48,20 +49,61 @@ fn lookup(name: &str) -> Result<Option<Identity>, ClusterError> {
     }))
 }
 
-/// Looks the user up and creates it with `useradd --system` when missing. Several processes
-/// may race to create it (parallel test binaries), so a failed `useradd` is followed by
-/// another lookup before giving up.
+/// Looks the user up and creates it with `useradd --system` when missing.
+///
+/// Concurrent `useradd` runs can each "succeed" with different uids while only one entry
+/// survives, so creation is serialized: within this process by a mutex, across processes
+/// (parallel test binaries) by an exclusive `flock` on a lock file.
 fn ensure_user(name: &str) -> Result<Identity, ClusterError> {
+    if let Some(id) = lookup(name)? {
+        return checked(id);
+    }
+    static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = IN_PROCESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _lock = lock_user_creation()?;
+    create_user(name)
+}
+
+fn checked(id: Identity) -> Result<Identity, ClusterError> {
+    if id.uid == 0 {
+        return Err(ClusterError::OsUser {
+            user: id.name,
+            reason: "has uid 0; PostgreSQL refuses to run as root".into(),
+        });
+    }
+    Ok(id)
+}
+
+/// Takes the cross-process lock for user creation (released when dropped).
+fn lock_user_creation() -> Result<Flock<std::fs::File>, ClusterError> {
+    // /run is writable only by root (we only create users as root); fall back to the temp
+    // dir, refusing to follow a planted symlink there.
+    let dir = if Path::new("/run").is_dir() {
+        PathBuf::from("/run")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join("mana-ai-pgcluster-useradd.lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| ClusterError::io(format!("could not open lock file {path:?}"), e))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| ClusterError::io(format!("could not lock {path:?}"), e.into()))
+}
+
+/// Creates the user (caller holds the creation lock), re-checking first.
+fn create_user(name: &str) -> Result<Identity, ClusterError> {
     let mut last_failure = String::new();
     for attempt in 0..5u64 {
         if let Some(id) = lookup(name)? {
-            if id.uid == 0 {
-                return Err(ClusterError::OsUser {
-                    user: name.to_owned(),
-                    reason: "has uid 0; PostgreSQL refuses to run as root".into(),
-                });
-            }
-            return Ok(id);
+            return checked(id);
         }
         let shell = if Path::new("/usr/sbin/nologin").exists() {
             "/usr/sbin/nologin"
@@ -81,7 +123,10 @@ fn ensure_user(name: &str) -> Result<Identity, ClusterError> {
                 ),
             })?;
         if out.status.success() {
-            tracing::info!(user = name, "created OS user for the private PostgreSQL cluster");
+            tracing::info!(
+                user = name,
+                "created OS user for the private PostgreSQL cluster"
+            );
             continue;
         }
         last_failure = format!(
@@ -140,10 +185,14 @@ pub(crate) fn combined_output(out: &Output) -> String {
 /// Gives `path` to `id` (no-op when running as the current user).
 pub(crate) fn chown(path: &Path, id: Option<&Identity>) -> Result<(), ClusterError> {
     if let Some(id) = id {
-        nix::unistd::chown(path, Some(Uid::from_raw(id.uid)), Some(Gid::from_raw(id.gid)))
-            .map_err(|e| {
-                ClusterError::io(format!("could not chown {path:?} to {}", id.name), e.into())
-            })?;
+        nix::unistd::chown(
+            path,
+            Some(Uid::from_raw(id.uid)),
+            Some(Gid::from_raw(id.gid)),
+        )
+        .map_err(|e| {
+            ClusterError::io(format!("could not chown {path:?} to {}", id.name), e.into())
+        })?;
     }
     Ok(())
 }
