@@ -24,6 +24,7 @@ pub struct RunnerConfig {
     pub refresh_batch_rows: i32,
     pub max_concurrent_plans: usize,
     pub mission_deadline: Duration,
+    pub refresh_safety_margin: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -33,6 +34,7 @@ impl Default for RunnerConfig {
             refresh_batch_rows: 5_000,
             max_concurrent_plans: 64,
             mission_deadline: Duration::from_secs(300),
+            refresh_safety_margin: Duration::from_millis(250),
         }
     }
 }
@@ -163,7 +165,11 @@ impl Runner {
 
     async fn pass(&self, now: DateTime<Utc>, stats: &mut TickStats) {
         let refresh_started = Instant::now();
-        match self.store.refresh_snapshots(self.cfg.refresh_batch_rows).await {
+        let opts = mana_ai_store::RefreshOptions {
+            batch_rows: self.cfg.refresh_batch_rows,
+            safety_margin: self.cfg.refresh_safety_margin,
+        };
+        match self.store.refresh_snapshots(opts).await {
             Ok(RefreshOutcome::Done(r)) => {
                 self.metrics.snapshots_new_total.inc_by(r.new_snapshots as u64);
                 self.metrics

@@ -65,6 +65,7 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> Runner {
             refresh_batch_rows: cfg.refresh_batch_rows,
             max_concurrent_plans: cfg.max_concurrent_plans,
             mission_deadline: cfg.mission_deadline,
+            ..RunnerConfig::default()
         },
         Arc::new(SystemClock),
     )

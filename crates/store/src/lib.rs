@@ -11,13 +11,15 @@
 pub mod refresh;
 pub mod schema;
 pub mod snapshots;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-pub use refresh::{RefreshOutcome, RefreshStats};
+pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
 
 /// Errors of the store. Messages never contain connection passwords.

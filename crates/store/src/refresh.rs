@@ -70,9 +70,28 @@ struct Existing {
     deleted: bool,
 }
 
+/// Tuning of one refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshOptions {
+    /// Rows per batch (one transaction each).
+    pub batch_rows: i32,
+    /// How far behind the clock the horizon stays even when no transaction is open
+    /// (covers the instant between a backend taking its start time and publishing it).
+    pub safety_margin: std::time::Duration,
+}
+
+impl Default for RefreshOptions {
+    fn default() -> Self {
+        Self {
+            batch_rows: 5_000,
+            safety_margin: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
-    pub async fn refresh_snapshots(&self, batch_rows: i32) -> Result<RefreshOutcome, StoreError> {
+    pub async fn refresh_snapshots(&self, opts: RefreshOptions) -> Result<RefreshOutcome, StoreError> {
         let lock_client = self.client().await?;
         let got: bool = lock_client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&REFRESH_LOCK])
@@ -81,7 +100,7 @@ impl Store {
         if !got {
             return Ok(RefreshOutcome::Busy);
         }
-        let result = self.refresh_locked(batch_rows.max(1)).await;
+        let result = self.refresh_locked(opts).await;
         if let Err(e) = lock_client
             .execute("SELECT pg_advisory_unlock($1)", &[&REFRESH_LOCK])
             .await
@@ -93,7 +112,9 @@ impl Store {
         result.map(RefreshOutcome::Done)
     }
 
-    async fn refresh_locked(&self, batch_rows: i32) -> Result<RefreshStats, StoreError> {
+    async fn refresh_locked(&self, opts: RefreshOptions) -> Result<RefreshStats, StoreError> {
+        let batch_rows = opts.batch_rows.max(1);
+        let margin_secs = opts.safety_margin.as_secs_f64();
         let c = self.client().await?;
         let mut from: DateTime<Utc> = c
             .query_opt(
@@ -105,7 +126,10 @@ impl Store {
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
         // Its own statement (and snapshot), strictly before the reads below.
         let horizon: DateTime<Utc> = c
-            .query_one("SELECT mana_ai.change_horizon()", &[])
+            .query_one(
+                "SELECT mana_ai.change_horizon(make_interval(secs => $1::float8))",
+                &[&margin_secs],
+            )
             .await?
             .get(0);
         drop(c);

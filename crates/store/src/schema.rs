@@ -180,10 +180,14 @@ const DISCOVERY_DDL: &str = r#"
 CREATE INDEX IF NOT EXISTS mana_ai_sync_changes_ai_position ON public.sync_changes (created_at)
   WHERE app_id = 'ai' AND table_name IN ('aiMissions', 'agents');
 
-CREATE OR REPLACE FUNCTION mana_ai.change_horizon() RETURNS TIMESTAMPTZ
+DROP FUNCTION IF EXISTS mana_ai.change_horizon();
+CREATE OR REPLACE FUNCTION mana_ai.change_horizon(p_margin INTERVAL) RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
   oldest TIMESTAMPTZ;
+  -- Read the clock BEFORE the activity snapshot: a transaction that starts after this
+  -- instant stamps its rows later than any horizon returned here.
+  clock TIMESTAMPTZ := pg_catalog.clock_timestamp();
 BEGIN
   IF current_setting('track_activities')::boolean IS NOT TRUE THEN
     RAISE EXCEPTION 'mana_ai.change_horizon: track_activities is off; change discovery cannot prove that no open transaction will still insert rows';
@@ -194,7 +198,9 @@ BEGIN
      AND a.pid <> pg_catalog.pg_backend_pid()
      AND a.backend_type = 'client backend'
      AND a.xact_start IS NOT NULL;
-  RETURN least(pg_catalog.clock_timestamp() - interval '1 second', oldest);
+  -- The margin covers the microseconds between a backend taking its start time and
+  -- publishing it in pg_stat_activity.
+  RETURN least(clock - greatest(p_margin, interval '0'), oldest);
 END $$;
 
 CREATE OR REPLACE FUNCTION mana_ai.changed_ai_records(p_from TIMESTAMPTZ, p_to TIMESTAMPTZ)
@@ -233,7 +239,7 @@ BEGIN
   RETURN cut;
 END $$;
 
-REVOKE ALL ON FUNCTION mana_ai.change_horizon() FROM PUBLIC;
+REVOKE ALL ON FUNCTION mana_ai.change_horizon(INTERVAL) FROM PUBLIC;
 REVOKE ALL ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) FROM PUBLIC;
 REVOKE ALL ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) FROM PUBLIC;
 "#;
@@ -248,7 +254,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON mana_ai.mission_snapshots, mana_ai.agent
 GRANT SELECT ON mana_ai.schema_migrations TO {role};
 GRANT SELECT, INSERT ON mana_ai.decrypt_audit TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA mana_ai TO {role};
-GRANT EXECUTE ON FUNCTION mana_ai.change_horizon() TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.change_horizon(INTERVAL) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) TO {role};
 "#;

@@ -1,0 +1,61 @@
+//! Test support (feature `testkit`): one migrated template database per test binary
+//! and a fresh copy per test, reached as the superuser *and* as an ordinary service
+//! role (`NOSUPERUSER NOBYPASSRLS`), so tests exercise row-level security for real.
+
+use mana_ai_pgcluster::testkit as pg;
+
+use crate::{schema, Store, StoreConfig};
+
+/// The least-privilege role the service runs as in tests.
+pub const SERVICE_ROLE: &str = "mana_ai_svc";
+const SERVICE_PASSWORD: &str = "svc-test-password";
+const TEMPLATE: &str = "mana_sync_tpl";
+
+/// A fresh, migrated `mana_sync`-like database.
+pub struct TestDb {
+    pub name: String,
+    pub superuser_url: String,
+    pub service_url: String,
+}
+
+impl TestDb {
+    /// A pool connected as the service role.
+    pub fn service_store(&self) -> Store {
+        Store::connect(&StoreConfig::new(self.service_url.clone())).expect("service pool")
+    }
+
+    /// A plain superuser connection (for test setup and inspection).
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        crate::connect_once(&self.superuser_url)
+            .await
+            .expect("superuser connection")
+    }
+}
+
+/// Creates a fresh database from the migrated template.
+pub async fn fresh_db(prefix: &str) -> TestDb {
+    pg::create_template(TEMPLATE, |url| async move {
+        let admin = crate::connect_once(&url).await.map_err(|e| e.to_string())?;
+        schema::ensure_service_role(&admin, SERVICE_ROLE, SERVICE_PASSWORD)
+            .await
+            .map_err(|e| e.to_string())?;
+        schema::create_sync_changes_for_dev(&admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        schema::migrate(&admin, Some(SERVICE_ROLE))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    })
+    .await;
+    let db = pg::fresh_database_from(prefix, TEMPLATE).await;
+    let port = db.cluster().port();
+    TestDb {
+        superuser_url: db.superuser_url(),
+        service_url: format!(
+            "postgresql://{SERVICE_ROLE}:{SERVICE_PASSWORD}@127.0.0.1:{port}/{}",
+            db.name
+        ),
+        name: db.name,
+    }
+}

@@ -1,0 +1,313 @@
+//! Real PostgreSQL: row-level security under a least-privilege role, and the
+//! incremental refresh (no lost rows, cost proportional to new rows, deletes final).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats, Store};
+use serde_json::{json, Value};
+
+fn opts() -> RefreshOptions {
+    RefreshOptions {
+        batch_rows: 5_000,
+        safety_margin: Duration::ZERO,
+    }
+}
+
+async fn refresh(store: &Store) -> RefreshStats {
+    match store.refresh_snapshots(opts()).await.expect("refresh") {
+        RefreshOutcome::Done(s) => s,
+        RefreshOutcome::Busy => panic!("unexpected busy"),
+    }
+}
+
+/// Inserts a row the way the sync server does (it owns the table; superuser here).
+async fn push(
+    c: &tokio_postgres::Client,
+    user: &str,
+    table: &str,
+    record: &str,
+    op: &str,
+    data: Value,
+    field_meta: Value,
+) {
+    c.execute(
+        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+         VALUES ('ai', $1, $2, $3, $4, $5, $6, 'device-1')",
+        &[&table, &record, &user, &op, &data, &field_meta],
+    )
+    .await
+    .expect("push row");
+}
+
+fn mission(title: &str, next_run_at: &str) -> Value {
+    json!({"title": title, "objective": "o", "conceptMarkdown": "", "state": "active",
+           "nextRunAt": next_run_at, "cadence": {"kind": "manual"}, "inputs": [], "iterations": []})
+}
+
+async fn setup(prefix: &str) -> (TestDb, Store, tokio_postgres::Client) {
+    let db = fresh_db(prefix).await;
+    let store = db.service_store();
+    let admin = db.admin().await;
+    (db, store, admin)
+}
+
+#[tokio::test]
+async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
+    let (_db, store, admin) = setup("rls").await;
+    push(&admin, "u1", "aiMissions", "m1", "insert", mission("a", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(&admin, "u2", "aiMissions", "m2", "insert", mission("b", "2020-01-01T00:00:00.000Z"), json!({})).await;
+
+    let tx = store.begin_user("u1").await.unwrap();
+    let row = tx
+        .client()
+        .query_one(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "service role must not be superuser");
+    assert!(!row.get::<_, bool>(1), "service role must not bypass RLS");
+    let n: i64 = tx
+        .client()
+        .query_one("SELECT count(*) FROM sync_changes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "u1 sees only its own row");
+    // Writing another user's row is refused by the policy's WITH CHECK.
+    let err = tx
+        .client()
+        .execute(
+            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, client_id)
+             VALUES ('ai','aiMissions','x','u2','update','mana-ai-runner')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let msg = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(msg.contains("row-level security"), "{err:?}");
+    drop(tx);
+
+    assert!(matches!(
+        store.begin_user("").await,
+        Err(mana_ai_store::StoreError::Refused(_))
+    ));
+    // Outside withUser the service role sees nothing at all.
+    let c = mana_ai_store::connect_once(&_db.service_url).await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM sync_changes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Yet discovery through the definer function finds both users' missions.
+    let s = refresh(&store).await;
+    assert_eq!(s.new_snapshots, 2);
+    assert_eq!(s.users_processed, 2);
+    store.verify_discovery().await.expect("privileged discovery");
+}
+
+#[tokio::test]
+async fn refresh_merges_missions_and_agents_and_lists_due() {
+    let (_db, store, admin) = setup("merge").await;
+    push(&admin, "u1", "aiMissions", "m1", "insert", mission("first", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "second"}),
+         json!({"title": "2026-01-01T00:00:00.000Z"})).await;
+    push(&admin, "u1", "agents", "a1", "insert",
+         json!({"name": "Scout", "role": "r", "state": "active", "maxConcurrentMissions": 1}), json!({})).await;
+    let s = refresh(&store).await;
+    assert_eq!(s.rows_applied, 3);
+    assert_eq!(s.new_snapshots, 2);
+
+    let due = store.list_due_missions(Utc::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].record["title"], "second");
+    assert_eq!(
+        due[0].record["__fieldMeta"],
+        json!({"title": "2026-01-01T00:00:00.000Z"})
+    );
+    let agents = store.user_agents("u1").await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].record["name"], "Scout");
+}
+
+#[tokio::test]
+async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten() {
+    let (_db, store, admin) = setup("incr").await;
+    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "t2"}),
+         json!({"title": "2026-05-01T00:00:00.000Z"})).await;
+    refresh(&store).await;
+    let before = store.user_missions("u1").await.unwrap()[0].updated_at;
+
+    let s = refresh(&store).await;
+    assert_eq!(s.rows_applied, 0);
+    assert_eq!(s.users_processed, 0);
+
+    // A stale update (older stamp) changes nothing: no rewrite.
+    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "stale"}),
+         json!({"title": "2026-04-01T00:00:00.000Z"})).await;
+    let s = refresh(&store).await;
+    assert_eq!(s.rows_applied, 1);
+    assert_eq!(s.unchanged_snapshots, 1);
+    assert_eq!(s.updated_snapshots, 0);
+    let after = store.user_missions("u1").await.unwrap();
+    assert_eq!(after[0].updated_at, before);
+    assert_eq!(after[0].record["title"], "t2");
+}
+
+#[tokio::test]
+async fn a_transaction_open_across_a_refresh_is_not_lost() {
+    let (db, store, admin) = setup("gap").await;
+    // Device A starts a transaction and inserts (created_at = its start time) but does
+    // not commit yet.
+    let mut slow = db.admin().await;
+    let tx = slow.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+         VALUES ('ai','aiMissions','slow','u1','insert',$1,'{}','device-a')",
+        &[&mission("slow", "2020-01-01T00:00:00.000Z")],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Device B commits a later row; refreshes run while A is still open.
+    push(&admin, "u1", "aiMissions", "fast", "insert", mission("fast", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    refresh(&store).await;
+    refresh(&store).await;
+    let ids: Vec<String> = store
+        .user_missions("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mission_id)
+        .collect();
+    assert!(!ids.contains(&"slow".to_string()), "uncommitted row cannot be visible");
+    // Now A commits: its created_at is older than B's row, which a max(created_at)
+    // cursor would already have passed.
+    tx.commit().await.unwrap();
+    let s = refresh(&store).await;
+    assert!(s.rows_applied >= 1);
+    let ids: Vec<String> = store
+        .user_missions("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mission_id)
+        .collect();
+    assert!(ids.contains(&"slow".to_string()), "late-committing row was lost: {ids:?}");
+    assert!(ids.contains(&"fast".to_string()));
+}
+
+#[tokio::test]
+async fn deletes_are_final_and_hide_the_mission() {
+    let (_db, store, admin) = setup("del").await;
+    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    refresh(&store).await;
+    assert_eq!(store.list_due_missions(Utc::now(), 10).await.unwrap().len(), 1);
+    push(&admin, "u1", "aiMissions", "m1", "delete", json!({"deletedAt": "2026-01-01T00:00:00.000Z"}), json!({})).await;
+    refresh(&store).await;
+    assert!(store.list_due_missions(Utc::now(), 10).await.unwrap().is_empty());
+    // A later update must not resurrect it.
+    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "zombie", "state": "active"}),
+         json!({"title": "2027-01-01T00:00:00.000Z", "state": "2027-01-01T00:00:00.000Z"})).await;
+    refresh(&store).await;
+    assert!(store.list_due_missions(Utc::now(), 10).await.unwrap().is_empty());
+    let snaps = store.user_missions("u1").await.unwrap();
+    assert!(snaps[0].deleted);
+}
+
+#[tokio::test]
+async fn due_missions_compare_instants_oldest_first_with_a_limit() {
+    let (_db, store, admin) = setup("due").await;
+    // 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as text.
+    push(&admin, "u1", "aiMissions", "late", "insert", mission("late", "2026-01-01T09:00:00.000Z"), json!({})).await;
+    push(&admin, "u1", "aiMissions", "early", "insert", mission("early", "2026-01-01T10:00:00+02:00"), json!({})).await;
+    push(&admin, "u2", "aiMissions", "future", "insert", mission("future", "2999-01-01T00:00:00.000Z"), json!({})).await;
+    let mut paused = mission("paused", "2020-01-01T00:00:00.000Z");
+    paused["state"] = json!("paused");
+    push(&admin, "u2", "aiMissions", "paused", "insert", paused, json!({})).await;
+    let mut no_next = mission("none", "x");
+    no_next["nextRunAt"] = Value::Null;
+    push(&admin, "u2", "aiMissions", "none", "insert", no_next, json!({})).await;
+    push(&admin, "u2", "aiMissions", "garbage", "insert", mission("garbage", "not-a-date"), json!({})).await;
+    refresh(&store).await;
+    let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+    let due = store.list_due_missions(now, 10).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|d| d.mission_id.as_str()).collect();
+    assert_eq!(ids, vec!["early", "late"]);
+    let due = store.list_due_missions(now, 1).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].mission_id, "early");
+
+    // The due query is served by the partial index.
+    let c = mana_ai_store::connect_once(&_db.service_url).await.unwrap();
+    c.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN SELECT user_id, mission_id, record, next_run_at FROM mana_ai.mission_snapshots
+              WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL AND next_run_at <= now()
+              ORDER BY next_run_at, user_id, mission_id LIMIT 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("idx_mission_snapshots_due_at")),
+        "{plan:#?}"
+    );
+}
+
+#[tokio::test]
+async fn batches_walk_the_whole_range() {
+    let (_db, store, admin) = setup("batch").await;
+    for i in 0..25 {
+        push(&admin, &format!("u{}", i % 4), "aiMissions", &format!("m{i}"), "insert",
+             mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    }
+    let s = match store
+        .refresh_snapshots(RefreshOptions { batch_rows: 4, safety_margin: Duration::ZERO })
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Done(s) => s,
+        RefreshOutcome::Busy => panic!("busy"),
+    };
+    assert_eq!(s.rows_applied, 25);
+    assert_eq!(s.new_snapshots, 25);
+    assert!(s.batches >= 6, "{s:?}");
+    assert_eq!(store.list_due_missions(Utc::now(), 100).await.unwrap().len(), 25);
+}
+
+#[tokio::test]
+async fn unprivileged_discovery_fails_loudly_instead_of_seeing_nothing() {
+    let (_db, store, admin) = setup("unpriv").await;
+    admin
+        .batch_execute(
+            "ALTER FUNCTION mana_ai.changed_ai_records(timestamptz, timestamptz) OWNER TO mana_ai_svc",
+        )
+        .await
+        .unwrap();
+    let err = store.verify_discovery().await.unwrap_err().to_string();
+    assert!(err.contains("row-level security"), "{err}");
+}
+
+#[tokio::test]
+async fn migration_is_idempotent_and_keeps_data() {
+    let (db, store, admin) = setup("idem").await;
+    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    refresh(&store).await;
+    mana_ai_store::schema::migrate(&admin, Some(mana_ai_store::testkit::SERVICE_ROLE))
+        .await
+        .expect("second migration");
+    mana_ai_store::schema::create_sync_changes_for_dev(&db.admin().await)
+        .await
+        .expect("second DDL");
+    assert_eq!(store.list_due_missions(Utc::now(), 10).await.unwrap().len(), 1);
+}
