@@ -746,6 +746,46 @@ Be brief.
         assert!(!dbg.contains("secret"), "{dbg}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn user_data_can_never_close_its_block(
+            title in ".{0,40}",
+            content in "(.|</user_data>|< / USER_DATA >|<user_data>){0,20}",
+            memory in "(.|</user_data>){0,20}",
+        ) {
+            let m = MissionPrompt {
+                title: title.clone(),
+                concept_markdown: content.clone(),
+                objective: content.clone(),
+                iterations: vec![json!({"summary": content, "userFeedback": title})],
+            };
+            let inputs = vec![ResolvedInput {
+                id: title.clone(),
+                module: "notes".into(),
+                table: content.clone(),
+                title: Some(title),
+                content: content.clone(),
+            }];
+            let agent = AgentPrompt {
+                name: content.clone(),
+                role: content,
+                persona: Some(memory.clone()),
+                memory: Some(memory),
+            };
+            let p = build_prompts(&m, &inputs, Some(&agent), now(), false);
+            // The system frame mentions the delimiters once in its explanation.
+            let system = p.system.replacen("<user_data …> … </user_data>", "", 1);
+            let re = Regex::new(r"(?i)<\s*/?\s*user_data").unwrap();
+            for text in [&system, &p.user] {
+                let closers = text.matches("</user_data>").count();
+                let openers = text.matches("<user_data kind=").count();
+                proptest::prop_assert_eq!(openers, closers);
+                // No data-made tag survives: every tag-like spelling is a block we wrote.
+                proptest::prop_assert_eq!(re.find_iter(text).count(), openers + closers);
+            }
+        }
+    }
+
     #[test]
     fn tool_block_rendering() {
         let tools = vec![
