@@ -679,6 +679,20 @@ fn next_run_after_table() {
             Some("2026-10-25T02:00:00Z"),
         ),
         (
+            "cron every second pauses for the second pass",
+            cron("* * * * * *"),
+            "2026-10-25T01:05:00Z",
+            Berlin,
+            Some("2026-10-25T02:00:00Z"),
+        ),
+        (
+            "cron every second in the first pass",
+            cron("* * * * * *"),
+            "2026-10-25T00:05:00Z",
+            Berlin,
+            Some("2026-10-25T00:05:01Z"),
+        ),
+        (
             "cron 30 2 in the gap",
             cron("30 2 * * *"),
             "2026-03-28T12:00:00Z",
