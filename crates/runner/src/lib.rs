@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mana_ai_core::chat::LlmClient;
 use mana_ai_store::{RefreshOutcome, Store};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
@@ -105,22 +106,33 @@ impl Clock for SystemClock {
     }
 }
 
+/// What a runner is built from.
+pub struct RunnerDeps {
+    pub store: Store,
+    pub metrics: Metrics,
+    pub llm: Arc<dyn LlmClient>,
+    pub clock: Arc<dyn Clock>,
+}
+
 /// Runs tick passes. Cheap to share (`Arc`).
 pub struct Runner {
     store: Store,
     metrics: Metrics,
+    #[allow(dead_code)]
+    llm: Arc<dyn LlmClient>,
     cfg: RunnerConfig,
     clock: Arc<dyn Clock>,
     pass_lock: Mutex<()>,
 }
 
 impl Runner {
-    pub fn new(store: Store, metrics: Metrics, cfg: RunnerConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(deps: RunnerDeps, cfg: RunnerConfig) -> Self {
         Self {
-            store,
-            metrics,
+            store: deps.store,
+            metrics: deps.metrics,
+            llm: deps.llm,
             cfg,
-            clock,
+            clock: deps.clock,
             pass_lock: Mutex::new(()),
         }
     }
@@ -171,7 +183,9 @@ impl Runner {
         };
         match self.store.refresh_snapshots(opts).await {
             Ok(RefreshOutcome::Done(r)) => {
-                self.metrics.snapshots_new_total.inc_by(r.new_snapshots as u64);
+                self.metrics
+                    .snapshots_new_total
+                    .inc_by(r.new_snapshots as u64);
                 self.metrics
                     .snapshots_updated_total
                     .inc_by(r.updated_snapshots as u64);

@@ -54,8 +54,8 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let c =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
     reg.register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     c
@@ -181,11 +181,7 @@ impl Metrics {
                 "Latency of one LLM chat-completion call (all attempts)",
                 &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ),
-            snapshots_new_total: counter(
-                r,
-                "mana_ai_snapshots_new_total",
-                "Snapshot rows created",
-            ),
+            snapshots_new_total: counter(r, "mana_ai_snapshots_new_total", "Snapshot rows created"),
             snapshots_updated_total: counter(
                 r,
                 "mana_ai_snapshots_updated_total",

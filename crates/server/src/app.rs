@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use mana_ai_runner::{Metrics, Runner, RunnerConfig, Scheduler, SystemClock};
+use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
 use mana_ai_store::{schema, Store, StoreConfig};
 
 use crate::config::Config;
@@ -15,7 +15,9 @@ use crate::http::{self, AppState};
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -46,7 +48,10 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
     migrate(cfg).await?;
-    println!("mana-ai: migration complete (schema version {})", schema::SCHEMA_VERSION);
+    println!(
+        "mana-ai: migration complete (schema version {})",
+        schema::SCHEMA_VERSION
+    );
     Ok(())
 }
 
@@ -56,10 +61,27 @@ fn store_for(cfg: &Config) -> anyhow::Result<Store> {
     Ok(Store::connect(&sc)?)
 }
 
-pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> Runner {
-    Runner::new(
-        store,
-        metrics,
+/// The LLM client the configuration asks for.
+pub fn llm_for(cfg: &Config) -> anyhow::Result<Arc<dyn mana_ai_core::chat::LlmClient>> {
+    let mut lc = mana_ai_llm::HttpLlmConfig::new(cfg.mana_llm_url.clone(), cfg.llm_api_key.clone());
+    lc.default_model = cfg.llm_model.clone();
+    lc.call_deadline = cfg.llm_timeout;
+    lc.max_attempts = cfg.llm_max_attempts;
+    Ok(Arc::new(
+        mana_ai_llm::HttpLlmClient::new(lc).context("MANA_LLM_URL / LLM settings")?,
+    ))
+}
+
+/// Builds the runner from the configuration (shared by `serve`, `tick`, `dev`, tests).
+pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Runner> {
+    let llm = llm_for(cfg)?;
+    Ok(Runner::new(
+        RunnerDeps {
+            store,
+            metrics,
+            llm,
+            clock: Arc::new(SystemClock),
+        },
         RunnerConfig {
             due_limit: cfg.due_limit,
             refresh_batch_rows: cfg.refresh_batch_rows,
@@ -67,8 +89,17 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> Runner {
             mission_deadline: cfg.mission_deadline,
             ..RunnerConfig::default()
         },
-        Arc::new(SystemClock),
-    )
+    ))
+}
+
+/// Builds the HTTP state around a runner.
+pub fn app_state(cfg: &Config, runner: Arc<Runner>) -> Arc<AppState> {
+    Arc::new(AppState {
+        runner,
+        service_key: cfg.service_key.clone(),
+        tick_enabled: cfg.tick_enabled,
+        scheduler_running: AtomicBool::new(false),
+    })
 }
 
 /// Boots and serves until SIGTERM/SIGINT.
@@ -80,13 +111,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("checking change discovery")?;
     let metrics = Metrics::new();
-    let runner = Arc::new(runner_for(&cfg, store.clone(), metrics));
-    let state = Arc::new(AppState {
-        runner: runner.clone(),
-        service_key: cfg.service_key.clone(),
-        tick_enabled: cfg.tick_enabled,
-        scheduler_running: AtomicBool::new(false),
-    });
+    let runner = Arc::new(runner_for(&cfg, store.clone(), metrics)?);
+    let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -118,7 +144,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     if let Some(s) = scheduler {
         if !s.shutdown(cfg.shutdown_grace).await {
-            tracing::warn!("shutdown: a tick pass did not finish within the grace period and was cancelled");
+            tracing::warn!(
+                "shutdown: a tick pass did not finish within the grace period and was cancelled"
+            );
         }
     }
     if !runner.wait_idle(cfg.shutdown_grace).await {
@@ -140,7 +168,7 @@ pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
     migrate(&cfg).await.context("schema migration")?;
     let store = store_for(&cfg)?;
     store.verify_discovery().await?;
-    let runner = runner_for(&cfg, store.clone(), Metrics::new());
+    let runner = runner_for(&cfg, store.clone(), Metrics::new())?;
     let stats = runner.tick().await;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     store.close();

@@ -96,7 +96,10 @@ fn parse_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
         .parse()
         .map_err(|_| err(var, format!("expected a whole number, got {raw:?}")))?;
     if v < min || v > max {
-        return Err(err(var, format!("must be between {min} and {max}, got {v}")));
+        return Err(err(
+            var,
+            format!("must be between {min} and {max}, got {v}"),
+        ));
     }
     Ok(v)
 }
@@ -106,7 +109,12 @@ fn parse_http_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
     let rest = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
-        .ok_or_else(|| err(var, format!("expected an http:// or https:// URL, got {raw:?}")))?;
+        .ok_or_else(|| {
+            err(
+                var,
+                format!("expected an http:// or https:// URL, got {raw:?}"),
+            )
+        })?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(err(var, format!("URL has no host: {raw:?}")));
     }
@@ -272,8 +280,14 @@ impl Config {
             ("MANA_LLM_URL", self.mana_llm_url.clone()),
             ("MANA_AI_LLM_MODEL", self.llm_model.clone()),
             ("MANA_AI_LLM_API_KEY", mask_secret(&self.llm_api_key)),
-            ("MANA_AI_LLM_TIMEOUT_MS", self.llm_timeout.as_millis().to_string()),
-            ("MANA_AI_LLM_MAX_ATTEMPTS", self.llm_max_attempts.to_string()),
+            (
+                "MANA_AI_LLM_TIMEOUT_MS",
+                self.llm_timeout.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_LLM_MAX_ATTEMPTS",
+                self.llm_max_attempts.to_string(),
+            ),
             ("MANA_API_URL", self.mana_api_url.clone()),
             ("MANA_RESEARCH_URL", self.mana_research_url.clone()),
             (
@@ -281,7 +295,10 @@ impl Config {
                 self.deep_research_enabled.to_string(),
             ),
             ("MANA_SERVICE_KEY", mask_secret(&self.service_key)),
-            ("TICK_INTERVAL_MS", self.tick_interval.as_millis().to_string()),
+            (
+                "TICK_INTERVAL_MS",
+                self.tick_interval.as_millis().to_string(),
+            ),
             ("TICK_ENABLED", self.tick_enabled.to_string()),
             ("MANA_AI_DUE_LIMIT", self.due_limit.to_string()),
             (
@@ -311,7 +328,10 @@ impl Config {
                 "MANA_AI_SHUTDOWN_GRACE_MS",
                 self.shutdown_grace.as_millis().to_string(),
             ),
-            ("MANA_AI_BODY_LIMIT_BYTES", self.body_limit_bytes.to_string()),
+            (
+                "MANA_AI_BODY_LIMIT_BYTES",
+                self.body_limit_bytes.to_string(),
+            ),
             (
                 "MANA_AI_LOG_FORMAT",
                 if self.log_json { "json" } else { "text" }.into(),
@@ -408,8 +428,12 @@ mod tests {
 
     #[test]
     fn empty_values_mean_default() {
-        let c = Config::from_env(&env(&[("PORT", ""), ("POLICY_MODE", " "), ("MANA_SERVICE_KEY", "")]))
-            .unwrap();
+        let c = Config::from_env(&env(&[
+            ("PORT", ""),
+            ("POLICY_MODE", " "),
+            ("MANA_SERVICE_KEY", ""),
+        ]))
+        .unwrap();
         assert_eq!(c.port, 3067);
         assert_eq!(c.policy_mode, PolicyModeSetting::LogOnly);
         assert_eq!(c.service_key, "dev-service-key");
@@ -447,8 +471,14 @@ mod tests {
     fn describe_masks_secrets() {
         let c = Config::from_env(&env(&[
             ("MANA_SERVICE_KEY", "super-secret-key"),
-            ("SYNC_DATABASE_URL", "postgresql://svc:hunter2@db:5432/mana_sync"),
-            ("MANA_AI_PRIVATE_KEY_PEM", "-----BEGIN PRIVATE KEY-----\\nABC\\n-----END PRIVATE KEY-----"),
+            (
+                "SYNC_DATABASE_URL",
+                "postgresql://svc:hunter2@db:5432/mana_sync",
+            ),
+            (
+                "MANA_AI_PRIVATE_KEY_PEM",
+                "-----BEGIN PRIVATE KEY-----\\nABC\\n-----END PRIVATE KEY-----",
+            ),
         ]))
         .unwrap();
         let text = format!("{:?}", c);
@@ -461,7 +491,10 @@ mod tests {
     #[test]
     fn mask_url_variants() {
         assert_eq!(mask_url("postgresql://a@h/db"), "postgresql://a@h/db");
-        assert_eq!(mask_url("postgresql://h/db?password=x"), "postgresql://h/db?***");
+        assert_eq!(
+            mask_url("postgresql://h/db?password=x"),
+            "postgresql://h/db?***"
+        );
         assert_eq!(mask_url("host=h password=x"), "(unparseable URL hidden)");
     }
 }

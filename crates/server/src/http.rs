@@ -35,7 +35,10 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/internal/tick", post(tick))
         .route("/internal/missions/{user_id}", get(user_missions))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), service_key_gate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            service_key_gate,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
         .with_state(state)
@@ -178,13 +181,14 @@ async fn user_missions(
         return json_error(StatusCode::BAD_REQUEST, "userId must not be empty");
     }
     let store = state.runner.store();
-    let (missions, agents) = match tokio::try_join!(store.user_missions(&user_id), store.user_agents(&user_id)) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "ops view query failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-        }
-    };
+    let (missions, agents) =
+        match tokio::try_join!(store.user_missions(&user_id), store.user_agents(&user_id)) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "ops view query failed");
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+            }
+        };
     let agents_json: Vec<Value> = agents
         .iter()
         .map(|a| {

@@ -3,14 +3,10 @@
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
 //! `migrate`, `tick`. See `mana-ai --help`.
 
-mod app;
-mod config;
-mod dev;
-mod http;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mana_ai::{app, config, dev};
 
 #[derive(Parser)]
 #[command(

@@ -91,9 +91,9 @@ impl StoreConfig {
 /// custom plans always (the per-user queries must stay selective even for the shared
 /// `legacy:ai-default` agent id) and an `application_name`.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    let mut cfg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("invalid database URL: {e}")))?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::Config(format!("invalid database URL: {e}"))
+    })?;
     if cfg.get_application_name().is_none() {
         cfg.application_name("mana-ai");
     }
@@ -110,7 +110,10 @@ pub fn url_user(url: &str) -> Option<String> {
 /// Opens one plain connection (migrations, admin tasks, tests).
 pub async fn connect_once(url: &str) -> Result<tokio_postgres::Client, StoreError> {
     let cfg = parse_url(url)?;
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| StoreError::Pool(e.to_string()))?;
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "admin connection closed");
@@ -148,7 +151,10 @@ impl Store {
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))
     }
 
     /// A cheap liveness check for `/health`.
@@ -222,7 +228,10 @@ impl UserTx {
     /// The underlying client, inside the open transaction.
     pub fn client(&self) -> &tokio_postgres::Client {
         // Invariant: `client` is only taken by commit/rollback/drop, which consume self.
-        self.client.as_ref().map(|c| &***c).unwrap_or_else(|| unreachable!())
+        self.client
+            .as_ref()
+            .map(|c| &***c)
+            .unwrap_or_else(|| unreachable!())
     }
 
     /// Switches the scope to another user inside the same transaction (batch refresh).

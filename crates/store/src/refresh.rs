@@ -91,7 +91,10 @@ impl Default for RefreshOptions {
 
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
-    pub async fn refresh_snapshots(&self, opts: RefreshOptions) -> Result<RefreshOutcome, StoreError> {
+    pub async fn refresh_snapshots(
+        &self,
+        opts: RefreshOptions,
+    ) -> Result<RefreshOutcome, StoreError> {
         let lock_client = self.client().await?;
         let got: bool = lock_client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&REFRESH_LOCK])
@@ -306,7 +309,9 @@ async fn read_rows_per_user(
         }
         let rows: Value = row.get(1);
         let Value::Array(items) = rows else {
-            return Err(StoreError::Corrupt("json_agg did not return an array".into()));
+            return Err(StoreError::Corrupt(
+                "json_agg did not return an array".into(),
+            ));
         };
         for item in items {
             let table = str_field(&item, "t")?;

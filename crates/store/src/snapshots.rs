@@ -117,7 +117,11 @@ impl Store {
     }
 
     /// One live agent, if it exists and is not deleted.
-    pub async fn agent(&self, user_id: &str, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError> {
+    pub async fn agent(
+        &self,
+        user_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<AgentSnapshot>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt(

@@ -56,8 +56,26 @@ async fn setup(prefix: &str) -> (TestDb, Store, tokio_postgres::Client) {
 #[tokio::test]
 async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
     let (_db, store, admin) = setup("rls").await;
-    push(&admin, "u1", "aiMissions", "m1", "insert", mission("a", "2020-01-01T00:00:00.000Z"), json!({})).await;
-    push(&admin, "u2", "aiMissions", "m2", "insert", mission("b", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("a", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u2",
+        "aiMissions",
+        "m2",
+        "insert",
+        mission("b", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
 
     let tx = store.begin_user("u1").await.unwrap();
     let row = tx
@@ -87,7 +105,10 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
         )
         .await
         .unwrap_err();
-    let msg = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(msg.contains("row-level security"), "{err:?}");
     drop(tx);
 
@@ -107,17 +128,45 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
     let s = refresh(&store).await;
     assert_eq!(s.new_snapshots, 2);
     assert_eq!(s.users_processed, 2);
-    store.verify_discovery().await.expect("privileged discovery");
+    store
+        .verify_discovery()
+        .await
+        .expect("privileged discovery");
 }
 
 #[tokio::test]
 async fn refresh_merges_missions_and_agents_and_lists_due() {
     let (_db, store, admin) = setup("merge").await;
-    push(&admin, "u1", "aiMissions", "m1", "insert", mission("first", "2020-01-01T00:00:00.000Z"), json!({})).await;
-    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "second"}),
-         json!({"title": "2026-01-01T00:00:00.000Z"})).await;
-    push(&admin, "u1", "agents", "a1", "insert",
-         json!({"name": "Scout", "role": "r", "state": "active", "maxConcurrentMissions": 1}), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("first", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "update",
+        json!({"title": "second"}),
+        json!({"title": "2026-01-01T00:00:00.000Z"}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "agents",
+        "a1",
+        "insert",
+        json!({"name": "Scout", "role": "r", "state": "active", "maxConcurrentMissions": 1}),
+        json!({}),
+    )
+    .await;
     let s = refresh(&store).await;
     assert_eq!(s.rows_applied, 3);
     assert_eq!(s.new_snapshots, 2);
@@ -137,9 +186,26 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
 #[tokio::test]
 async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten() {
     let (_db, store, admin) = setup("incr").await;
-    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
-    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "t2"}),
-         json!({"title": "2026-05-01T00:00:00.000Z"})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("t", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "update",
+        json!({"title": "t2"}),
+        json!({"title": "2026-05-01T00:00:00.000Z"}),
+    )
+    .await;
     refresh(&store).await;
     let before = store.user_missions("u1").await.unwrap()[0].updated_at;
 
@@ -148,8 +214,16 @@ async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten()
     assert_eq!(s.users_processed, 0);
 
     // A stale update (older stamp) changes nothing: no rewrite.
-    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "stale"}),
-         json!({"title": "2026-04-01T00:00:00.000Z"})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "update",
+        json!({"title": "stale"}),
+        json!({"title": "2026-04-01T00:00:00.000Z"}),
+    )
+    .await;
     let s = refresh(&store).await;
     assert_eq!(s.rows_applied, 1);
     assert_eq!(s.unchanged_snapshots, 1);
@@ -175,7 +249,16 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Device B commits a later row; refreshes run while A is still open.
-    push(&admin, "u1", "aiMissions", "fast", "insert", mission("fast", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "fast",
+        "insert",
+        mission("fast", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
     refresh(&store).await;
     refresh(&store).await;
     let ids: Vec<String> = store
@@ -185,7 +268,10 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
         .into_iter()
         .map(|m| m.mission_id)
         .collect();
-    assert!(!ids.contains(&"slow".to_string()), "uncommitted row cannot be visible");
+    assert!(
+        !ids.contains(&"slow".to_string()),
+        "uncommitted row cannot be visible"
+    );
     // Now A commits: its created_at is older than B's row, which a max(created_at)
     // cursor would already have passed.
     tx.commit().await.unwrap();
@@ -198,24 +284,64 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
         .into_iter()
         .map(|m| m.mission_id)
         .collect();
-    assert!(ids.contains(&"slow".to_string()), "late-committing row was lost: {ids:?}");
+    assert!(
+        ids.contains(&"slow".to_string()),
+        "late-committing row was lost: {ids:?}"
+    );
     assert!(ids.contains(&"fast".to_string()));
 }
 
 #[tokio::test]
 async fn deletes_are_final_and_hide_the_mission() {
     let (_db, store, admin) = setup("del").await;
-    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("t", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
     refresh(&store).await;
-    assert_eq!(store.list_due_missions(Utc::now(), 10).await.unwrap().len(), 1);
-    push(&admin, "u1", "aiMissions", "m1", "delete", json!({"deletedAt": "2026-01-01T00:00:00.000Z"}), json!({})).await;
+    assert_eq!(
+        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
+        1
+    );
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "delete",
+        json!({"deletedAt": "2026-01-01T00:00:00.000Z"}),
+        json!({}),
+    )
+    .await;
     refresh(&store).await;
-    assert!(store.list_due_missions(Utc::now(), 10).await.unwrap().is_empty());
+    assert!(store
+        .list_due_missions(Utc::now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // A later update must not resurrect it.
-    push(&admin, "u1", "aiMissions", "m1", "update", json!({"title": "zombie", "state": "active"}),
-         json!({"title": "2027-01-01T00:00:00.000Z", "state": "2027-01-01T00:00:00.000Z"})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "update",
+        json!({"title": "zombie", "state": "active"}),
+        json!({"title": "2027-01-01T00:00:00.000Z", "state": "2027-01-01T00:00:00.000Z"}),
+    )
+    .await;
     refresh(&store).await;
-    assert!(store.list_due_missions(Utc::now(), 10).await.unwrap().is_empty());
+    assert!(store
+        .list_due_missions(Utc::now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
     let snaps = store.user_missions("u1").await.unwrap();
     assert!(snaps[0].deleted);
 }
@@ -224,16 +350,70 @@ async fn deletes_are_final_and_hide_the_mission() {
 async fn due_missions_compare_instants_oldest_first_with_a_limit() {
     let (_db, store, admin) = setup("due").await;
     // 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as text.
-    push(&admin, "u1", "aiMissions", "late", "insert", mission("late", "2026-01-01T09:00:00.000Z"), json!({})).await;
-    push(&admin, "u1", "aiMissions", "early", "insert", mission("early", "2026-01-01T10:00:00+02:00"), json!({})).await;
-    push(&admin, "u2", "aiMissions", "future", "insert", mission("future", "2999-01-01T00:00:00.000Z"), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "late",
+        "insert",
+        mission("late", "2026-01-01T09:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "early",
+        "insert",
+        mission("early", "2026-01-01T10:00:00+02:00"),
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u2",
+        "aiMissions",
+        "future",
+        "insert",
+        mission("future", "2999-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
     let mut paused = mission("paused", "2020-01-01T00:00:00.000Z");
     paused["state"] = json!("paused");
-    push(&admin, "u2", "aiMissions", "paused", "insert", paused, json!({})).await;
+    push(
+        &admin,
+        "u2",
+        "aiMissions",
+        "paused",
+        "insert",
+        paused,
+        json!({}),
+    )
+    .await;
     let mut no_next = mission("none", "x");
     no_next["nextRunAt"] = Value::Null;
-    push(&admin, "u2", "aiMissions", "none", "insert", no_next, json!({})).await;
-    push(&admin, "u2", "aiMissions", "garbage", "insert", mission("garbage", "not-a-date"), json!({})).await;
+    push(
+        &admin,
+        "u2",
+        "aiMissions",
+        "none",
+        "insert",
+        no_next,
+        json!({}),
+    )
+    .await;
+    push(
+        &admin,
+        "u2",
+        "aiMissions",
+        "garbage",
+        "insert",
+        mission("garbage", "not-a-date"),
+        json!({}),
+    )
+    .await;
     refresh(&store).await;
     let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
     let due = store.list_due_missions(now, 10).await.unwrap();
@@ -259,7 +439,8 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
         .map(|r| r.get(0))
         .collect();
     assert!(
-        plan.iter().any(|l| l.contains("idx_mission_snapshots_due_at")),
+        plan.iter()
+            .any(|l| l.contains("idx_mission_snapshots_due_at")),
         "{plan:#?}"
     );
 }
@@ -268,11 +449,22 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
 async fn batches_walk_the_whole_range() {
     let (_db, store, admin) = setup("batch").await;
     for i in 0..25 {
-        push(&admin, &format!("u{}", i % 4), "aiMissions", &format!("m{i}"), "insert",
-             mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+        push(
+            &admin,
+            &format!("u{}", i % 4),
+            "aiMissions",
+            &format!("m{i}"),
+            "insert",
+            mission("t", "2020-01-01T00:00:00.000Z"),
+            json!({}),
+        )
+        .await;
     }
     let s = match store
-        .refresh_snapshots(RefreshOptions { batch_rows: 4, safety_margin: Duration::ZERO })
+        .refresh_snapshots(RefreshOptions {
+            batch_rows: 4,
+            safety_margin: Duration::ZERO,
+        })
         .await
         .unwrap()
     {
@@ -282,7 +474,14 @@ async fn batches_walk_the_whole_range() {
     assert_eq!(s.rows_applied, 25);
     assert_eq!(s.new_snapshots, 25);
     assert!(s.batches >= 6, "{s:?}");
-    assert_eq!(store.list_due_missions(Utc::now(), 100).await.unwrap().len(), 25);
+    assert_eq!(
+        store
+            .list_due_missions(Utc::now(), 100)
+            .await
+            .unwrap()
+            .len(),
+        25
+    );
 }
 
 #[tokio::test]
@@ -301,7 +500,16 @@ async fn unprivileged_discovery_fails_loudly_instead_of_seeing_nothing() {
 #[tokio::test]
 async fn migration_is_idempotent_and_keeps_data() {
     let (db, store, admin) = setup("idem").await;
-    push(&admin, "u1", "aiMissions", "m1", "insert", mission("t", "2020-01-01T00:00:00.000Z"), json!({})).await;
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("t", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
     refresh(&store).await;
     mana_ai_store::schema::migrate(&admin, Some(mana_ai_store::testkit::SERVICE_ROLE))
         .await
@@ -309,5 +517,8 @@ async fn migration_is_idempotent_and_keeps_data() {
     mana_ai_store::schema::create_sync_changes_for_dev(&db.admin().await)
         .await
         .expect("second DDL");
-    assert_eq!(store.list_due_missions(Utc::now(), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
+        1
+    );
 }

@@ -1,0 +1,8 @@
+//! The `mana-ai` service as a library: configuration, boot sequence, HTTP surface and
+//! the `dev` command. The binary (`main.rs`) is a thin CLI over it; integration tests
+//! drive the same code over real HTTP.
+
+pub mod app;
+pub mod config;
+pub mod dev;
+pub mod http;
