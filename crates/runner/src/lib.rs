@@ -6,6 +6,7 @@
 //! [`Scheduler::shutdown`].
 
 pub mod metrics;
+pub mod mission;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 
 pub use metrics::Metrics;
+pub use mission::MissionOutcome;
 
 /// Runner settings (validated by the binary's config).
 #[derive(Debug, Clone)]
@@ -26,6 +28,19 @@ pub struct RunnerConfig {
     pub max_concurrent_plans: usize,
     pub mission_deadline: Duration,
     pub refresh_safety_margin: Duration,
+    /// Identifies this process in mission claims.
+    pub runner_id: String,
+    pub llm_model: String,
+    pub policy_mode: mana_ai_core::plan::PolicyMode,
+    /// Model context window for compaction; 0 disables compaction.
+    pub context_window_tokens: u64,
+    pub default_timezone: chrono_tz::Tz,
+    pub json_plan_fallback: bool,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Limits of missions without an agent (the default agent "Mana").
+    pub default_agent_max_concurrent: u32,
+    pub default_agent_tokens_per_day: Option<u64>,
 }
 
 impl Default for RunnerConfig {
@@ -36,6 +51,16 @@ impl Default for RunnerConfig {
             max_concurrent_plans: 64,
             mission_deadline: Duration::from_secs(300),
             refresh_safety_margin: Duration::from_millis(250),
+            runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
+            llm_model: "mana/reasoning".into(),
+            policy_mode: mana_ai_core::plan::PolicyMode::LogOnly,
+            context_window_tokens: 1_000_000,
+            default_timezone: chrono_tz::Europe::Berlin,
+            json_plan_fallback: false,
+            retry_base: Duration::from_secs(60),
+            retry_cap: Duration::from_secs(6 * 3600),
+            default_agent_max_concurrent: 1,
+            default_agent_tokens_per_day: Some(200_000),
         }
     }
 }
@@ -118,7 +143,6 @@ pub struct RunnerDeps {
 pub struct Runner {
     store: Store,
     metrics: Metrics,
-    #[allow(dead_code)]
     llm: Arc<dyn LlmClient>,
     cfg: RunnerConfig,
     clock: Arc<dyn Clock>,
@@ -213,14 +237,51 @@ impl Runner {
         self.metrics
             .refresh_duration_seconds
             .observe(refresh_started.elapsed().as_secs_f64());
-        match self.store.list_due_missions(now, self.cfg.due_limit).await {
-            Ok(due) => {
-                stats.due_mission_count = due.len();
-                tracing::info!(due = due.len(), "tick: due missions listed");
-            }
+        let due = match self.store.list_due_missions(now, self.cfg.due_limit).await {
+            Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "listing due missions failed");
                 stats.errors.push(format!("list-due: {e}"));
+                return;
+            }
+        };
+        stats.due_mission_count = due.len();
+        // Plan concurrently, bounded; one slow mission never holds up the rest, and each
+        // has its own deadline inside `run_mission`.
+        use futures::StreamExt;
+        let mut results = futures::stream::iter(due.into_iter().map(|d| {
+            let id = d.mission_id.clone();
+            async move { (id, self.run_mission(d).await) }
+        }))
+        .buffer_unordered(self.cfg.max_concurrent_plans.max(1));
+        while let Some((mission_id, outcome)) = results.next().await {
+            match outcome {
+                MissionOutcome::Planned { .. } => {
+                    stats.plans_produced += 1;
+                    stats.plans_written_back += 1;
+                }
+                MissionOutcome::Failed {
+                    nothing_valid,
+                    phase,
+                } => {
+                    stats.failed += 1;
+                    if nothing_valid {
+                        stats.parse_failures += 1;
+                    }
+                    stats
+                        .errors
+                        .push(format!("mission={mission_id}: failed in {phase}"));
+                }
+                MissionOutcome::Skipped(_) => stats.skipped += 1,
+                MissionOutcome::Error(e) => {
+                    self.metrics.mission_errors_total.inc();
+                    self.metrics
+                        .mission_failures_total
+                        .with_label_values(&["internal"])
+                        .inc();
+                    tracing::error!(mission = %mission_id, error = %e, "mission run error");
+                    stats.errors.push(format!("mission={mission_id}: {e}"));
+                }
             }
         }
     }

@@ -17,7 +17,8 @@ pub struct Metrics {
     pub plans_produced_total: IntCounter,
     pub plans_written_back_total: IntCounter,
     pub parse_failures_total: IntCounter,
-    pub mission_errors_total: IntCounterVec,
+    pub mission_errors_total: IntCounter,
+    pub mission_failures_total: IntCounterVec,
     pub research_jobs_submitted_total: IntCounterVec,
     pub research_jobs_completed_total: IntCounterVec,
     pub research_jobs_failed_total: IntCounterVec,
@@ -134,10 +135,15 @@ impl Metrics {
                 "mana_ai_parse_failures_total",
                 "Planner runs that produced nothing valid",
             ),
-            mission_errors_total: counter_vec(
+            mission_errors_total: counter(
                 r,
                 "mana_ai_mission_errors_total",
-                "Missions whose run failed, by phase",
+                "Missions whose run failed (provider error, timeout, nothing valid, internal)",
+            ),
+            mission_failures_total: counter_vec(
+                r,
+                "mana_ai_mission_failures_total",
+                "Failed mission runs by phase",
                 &["phase"],
             ),
             research_jobs_submitted_total: counter_vec(
@@ -299,7 +305,7 @@ impl Metrics {
         let mut fams = Vec::new();
         for c in [
             &self.http_requests_total,
-            &self.mission_errors_total,
+            &self.mission_failures_total,
             &self.research_jobs_submitted_total,
             &self.research_jobs_completed_total,
             &self.research_jobs_failed_total,
@@ -393,7 +399,7 @@ mod tests {
     fn every_contract_metric_is_registered() {
         let m = Metrics::new();
         // Touch labelled families so they are exposed.
-        m.mission_errors_total.with_label_values(&["x"]).inc();
+        m.mission_failures_total.with_label_values(&["x"]).inc();
         let text = m.render();
         for n in CONTRACT {
             assert!(text.contains(&format!("# TYPE {n} ")), "{n} missing");

@@ -9,8 +9,9 @@ use anyhow::Context;
 use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
 use mana_ai_store::{schema, Store, StoreConfig};
 
-use crate::config::Config;
+use crate::config::{Config, PolicyModeSetting};
 use crate::http::{self, AppState};
+use mana_ai_core::plan::PolicyMode;
 
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,6 +88,22 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Resul
             refresh_batch_rows: cfg.refresh_batch_rows,
             max_concurrent_plans: cfg.max_concurrent_plans,
             mission_deadline: cfg.mission_deadline,
+            llm_model: cfg.llm_model.clone(),
+            policy_mode: match cfg.policy_mode {
+                PolicyModeSetting::Off => PolicyMode::Off,
+                PolicyModeSetting::LogOnly => PolicyMode::LogOnly,
+                PolicyModeSetting::Enforce => PolicyMode::Enforce,
+            },
+            context_window_tokens: cfg.compact_max_ctx,
+            default_timezone: cfg
+                .default_timezone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid MANA_AI_DEFAULT_TIMEZONE"))?,
+            json_plan_fallback: cfg.json_plan_fallback,
+            retry_base: cfg.retry_base,
+            retry_cap: cfg.retry_cap,
+            default_agent_max_concurrent: cfg.default_agent_max_concurrent,
+            default_agent_tokens_per_day: Some(cfg.default_agent_tokens_per_day),
             ..RunnerConfig::default()
         },
     ))

@@ -71,6 +71,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub body_limit_bytes: usize,
     pub log_json: bool,
+    pub json_plan_fallback: bool,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub default_agent_tokens_per_day: u64,
+    pub default_agent_max_concurrent: u32,
 }
 
 /// Reads a variable; unset and empty both mean `None`.
@@ -249,6 +254,38 @@ impl Config {
                 30_000,
             )?),
             body_limit_bytes: opt_num(env, "MANA_AI_BODY_LIMIT_BYTES", 1_024, 64 << 20, 1 << 20)?,
+            json_plan_fallback: get(env, "MANA_AI_JSON_PLAN_FALLBACK")
+                .map(|v| parse_bool("MANA_AI_JSON_PLAN_FALLBACK", v))
+                .transpose()?
+                .unwrap_or(false),
+            retry_base: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_RETRY_BASE_MS",
+                1_000,
+                86_400_000,
+                60_000,
+            )?),
+            retry_cap: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_RETRY_CAP_MS",
+                1_000,
+                7 * 86_400_000,
+                6 * 3_600_000,
+            )?),
+            default_agent_tokens_per_day: opt_num(
+                env,
+                "MANA_AI_DEFAULT_AGENT_TOKENS_PER_DAY",
+                0,
+                1_000_000_000_000,
+                200_000,
+            )?,
+            default_agent_max_concurrent: opt_num(
+                env,
+                "MANA_AI_DEFAULT_AGENT_MAX_CONCURRENT",
+                1,
+                1_000,
+                1,
+            )?,
             log_json: match get(env, "MANA_AI_LOG_FORMAT") {
                 None => false,
                 Some(v) if v.eq_ignore_ascii_case("text") => false,
@@ -331,6 +368,26 @@ impl Config {
             (
                 "MANA_AI_BODY_LIMIT_BYTES",
                 self.body_limit_bytes.to_string(),
+            ),
+            (
+                "MANA_AI_JSON_PLAN_FALLBACK",
+                self.json_plan_fallback.to_string(),
+            ),
+            (
+                "MANA_AI_RETRY_BASE_MS",
+                self.retry_base.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_RETRY_CAP_MS",
+                self.retry_cap.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_DEFAULT_AGENT_TOKENS_PER_DAY",
+                self.default_agent_tokens_per_day.to_string(),
+            ),
+            (
+                "MANA_AI_DEFAULT_AGENT_MAX_CONCURRENT",
+                self.default_agent_max_concurrent.to_string(),
             ),
             (
                 "MANA_AI_LOG_FORMAT",

@@ -9,6 +9,7 @@
 //! [`schema`], which return ids and positions, never contents.
 
 pub mod refresh;
+pub mod runs;
 pub mod schema;
 pub mod snapshots;
 #[cfg(feature = "testkit")]
@@ -20,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
+pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
 
 /// Errors of the store. Messages never contain connection passwords.

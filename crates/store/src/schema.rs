@@ -146,6 +146,27 @@ CREATE TABLE IF NOT EXISTS mana_ai.refresh_cursor (
   updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
+-- One row per (mission, due run): the claim that makes every due run planned and
+-- written back at most once, across crashes, retries and runner instances.
+CREATE TABLE IF NOT EXISTS mana_ai.mission_runs (
+  user_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  due_at TIMESTAMPTZ NOT NULL,
+  iteration_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('running', 'written', 'failed')),
+  runner_id TEXT NOT NULL,
+  lease_until TIMESTAMPTZ NOT NULL,
+  started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  finished_at TIMESTAMPTZ,
+  error TEXT,
+  PRIMARY KEY (user_id, mission_id, due_at),
+  CHECK ((status = 'running') = (finished_at IS NULL))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_mission_runs_iteration ON mana_ai.mission_runs (iteration_id);
+CREATE INDEX IF NOT EXISTS idx_mission_runs_running_agent ON mana_ai.mission_runs (user_id, agent_id)
+  WHERE status = 'running';
+
 CREATE OR REPLACE FUNCTION mana_ai.try_timestamptz(p TEXT) RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -250,7 +271,8 @@ const GRANTS_DDL: &str = r#"
 GRANT USAGE ON SCHEMA mana_ai TO {role};
 GRANT SELECT, INSERT ON public.sync_changes TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON mana_ai.mission_snapshots, mana_ai.agent_snapshots,
-  mana_ai.mission_research_jobs, mana_ai.token_usage, mana_ai.refresh_cursor TO {role};
+  mana_ai.mission_research_jobs, mana_ai.token_usage, mana_ai.refresh_cursor,
+  mana_ai.mission_runs TO {role};
 GRANT SELECT ON mana_ai.schema_migrations TO {role};
 GRANT SELECT, INSERT ON mana_ai.decrypt_audit TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA mana_ai TO {role};
