@@ -5,8 +5,10 @@
 //! Library crates never install signal handlers: the binary owns them and calls
 //! [`Scheduler::shutdown`].
 
+mod inputs;
 pub mod metrics;
 pub mod mission;
+pub mod research;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

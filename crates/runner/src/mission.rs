@@ -24,6 +24,7 @@ use mana_ai_core::records::{
 use mana_ai_store::{AgentSlot, Claim, ClaimRequest, DueMission, WriteBack, WriteOutcome};
 use serde_json::{json, Map, Value};
 
+use crate::research::ResearchGate;
 use crate::{Metrics, Runner};
 
 /// How one due mission ended in this pass.
@@ -261,7 +262,12 @@ impl Runner {
                 false,
             )),
             Ok(_) => {
-                let (outcome, spent) = self.plan(due, mission, agent, used_before).await;
+                let mut inputs = self.resolve_inputs(due, mission, iteration_id).await;
+                if self.research(due, mission, &mut inputs).await == ResearchGate::Pending {
+                    self.metrics.research_jobs_pending_skips_total.inc();
+                    return MissionOutcome::Skipped("research-pending");
+                }
+                let (outcome, spent) = self.plan(due, mission, agent, &inputs, used_before).await;
                 tokens_spent = spent;
                 outcome
             }
@@ -378,6 +384,7 @@ impl Runner {
         due: &DueMission,
         mission: &MissionView,
         agent: &RunAgent,
+        inputs: &[ResolvedInput],
         used_before: u64,
     ) -> (Result<PlanOutcome, (IterationPhase, String, bool)>, u64) {
         let catalog = Catalog::builtin();
@@ -387,7 +394,6 @@ impl Runner {
         let validator = OfferedTools {
             tools: offered.clone(),
         };
-        let inputs: Vec<ResolvedInput> = Vec::new();
         let prompts = build_prompts(
             &MissionPrompt {
                 title: mission.title.clone(),
@@ -395,7 +401,7 @@ impl Runner {
                 objective: mission.objective.clone(),
                 iterations: mission.iterations.clone(),
             },
-            &inputs,
+            inputs,
             Some(&AgentPrompt {
                 name: agent.name.clone(),
                 role: agent.role.clone(),
