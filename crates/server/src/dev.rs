@@ -43,6 +43,8 @@ pub const DEMO_USER: &str = "demo-user";
 pub const DEMO_AGENT_ID: &str = "demo-agent";
 pub const DEMO_GOAL_ID: &str = "demo-goal";
 pub const DEMO_MISSION_ID: &str = "demo-mission";
+/// The demo user's space (the web app stamps `spaceId` on every record it creates).
+pub const DEMO_SPACE_ID: &str = "demo-space";
 /// `client_id` of the seeded rows (the web app writes its device id there).
 pub const DEMO_CLIENT_ID: &str = "mana-ai-dev-demo";
 /// The service key the configuration falls back to.
@@ -166,21 +168,39 @@ async fn start_cluster(pg_dir: PathBuf) -> Result<Cluster, DevError> {
 
 /// Reads the service role's password from `path`, or creates the file (mode 0600) with a
 /// fresh random password. A file readable by others is tightened to 0600.
+///
+/// The file appears atomically with its content (written to a private temporary file,
+/// then hard-linked into place), so a concurrent `mana-ai dev` never reads it half-written.
 pub fn load_or_create_password(path: &Path) -> Result<DevPassword, DevError> {
-    match std::fs::OpenOptions::new()
+    if path.exists() {
+        return read_password(path);
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = PathBuf::from(tmp_name);
+    let password = generate_password();
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let password = generate_password();
-            file.write_all(password.as_bytes())
-                .and_then(|()| file.write_all(b"\n"))
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(format!("could not write {path:?}")))?;
-            Ok(DevPassword(password))
-        }
+        .open(&tmp)
+        .and_then(|mut file| {
+            // `mode` only applies to new files: make sure a stale temp file is private too.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(password.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(format!("could not write {tmp:?}"))(e));
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(DevPassword(password)),
+        // Another `mana-ai dev` was faster: use its password.
         Err(e) if e.kind() == ErrorKind::AlreadyExists => read_password(path),
         Err(e) => Err(io_err(format!("could not create {path:?}"))(e)),
     }
@@ -199,7 +219,6 @@ fn read_password(path: &Path) -> Result<DevPassword, DevError> {
         reason: reason.to_owned(),
     };
     if password.is_empty() {
-        // Possibly a concurrent `mana-ai dev` that has created but not yet written it.
         return Err(bad("is empty"));
     }
     // It goes into a URL unescaped: only RFC 3986 unreserved characters.
@@ -330,6 +349,7 @@ pub fn demo_records(now: DateTime<Utc>) -> Vec<DemoRecord> {
         "maxTokensPerDay": 50000,
         "maxConcurrentMissions": 1,
         "state": "active",
+        "spaceId": DEMO_SPACE_ID,
         "authorId": DEMO_USER,
         "visibility": "space",
     });
@@ -345,6 +365,7 @@ pub fn demo_records(now: DateTime<Utc>) -> Vec<DemoRecord> {
         "currentPeriodStart": day_start,
         "createdAt": at,
         "updatedAt": at,
+        "spaceId": DEMO_SPACE_ID,
         "authorId": DEMO_USER,
         "visibility": "space",
     });
@@ -361,6 +382,7 @@ pub fn demo_records(now: DateTime<Utc>) -> Vec<DemoRecord> {
         "nextRunAt": at,
         "iterations": [],
         "agentId": DEMO_AGENT_ID,
+        "spaceId": DEMO_SPACE_ID,
         "authorId": DEMO_USER,
         "visibility": "space",
     });
@@ -426,8 +448,8 @@ pub async fn seed_demo(
             .execute(
                 "INSERT INTO public.sync_changes
                    (app_id, table_name, record_id, user_id, op, data, field_meta, client_id,
-                    schema_version, actor, origin)
-                 SELECT $1, $2, $3, $4, 'insert', $5, '{}'::jsonb, $6, 1, $7, 'user'
+                    schema_version, actor, origin, space_id)
+                 SELECT $1, $2, $3, $4, 'insert', $5, '{}'::jsonb, $6, 1, $7, 'user', $8
                   WHERE NOT EXISTS (
                     SELECT 1 FROM public.sync_changes
                      WHERE user_id = $4 AND app_id = $1 AND table_name = $2 AND record_id = $3)",
@@ -439,6 +461,7 @@ pub async fn seed_demo(
                     &rec.data,
                     &DEMO_CLIENT_ID,
                     &actor,
+                    &DEMO_SPACE_ID,
                 ],
             )
             .await
@@ -660,6 +683,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_creators_agree_on_one_password() {
+        let dir = temp_dir("pw-race");
+        let path = dir.join(PASSWORD_FILE);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_or_create_password(&path).map(|p| p.0))
+            })
+            .collect();
+        let got: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert!(got.iter().all(|p| p == &got[0]), "{} differ", got.len());
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(on_disk.trim(), got[0]);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [PASSWORD_FILE], "temporary files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn loose_password_file_is_tightened_and_bad_content_rejected() {
         let dir = temp_dir("pw-bad");
         let path = dir.join(PASSWORD_FILE);
@@ -701,6 +749,8 @@ mod tests {
         );
         for r in &recs {
             assert_eq!(r.data["id"], r.record_id, "id is inside data");
+            assert_eq!(r.data["spaceId"], DEMO_SPACE_ID);
+            assert_eq!(r.data["authorId"], DEMO_USER);
             assert_eq!(r.data["createdAt"], "2026-03-04T05:06:07.891Z");
         }
         let agent = &recs[0].data;

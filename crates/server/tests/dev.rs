@@ -389,6 +389,34 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
             .get(0);
         assert_eq!(n, 1, "{record} seeded {n} times");
     }
+    // The rows look like the web app's inserts.
+    let row = admin
+        .query_one(
+            "SELECT app_id, table_name, field_meta::text, client_id, origin, space_id,
+                    actor->>'kind', actor->>'principalId', data->>'id'
+               FROM sync_changes WHERE record_id = 'demo-mission'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "ai");
+    assert_eq!(row.get::<_, String>(1), "aiMissions");
+    assert_eq!(row.get::<_, String>(2), "{}");
+    assert_eq!(row.get::<_, String>(3), "mana-ai-dev-demo");
+    assert_eq!(row.get::<_, Option<String>>(4).as_deref(), Some("user"));
+    assert_eq!(
+        row.get::<_, Option<String>>(5).as_deref(),
+        Some("demo-space")
+    );
+    assert_eq!(row.get::<_, Option<String>>(6).as_deref(), Some("user"));
+    assert_eq!(
+        row.get::<_, Option<String>>(7).as_deref(),
+        Some("demo-user")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(8).as_deref(),
+        Some("demo-mission")
+    );
     second.sigterm();
     let status = second.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", second.output());
