@@ -459,23 +459,7 @@ async fn a_second_tick_while_one_runs_is_overlap_skipped() {
         })
     };
     // Wait until the first pass is really stuck on the row lock.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the first pass never blocked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_lock_waiter(&admin).await;
     assert!(app.state.runner.pass_in_flight());
     let health: Value = app.get("/health").await.json().await.unwrap();
     assert_eq!(health["tick"]["passInFlight"], json!(true));
@@ -671,4 +655,71 @@ async fn errors_are_json_everywhere() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Waits until some backend of the test database waits on a lock.
+async fn wait_for_lock_waiter(admin: &tokio_postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no pass ever blocked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cancel_the_pass() {
+    let (db, app) = spawn_with_db("http_disconnect", &[]).await;
+    assert_eq!(app.tick().await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let admin = db.admin().await;
+    let mut holder = db.admin().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.query(
+        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    // A caller with a short timeout: its connection closes while the pass is blocked.
+    let impatient = app
+        .http
+        .post(app.url("/internal/tick"))
+        .header("X-Service-Key", KEY)
+        .timeout(Duration::from_secs(30))
+        .send();
+    let waiter = wait_for_lock_waiter(&admin);
+    tokio::select! {
+        _ = impatient => panic!("the pass must be blocked"),
+        _ = waiter => {}
+    }
+    // The request future is dropped here: the client went away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        app.state.runner.pass_in_flight(),
+        "the pass was cancelled with the client's connection"
+    );
+    tx.rollback().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.state.runner.pass_in_flight() {
+        assert!(Instant::now() < deadline, "the pass never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = app.metrics_text().await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 2")),
+        "the abandoned pass still completes and is counted"
+    );
 }
