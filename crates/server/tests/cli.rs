@@ -131,6 +131,10 @@ fn config_prints_every_variable_with_secrets_masked() {
                     "MANA_AI_PRIVATE_KEY_PEM",
                     "-----BEGIN PRIVATE KEY-----\\nQUJDREVG\\n-----END PRIVATE KEY-----",
                 ),
+                (
+                    "MANA_LLM_URL",
+                    "https://llm-user:llm-b4sic-pw@llm.internal/v1",
+                ),
                 ("PORT", "4000"),
             ],
         ),
@@ -139,7 +143,13 @@ fn config_prints_every_variable_with_secrets_masked() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let all = format!("{stdout}{}", text(&out.stderr));
-    for secret in [secret_key, db_password, admin_password, "QUJDREVG"] {
+    for secret in [
+        secret_key,
+        db_password,
+        admin_password,
+        "QUJDREVG",
+        "llm-b4sic-pw",
+    ] {
         assert!(!all.contains(secret), "{secret} printed:\n{all}");
     }
     let vars: Vec<&str> = stdout
