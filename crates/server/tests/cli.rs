@@ -258,9 +258,16 @@ async fn wait_healthy(client: &reqwest::Client, url: &str, limit: Duration) -> s
     }
 }
 
-#[tokio::test]
-async fn serve_shuts_down_gracefully_on_sigterm() {
-    let db = fresh_db("cli_serve").await;
+/// A `serve` process on a fresh database, healthy and past its first scheduled pass.
+struct Served {
+    db: mana_ai_store::testkit::TestDb,
+    guard: ChildGuard,
+    base: String,
+    client: reqwest::Client,
+}
+
+async fn start_serve(prefix: &str, grace_ms: &str) -> Served {
+    let db = fresh_db(prefix).await;
     let port = closed_port().to_string();
     let llm = format!("http://127.0.0.1:{}", closed_port());
     let child = cmd(
@@ -272,7 +279,7 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
             ("PORT", &port),
             ("MANA_AI_BIND", "127.0.0.1"),
             ("TICK_INTERVAL_MS", "1000"),
-            ("MANA_AI_SHUTDOWN_GRACE_MS", "5000"),
+            ("MANA_AI_SHUTDOWN_GRACE_MS", grace_ms),
             ("MANA_SERVICE_KEY", "cli-test-key"),
         ],
     )
@@ -281,8 +288,6 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     .spawn()
     .expect("spawn serve");
     let guard = ChildGuard(child);
-    let pid = guard.0.id();
-
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -311,24 +316,109 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         assert!(Instant::now() < deadline, "the scheduler never ran a pass");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Served {
+        db,
+        guard,
+        base,
+        client,
+    }
+}
 
+/// Sends SIGTERM (to the child this test started, by pid) and waits for its exit.
+async fn terminate(guard: ChildGuard, limit: Duration) -> (Output, Duration, String) {
+    let pid = guard.0.id();
     let sent = Instant::now();
     let st = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("run kill");
     assert!(st.success());
-    let out = tokio::task::spawn_blocking(move || wait_output(guard, Duration::from_secs(15)))
+    let out = tokio::task::spawn_blocking(move || wait_output(guard, limit))
         .await
         .unwrap();
-    let took = sent.elapsed();
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    (out, sent.elapsed(), all)
+}
+
+#[tokio::test]
+async fn serve_shuts_down_gracefully_on_sigterm() {
+    let s = start_serve("cli_serve", "5000").await;
+    let (out, took, all) = terminate(s.guard, Duration::from_secs(15)).await;
     assert_eq!(out.status.code(), Some(0), "exit after SIGTERM:\n{all}");
-    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(all.contains("SIGTERM received"), "{all}");
     assert!(all.contains("shutdown complete"), "{all}");
+    assert!(
+        !all.contains("grace period"),
+        "nothing was cut short: {all}"
+    );
     // The port is released.
-    assert!(client.get(format!("{base}/health")).send().await.is_err());
+    assert!(s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn sigterm_during_a_stuck_pass_still_exits_cleanly() {
+    let s = start_serve("cli_stuck", "1500").await;
+    // Hold the refresh cursor: the next scheduled pass blocks writing it.
+    let mut holder = s.db.admin().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.query(
+        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let admin = s.db.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pass blocked on the cursor");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health: serde_json::Value = s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["tick"]["passInFlight"], serde_json::json!(true));
+
+    let (out, took, all) = terminate(s.guard, Duration::from_secs(20)).await;
+    tx.rollback().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "exit after SIGTERM:\n{all}");
+    assert!(
+        all.contains("grace period"),
+        "the cut-short pass is reported: {all}"
+    );
+    assert!(all.contains("shutdown complete"), "{all}");
+    // It waited the grace period for the pass, then cut it short.
+    assert!(
+        took >= Duration::from_millis(1400),
+        "shutdown took {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500 * 2 + 1500),
+        "shutdown took {took:?}"
+    );
 }
 
 /// Runs `serve` with only the service role's URL (no migration URL) and returns its
