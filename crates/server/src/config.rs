@@ -314,7 +314,7 @@ impl Config {
                     .unwrap_or_else(|| "(unset: migrate with SYNC_DATABASE_URL)".into()),
             ),
             ("MANA_AI_DB_POOL_SIZE", self.db_pool_size.to_string()),
-            ("MANA_LLM_URL", self.mana_llm_url.clone()),
+            ("MANA_LLM_URL", mask_http_url(&self.mana_llm_url)),
             ("MANA_AI_LLM_MODEL", self.llm_model.clone()),
             ("MANA_AI_LLM_API_KEY", mask_secret(&self.llm_api_key)),
             (
@@ -325,8 +325,8 @@ impl Config {
                 "MANA_AI_LLM_MAX_ATTEMPTS",
                 self.llm_max_attempts.to_string(),
             ),
-            ("MANA_API_URL", self.mana_api_url.clone()),
-            ("MANA_RESEARCH_URL", self.mana_research_url.clone()),
+            ("MANA_API_URL", mask_http_url(&self.mana_api_url)),
+            ("MANA_RESEARCH_URL", mask_http_url(&self.mana_research_url)),
             (
                 "MANA_AI_DEEP_RESEARCH_ENABLED",
                 self.deep_research_enabled.to_string(),
@@ -442,6 +442,27 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// Hides credentials an HTTP base URL may carry: the whole userinfo (`user:pass@` or a
+/// bare token as user) and any query string.
+pub fn mask_http_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparseable URL hidden)".into();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((_, h)) => format!("***@{h}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?***"),
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{host}{tail}")
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Config");
@@ -543,6 +564,42 @@ mod tests {
         assert!(!text.contains("hunter2"));
         assert!(!text.contains("ABC"));
         assert!(text.contains("postgresql://svc:***@db:5432/mana_sync"));
+    }
+
+    #[test]
+    fn mask_http_url_variants() {
+        for (raw, shown) in [
+            ("http://localhost:3020", "http://localhost:3020"),
+            ("https://llm.example/v1", "https://llm.example/v1"),
+            (
+                "https://bob:pw@llm.example/v1",
+                "https://***@llm.example/v1",
+            ),
+            ("https://tok3n@llm.example", "https://***@llm.example"),
+            ("http://h:1/x?api_key=abc", "http://h:1/x?***"),
+            ("http://h?token=abc", "http://h?***"),
+            ("http://h/p@th", "http://h/p@th"),
+            ("no-scheme", "(unparseable URL hidden)"),
+        ] {
+            assert_eq!(mask_http_url(raw), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn describe_masks_credentials_in_http_urls() {
+        let c = Config::from_env(&env(&[
+            ("MANA_LLM_URL", "https://llmuser:llmpass@llm.example/v1"),
+            ("MANA_API_URL", "https://apitoken@api.example"),
+            ("MANA_RESEARCH_URL", "https://r.example/base?key=rkey"),
+        ]))
+        .unwrap();
+        let text = format!("{c:?}");
+        for secret in ["llmuser", "llmpass", "apitoken", "rkey"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert!(text.contains("https://***@llm.example/v1"), "{text}");
+        // The configured value itself is untouched.
+        assert_eq!(c.mana_llm_url, "https://llmuser:llmpass@llm.example/v1");
     }
 
     #[test]

@@ -167,9 +167,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
+/// Runs one pass on its own task: when the caller disconnects or times out, hyper drops
+/// this handler's future, and a pass polled inline would be cancelled halfway (LLM calls
+/// paid for, write-back lost). Spawned, it completes; shutdown waits for it through
+/// `Runner::wait_idle`.
 async fn tick(State(state): State<Arc<AppState>>) -> Response {
-    let stats = state.runner.tick().await;
-    Json(stats).into_response()
+    let runner = state.runner.clone();
+    match tokio::spawn(async move { runner.tick().await }).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "tick pass task failed");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "tick pass failed")
+        }
+    }
 }
 
 /// Read-only ops view of one user's snapshots.
