@@ -156,20 +156,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
     });
     wait_for_signal().await;
+    // One grace period for the whole shutdown, shared by its phases.
+    let deadline = tokio::time::Instant::now() + cfg.shutdown_grace;
     tracing::info!("shutdown: no new work is taken");
     state.scheduler_running.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     if let Some(s) = scheduler {
-        if !s.shutdown(cfg.shutdown_grace).await {
+        if !s.shutdown(remaining(deadline)).await {
             tracing::warn!(
                 "shutdown: a tick pass did not finish within the grace period and was cancelled"
             );
         }
     }
-    if !runner.wait_idle(cfg.shutdown_grace).await {
+    if !runner.wait_idle(remaining(deadline)).await {
         tracing::warn!("shutdown: a requested tick pass is still running");
     }
-    match tokio::time::timeout(cfg.shutdown_grace, server).await {
+    match tokio::time::timeout(remaining(deadline), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
@@ -190,6 +192,10 @@ pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&stats)?);
     store.close();
     Ok(())
+}
+
+fn remaining(deadline: tokio::time::Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
 }
 
 async fn wait_for_signal() {

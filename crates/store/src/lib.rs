@@ -31,13 +31,16 @@ pub enum StoreError {
     Config(String),
     #[error("database unavailable: {0}")]
     Pool(String),
-    #[error("migration step '{step}' failed: {source}")]
+    #[error(
+        "migration step '{step}' failed: {}{}",
+        db_message(cause),
+        migration_hint(cause)
+    )]
     Migration {
         step: String,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
-    #[error("database error: {0}")]
+    #[error("database error: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("refused: {0}")]
     Refused(&'static str),
@@ -45,11 +48,37 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The server's message (with detail and hint) instead of tokio-postgres' bare "db error".
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+fn migration_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code() {
+        Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+            " — the role in SYNC_DATABASE_URL may not create the mana_ai schema or the change-discovery functions; set MANA_AI_MIGRATION_DATABASE_URL to a superuser (or BYPASSRLS owner) URL"
+        }
+        _ => "",
+    }
+}
+
 impl StoreError {
     pub(crate) fn migration(step: &str, source: tokio_postgres::Error) -> Self {
         StoreError::Migration {
             step: step.to_string(),
-            source,
+            cause: source,
         }
     }
 
