@@ -54,11 +54,11 @@ impl ApiState {
                     cfg.auth_url()
                 );
             }
-            Authenticator::Jwt(JwtVerifier::new(JwtConfig::for_auth_url(
+            Authenticator::Jwt(Box::new(JwtVerifier::new(JwtConfig::for_auth_url(
                 cfg.auth_url(),
                 cfg.jwt_issuer.as_deref(),
                 &cfg.jwt_audience,
-            ))?)
+            ))?))
         };
         Ok(Self {
             auth,

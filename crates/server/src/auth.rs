@@ -415,7 +415,7 @@ fn check_claims(
 /// How `/api/*` requests are authenticated.
 pub enum Authenticator {
     /// Verify bearer JWTs.
-    Jwt(JwtVerifier),
+    Jwt(Box<JwtVerifier>),
     /// Development only (`NODE_ENV=development` + `DEV_BYPASS_AUTH=true`): every request
     /// is this user, with or without a token.
     DevBypass { user_id: String },
