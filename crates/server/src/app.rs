@@ -145,7 +145,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tick = if cfg.tick_enabled { "on" } else { "off" },
         "mana-ai listening"
     );
-    let app = http::router(state.clone(), cfg.body_limit_bytes);
+    let api = Arc::new(crate::audit_http::ApiState::from_config(&cfg)?);
+    let app = http::router_with_api(state.clone(), cfg.body_limit_bytes, Some(api));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;

@@ -76,7 +76,28 @@ pub struct Config {
     pub retry_cap: Duration,
     pub default_agent_tokens_per_day: u64,
     pub default_agent_max_concurrent: u32,
+    /// `MANA_AUTH_URL` as configured (`None` when unset); see [`Config::auth_url`].
+    pub mana_auth_url: Option<String>,
+    /// `JWT_ISSUER`: an extra accepted token issuer.
+    pub jwt_issuer: Option<String>,
+    /// `JWT_AUDIENCE` (default `mana`).
+    pub jwt_audience: String,
+    /// `MANA_AI_CORS_ORIGINS`: browser origins allowed to call `/api/*`.
+    pub cors_origins: Vec<String>,
+    /// `NODE_ENV` as given (only `development` has an effect).
+    pub node_env: Option<String>,
+    /// `DEV_BYPASS_AUTH`; effective only together with `NODE_ENV=development`.
+    pub dev_bypass_auth: bool,
+    /// `DEV_USER_ID`: the user of bypassed requests.
+    pub dev_user_id: String,
 }
+
+/// Default `MANA_AUTH_URL`.
+pub const DEFAULT_AUTH_URL: &str = "http://localhost:3001";
+/// Default `MANA_AI_CORS_ORIGINS`: the web app in production and under `vite dev`.
+pub const DEFAULT_CORS_ORIGINS: &str = "https://mana.how,http://localhost:5173";
+/// Default `DEV_USER_ID`.
+pub const DEFAULT_DEV_USER_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Reads a variable; unset and empty both mean `None`.
 fn get<'a>(env: &'a BTreeMap<String, String>, var: &str) -> Option<&'a str> {
@@ -124,6 +145,36 @@ fn parse_http_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
         return Err(err(var, format!("URL has no host: {raw:?}")));
     }
     Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// Parses a comma-separated list of browser origins (`scheme://host[:port]`, no path).
+fn parse_origins(var: &'static str, raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item == "*" {
+            return Err(err(var, "a wildcard is not allowed; list the origins"));
+        }
+        let lower = item.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"))
+            .ok_or_else(|| err(var, format!("expected http(s)://host[:port], got {item:?}")))?;
+        let bad = rest.is_empty()
+            || rest
+                .chars()
+                .any(|c| matches!(c, '/' | '?' | '#' | '@' | ' ') || c.is_control());
+        if bad {
+            return Err(err(
+                var,
+                format!("an origin is scheme://host[:port] without a path, got {item:?}"),
+            ));
+        }
+        // Browsers send origins lower-cased and without a trailing slash.
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_pg_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
@@ -183,6 +234,11 @@ impl Config {
                 format!("unknown IANA time zone {default_timezone:?}"),
             ));
         }
+        let node_env = get(env, "NODE_ENV").map(str::to_string);
+        let dev_bypass_auth = get(env, "DEV_BYPASS_AUTH")
+            .map(|v| parse_bool("DEV_BYPASS_AUTH", v))
+            .transpose()?
+            .unwrap_or(false);
         let private_key_pem = get(env, "MANA_AI_PRIVATE_KEY_PEM").map(|s| s.replace("\\n", "\n"));
         Ok(Self {
             port,
@@ -286,6 +342,20 @@ impl Config {
                 1_000,
                 1,
             )?,
+            mana_auth_url: get(env, "MANA_AUTH_URL")
+                .map(|v| parse_http_url("MANA_AUTH_URL", v))
+                .transpose()?,
+            jwt_issuer: get(env, "JWT_ISSUER").map(str::to_string),
+            jwt_audience: get(env, "JWT_AUDIENCE").unwrap_or("mana").to_string(),
+            cors_origins: parse_origins(
+                "MANA_AI_CORS_ORIGINS",
+                get(env, "MANA_AI_CORS_ORIGINS").unwrap_or(DEFAULT_CORS_ORIGINS),
+            )?,
+            node_env,
+            dev_bypass_auth,
+            dev_user_id: get(env, "DEV_USER_ID")
+                .unwrap_or(DEFAULT_DEV_USER_ID)
+                .to_string(),
             log_json: match get(env, "MANA_AI_LOG_FORMAT") {
                 None => false,
                 Some(v) if v.eq_ignore_ascii_case("text") => false,
@@ -298,6 +368,16 @@ impl Config {
                 }
             },
         })
+    }
+
+    /// The auth service base URL (`MANA_AUTH_URL`, default `http://localhost:3001`).
+    pub fn auth_url(&self) -> &str {
+        self.mana_auth_url.as_deref().unwrap_or(DEFAULT_AUTH_URL)
+    }
+
+    /// True when the JWT check is bypassed: `NODE_ENV=development` AND `DEV_BYPASS_AUTH`.
+    pub fn auth_bypassed(&self) -> bool {
+        self.dev_bypass_auth && self.node_env.as_deref() == Some("development")
     }
 
     /// The effective configuration as `(variable, value)` lines, secrets masked.
@@ -393,6 +473,34 @@ impl Config {
                 "MANA_AI_LOG_FORMAT",
                 if self.log_json { "json" } else { "text" }.into(),
             ),
+            (
+                "MANA_AUTH_URL",
+                match &self.mana_auth_url {
+                    Some(u) => mask_http_url(u),
+                    None => format!("{DEFAULT_AUTH_URL} (default)"),
+                },
+            ),
+            (
+                "JWT_ISSUER",
+                self.jwt_issuer.clone().unwrap_or_else(|| "(unset)".into()),
+            ),
+            ("JWT_AUDIENCE", self.jwt_audience.clone()),
+            ("MANA_AI_CORS_ORIGINS", self.cors_origins.join(",")),
+            (
+                "NODE_ENV",
+                self.node_env.clone().unwrap_or_else(|| "(unset)".into()),
+            ),
+            (
+                "DEV_BYPASS_AUTH",
+                if self.auth_bypassed() {
+                    "true (ACTIVE: /api requests run as DEV_USER_ID)".into()
+                } else if self.dev_bypass_auth {
+                    "true (inactive: NODE_ENV is not development)".into()
+                } else {
+                    "false".into()
+                },
+            ),
+            ("DEV_USER_ID", self.dev_user_id.clone()),
         ]
     }
 }
@@ -600,6 +708,83 @@ mod tests {
         assert!(text.contains("https://***@llm.example/v1"), "{text}");
         // The configured value itself is untouched.
         assert_eq!(c.mana_llm_url, "https://llmuser:llmpass@llm.example/v1");
+    }
+
+    #[test]
+    fn auth_and_cors_settings() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.auth_url(), "http://localhost:3001");
+        assert_eq!(c.jwt_audience, "mana");
+        assert_eq!(c.jwt_issuer, None);
+        assert_eq!(
+            c.cors_origins,
+            vec![
+                "https://mana.how".to_string(),
+                "http://localhost:5173".into()
+            ]
+        );
+        assert!(!c.auth_bypassed());
+        assert_eq!(c.dev_user_id, DEFAULT_DEV_USER_ID);
+
+        let c = Config::from_env(&env(&[
+            ("MANA_AUTH_URL", "https://auth.example/"),
+            ("JWT_ISSUER", "https://issuer.example"),
+            ("JWT_AUDIENCE", "other"),
+            (
+                "MANA_AI_CORS_ORIGINS",
+                " https://A.example , http://b.example:8080,https://a.example",
+            ),
+            ("DEV_USER_ID", "dev-1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.auth_url(), "https://auth.example");
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(c.jwt_audience, "other");
+        assert_eq!(
+            c.cors_origins,
+            vec![
+                "https://a.example".to_string(),
+                "http://b.example:8080".into()
+            ]
+        );
+        assert_eq!(c.dev_user_id, "dev-1");
+    }
+
+    #[test]
+    fn dev_bypass_needs_both_variables() {
+        for (node_env, bypass, active) in [
+            (None, Some("true"), false),
+            (Some("production"), Some("true"), false),
+            (Some("development"), None, false),
+            (Some("development"), Some("false"), false),
+            (Some("Development"), Some("true"), false),
+            (Some("development"), Some("true"), true),
+        ] {
+            let mut pairs = Vec::new();
+            if let Some(n) = node_env {
+                pairs.push(("NODE_ENV", n));
+            }
+            if let Some(b) = bypass {
+                pairs.push(("DEV_BYPASS_AUTH", b));
+            }
+            let c = Config::from_env(&env(&pairs)).unwrap();
+            assert_eq!(c.auth_bypassed(), active, "{node_env:?} {bypass:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_auth_values_name_the_variable() {
+        for (var, val) in [
+            ("MANA_AUTH_URL", "auth.example"),
+            ("MANA_AI_CORS_ORIGINS", "*"),
+            ("MANA_AI_CORS_ORIGINS", "https://a.example/path"),
+            ("MANA_AI_CORS_ORIGINS", "a.example"),
+            ("MANA_AI_CORS_ORIGINS", "https://"),
+            ("DEV_BYPASS_AUTH", "sure"),
+        ] {
+            let e = Config::from_env(&env(&[(var, val)])).unwrap_err();
+            assert_eq!(e.var, var, "{var}={val} gave {e}");
+        }
     }
 
     #[test]

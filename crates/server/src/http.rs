@@ -1,5 +1,5 @@
 //! HTTP surface (axum): `/health`, `/metrics`, `/internal/tick`,
-//! `/internal/missions/{userId}`. Errors are JSON everywhere; request bodies are size
+//! `/internal/missions/{userId}`, and the user API under `/api` (see [`crate::audit_http`]). Errors are JSON everywhere; request bodies are size
 //! limited; the service key is compared in constant time.
 
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use mana_ai_runner::Runner;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::audit_http::{self, ApiState};
+
 /// Version reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -28,9 +30,23 @@ pub struct AppState {
     pub scheduler_running: std::sync::atomic::AtomicBool,
 }
 
+/// The router without the `/api` routes (ops surface only).
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    router_with_api(state, body_limit, None)
+}
+
+/// The full router; `api` mounts `/api/*` (JWT auth, CORS).
+pub fn router_with_api(
+    state: Arc<AppState>,
+    body_limit: usize,
+    api: Option<Arc<ApiState>>,
+) -> Router {
+    let base = Router::new();
+    let base = match api {
+        Some(api) => base.merge(audit_http::api_router(state.runner.store().clone(), api)),
+        None => base,
+    };
+    base.route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/internal/tick", post(tick))
         .route("/internal/missions/{user_id}", get(user_missions))

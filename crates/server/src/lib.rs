@@ -3,6 +3,9 @@
 //! drive the same code over real HTTP.
 
 pub mod app;
+pub mod audit_http;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod ops_cli;

@@ -1,12 +1,13 @@
 //! `mana-ai`: the background runner of the AI workbench.
 //!
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
-//! `migrate`, `tick`. See `mana-ai --help`.
+//! `migrate`, `tick`, and the operator commands `keys generate` and `grant mint`.
+//! See `mana-ai --help`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mana_ai::{app, config, dev};
+use mana_ai::{app, config, dev, ops_cli};
 
 #[derive(Parser)]
 #[command(
@@ -32,10 +33,29 @@ enum Command {
     Migrate,
     /// Run one tick pass against the configured database, print its stats and exit.
     Tick,
+    /// Key pair for mission grants (`keys generate`).
+    Keys(ops_cli::KeysArgs),
+    /// Mission grants (`grant mint`).
+    Grant(ops_cli::GrantArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Operator commands need no service configuration.
+    let ops = match &cli.command {
+        Some(Command::Keys(k)) => Some(ops_cli::run_keys(k)),
+        Some(Command::Grant(g)) => Some(ops_cli::run_grant(g)),
+        _ => None,
+    };
+    if let Some(result) = ops {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mana-ai: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match config::Config::from_process_env() {
         Ok(c) => c,
         Err(e) => {
@@ -66,7 +86,9 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(cfg, args).await,
             Command::Migrate => app::migrate_only(&cfg).await,
             Command::Tick => app::tick_once(cfg).await,
-            Command::Config => unreachable!("handled above"),
+            Command::Config | Command::Keys(_) | Command::Grant(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {

@@ -8,6 +8,7 @@
 //! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 
+pub mod audit_read;
 pub mod refresh;
 pub mod runs;
 pub mod schema;
