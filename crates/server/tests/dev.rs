@@ -394,7 +394,7 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
         .query_one(
             "SELECT app_id, table_name, field_meta::text, client_id, origin, space_id,
                     actor->>'kind', actor->>'principalId', data->>'id'
-               FROM sync_changes WHERE record_id = 'demo-mission'",
+               FROM sync_changes WHERE record_id = 'demo-mission' AND op = 'insert'",
             &[],
         )
         .await
