@@ -43,6 +43,10 @@ pub struct RunnerConfig {
     /// Limits of missions without an agent (the default agent "Mana").
     pub default_agent_max_concurrent: u32,
     pub default_agent_tokens_per_day: Option<u64>,
+    /// The service's RSA private key for unwrapping mission key grants
+    /// (`MANA_AI_PRIVATE_KEY_PEM`); `None` disables encrypted inputs (grants are skipped
+    /// with reason `not-configured`). Its `Debug` output is redacted.
+    pub grant_key: Option<Arc<mana_ai_core::crypto::GrantPrivateKey>>,
 }
 
 impl Default for RunnerConfig {
@@ -63,6 +67,7 @@ impl Default for RunnerConfig {
             retry_cap: Duration::from_secs(6 * 3600),
             default_agent_max_concurrent: 1,
             default_agent_tokens_per_day: Some(200_000),
+            grant_key: None,
         }
     }
 }

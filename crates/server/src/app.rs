@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
+use mana_ai_core::crypto::GrantPrivateKey;
 use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
 use mana_ai_store::{schema, Store, StoreConfig};
 
@@ -73,9 +74,55 @@ pub fn llm_for(cfg: &Config) -> anyhow::Result<Arc<dyn mana_ai_core::chat::LlmCl
     ))
 }
 
+/// Imports `MANA_AI_PRIVATE_KEY_PEM` (PKCS#8 or PKCS#1 RSA). Unset ⇒ `None`: grants are
+/// disabled and skipped as `not-configured`. Set but unusable ⇒ a boot error naming the
+/// variable (the original silently disabled grants instead).
+pub fn grant_key_for(cfg: &Config) -> anyhow::Result<Option<Arc<GrantPrivateKey>>> {
+    let Some(pem) = cfg.private_key_pem.as_deref() else {
+        tracing::info!("MANA_AI_PRIVATE_KEY_PEM not set: mission grants disabled");
+        return Ok(None);
+    };
+    let key = GrantPrivateKey::from_pem(pem)
+        .map_err(|e| anyhow::anyhow!("MANA_AI_PRIVATE_KEY_PEM: invalid private key: {e}"))?;
+    tracing::info!(bits = key.bits(), "mission grants enabled");
+    Ok(Some(Arc::new(key)))
+}
+
+/// Reads `MANA_AI_AUDIT_RETENTION_DAYS`: how long decrypt-audit rows are kept. Unset ⇒
+/// 365; `0` ⇒ keep forever; otherwise an integer of at least 7 (the floor the database
+/// function enforces, so the service can never erase the recent trail).
+pub fn audit_retention_days(raw: Option<&str>) -> anyhow::Result<Option<u32>> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(Some(mana_ai_store::audit::DEFAULT_RETENTION_DAYS));
+    };
+    match raw.parse::<u32>() {
+        Ok(0) => Ok(None),
+        Ok(d) if (mana_ai_store::audit::MIN_RETENTION_DAYS..=36_500).contains(&d) => Ok(Some(d)),
+        _ => Err(anyhow::anyhow!(
+            "MANA_AI_AUDIT_RETENTION_DAYS must be 0 (keep forever) or 7..=36500 days, got {raw:?}"
+        )),
+    }
+}
+
+/// Prunes the decrypt audit once a day (first run right away) until aborted. Deletion
+/// runs inside `mana_ai.prune_decrypt_audit`, owned by the migration role.
+fn spawn_audit_retention(store: Store, days: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        loop {
+            every.tick().await;
+            match store.prune_decrypt_audit(days).await {
+                Ok(n) => tracing::info!(deleted = n, days, "decrypt audit retention applied"),
+                Err(e) => tracing::warn!(error = %e, "decrypt audit retention failed"),
+            }
+        }
+    })
+}
+
 /// Builds the runner from the configuration (shared by `serve`, `tick`, `dev`, tests).
 pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Runner> {
     let llm = llm_for(cfg)?;
+    let grant_key = grant_key_for(cfg)?;
     Ok(Runner::new(
         RunnerDeps {
             store,
@@ -104,6 +151,7 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Resul
             retry_cap: cfg.retry_cap,
             default_agent_max_concurrent: cfg.default_agent_max_concurrent,
             default_agent_tokens_per_day: Some(cfg.default_agent_tokens_per_day),
+            grant_key,
             ..RunnerConfig::default()
         },
     ))
@@ -121,6 +169,11 @@ pub fn app_state(cfg: &Config, runner: Arc<Runner>) -> Arc<AppState> {
 
 /// Boots and serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let retention = audit_retention_days(
+        std::env::var("MANA_AI_AUDIT_RETENTION_DAYS")
+            .ok()
+            .as_deref(),
+    )?;
     migrate(&cfg).await.context("schema migration")?;
     let store = store_for(&cfg)?;
     store
@@ -129,6 +182,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("checking change discovery")?;
     let metrics = Metrics::new();
     let runner = Arc::new(runner_for(&cfg, store.clone(), metrics)?);
+    let retention_task = retention.map(|days| spawn_audit_retention(store.clone(), days));
     let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -178,6 +232,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("shutdown: open HTTP connections did not finish in time"),
     }
+    if let Some(task) = retention_task {
+        task.abort();
+    }
     store.close();
     tracing::info!("shutdown complete");
     Ok(())
@@ -220,5 +277,67 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_with_pem(pem: Option<&str>) -> Config {
+        let mut env = std::collections::BTreeMap::new();
+        if let Some(p) = pem {
+            env.insert("MANA_AI_PRIVATE_KEY_PEM".to_string(), p.to_string());
+        }
+        Config::from_env(&env).unwrap()
+    }
+
+    #[test]
+    fn grant_key_is_parsed_at_boot_and_a_bad_pem_names_the_variable() {
+        assert!(grant_key_for(&cfg_with_pem(None)).unwrap().is_none());
+        let (private_pem, _) = mana_ai_core::crypto::generate_keypair().unwrap();
+        // The env form with literal `\n` escapes is accepted too (config.rs unescapes).
+        let escaped = private_pem.replace('\n', "\\n");
+        for pem in [private_pem.as_str(), escaped.as_str()] {
+            let key = grant_key_for(&cfg_with_pem(Some(pem))).unwrap().unwrap();
+            assert_eq!(key.bits(), 2048);
+        }
+        for bad in [
+            "not a key",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        ] {
+            let e = grant_key_for(&cfg_with_pem(Some(bad)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("MANA_AI_PRIVATE_KEY_PEM"), "{e}");
+            assert!(!e.contains("AAAA"), "{e}");
+        }
+    }
+
+    #[test]
+    fn audit_retention_setting() {
+        let cases: [(Option<&str>, Option<Option<u32>>); 9] = [
+            (None, Some(Some(365))),
+            (Some(""), Some(Some(365))),
+            (Some("0"), Some(None)),
+            (Some("7"), Some(Some(7))),
+            (Some(" 30 "), Some(Some(30))),
+            (Some("36500"), Some(Some(36_500))),
+            (Some("6"), None),
+            (Some("-1"), None),
+            (Some("ten"), None),
+        ];
+        for (raw, want) in cases {
+            match (audit_retention_days(raw), want) {
+                (Ok(got), Some(w)) => assert_eq!(got, w, "{raw:?}"),
+                (Err(e), None) => {
+                    assert!(
+                        e.to_string().contains("MANA_AI_AUDIT_RETENTION_DAYS"),
+                        "{e}"
+                    )
+                }
+                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -8,7 +8,12 @@
 //! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 
+<<<<<<< HEAD
 pub mod audit_read;
+=======
+pub mod audit;
+pub mod records;
+>>>>>>> h-inputs
 pub mod refresh;
 pub mod runs;
 pub mod schema;
@@ -21,6 +26,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+pub use audit::{AuditStatus, DecryptAuditEntry, DecryptAuditRow};
+pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};

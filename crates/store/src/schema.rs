@@ -163,7 +163,7 @@ CREATE TABLE IF NOT EXISTS mana_ai.mission_runs (
   PRIMARY KEY (user_id, mission_id, due_at),
   CHECK ((status = 'running') = (finished_at IS NULL))
 );
-CREATE UNIQUE INDEX IF NOT EXISTS idx_mission_runs_iteration ON mana_ai.mission_runs (iteration_id);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_mission_runs_user_iteration ON mana_ai.mission_runs (user_id, iteration_id);
 CREATE INDEX IF NOT EXISTS idx_mission_runs_running_agent ON mana_ai.mission_runs (user_id, agent_id)
   WHERE status = 'running';
 
@@ -350,6 +350,7 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
                 .map_err(|e| StoreError::migration("grants for the service role", e))?;
         }
     }
+    harden_audit(client, service_role).await?;
     client
         .execute(
             "INSERT INTO mana_ai.schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -421,4 +422,87 @@ pub async fn ensure_service_role(
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
         Err(e) => Err(StoreError::migration("create service role", e)),
     }
+}
+
+/// Hardening of the decrypt audit, run by the migration role on every boot:
+///
+/// * `mana_ai.prune_decrypt_audit(days)` — the ONLY way rows leave the table: deletes
+///   rows older than `days` (all users) and returns how many. `SECURITY DEFINER`, owned by
+///   the migration role (superuser/`BYPASSRLS`, so FORCE RLS does not hide other users'
+///   rows), refuses fewer than 7 days so even a compromised service role can never erase
+///   the recent trail. The service role may only EXECUTE it.
+/// * an append-only trigger: UPDATE and TRUNCATE always fail, DELETE fails unless the
+///   prune function is running (transaction-local flag `mana_ai.audit_prune`, reset when it
+///   returns). This guards against accidents by the table owner in single-DSN deployments;
+///   the real boundary is the service role's missing UPDATE/DELETE privileges.
+/// * policy `decrypt_audit_prune` (DELETE only, while that flag is on), so pruning also
+///   works when the owner is not `BYPASSRLS`.
+const AUDIT_HARDENING_DDL: &str = r#"
+CREATE OR REPLACE FUNCTION mana_ai.decrypt_audit_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+  IF TG_OP = 'DELETE' AND coalesce(pg_catalog.current_setting('mana_ai.audit_prune', true), '') = 'on' THEN
+    RETURN OLD;
+  END IF;
+  RAISE EXCEPTION 'mana_ai.decrypt_audit is append-only: % refused', TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END $$;
+DROP TRIGGER IF EXISTS decrypt_audit_append_only ON mana_ai.decrypt_audit;
+CREATE TRIGGER decrypt_audit_append_only BEFORE UPDATE OR DELETE ON mana_ai.decrypt_audit
+  FOR EACH ROW EXECUTE FUNCTION mana_ai.decrypt_audit_append_only();
+DROP TRIGGER IF EXISTS decrypt_audit_no_truncate ON mana_ai.decrypt_audit;
+CREATE TRIGGER decrypt_audit_no_truncate BEFORE TRUNCATE ON mana_ai.decrypt_audit
+  FOR EACH STATEMENT EXECUTE FUNCTION mana_ai.decrypt_audit_append_only();
+
+DROP POLICY IF EXISTS decrypt_audit_prune ON mana_ai.decrypt_audit;
+CREATE POLICY decrypt_audit_prune ON mana_ai.decrypt_audit FOR DELETE
+  USING (coalesce(current_setting('mana_ai.audit_prune', true), '') = 'on');
+
+CREATE OR REPLACE FUNCTION mana_ai.prune_decrypt_audit(p_days INT) RETURNS BIGINT
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  n BIGINT;
+BEGIN
+  IF p_days IS NULL OR p_days < 7 THEN
+    RAISE EXCEPTION 'mana_ai.prune_decrypt_audit: retention must be at least 7 days, got %', p_days;
+  END IF;
+  PERFORM pg_catalog.set_config('mana_ai.audit_prune', 'on', true);
+  DELETE FROM mana_ai.decrypt_audit
+   WHERE ts < pg_catalog.now() - pg_catalog.make_interval(days => p_days);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_catalog.set_config('mana_ai.audit_prune', 'off', true);
+  RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION mana_ai.prune_decrypt_audit(INT) FROM PUBLIC;
+REVOKE ALL ON FUNCTION mana_ai.decrypt_audit_append_only() FROM PUBLIC;
+"#;
+
+/// The service role's audit privileges, stated explicitly (also undoing any broader
+/// grant from an earlier deployment): SELECT and INSERT only, plus the prune function.
+const AUDIT_GRANTS_DDL: &str = r#"
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON mana_ai.decrypt_audit FROM {role};
+GRANT SELECT, INSERT ON mana_ai.decrypt_audit TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.prune_decrypt_audit(INT) TO {role};
+"#;
+
+async fn harden_audit(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
+    client
+        .batch_execute(AUDIT_HARDENING_DDL)
+        .await
+        .map_err(|e| StoreError::migration("decrypt audit hardening", e))?;
+    if let Some(role) = service_role {
+        let me: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(|e| StoreError::migration("current_user", e))?
+            .get(0);
+        if me != role {
+            let sql = AUDIT_GRANTS_DDL.replace("{role}", &quote_ident(role));
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| StoreError::migration("audit grants for the service role", e))?;
+        }
+    }
+    Ok(())
 }

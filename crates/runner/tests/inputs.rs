@@ -1,0 +1,1074 @@
+//! Mission inputs against a real PostgreSQL and a fake LLM: real grants (minted with
+//! `mint_grant` for a freshly generated key pair), fixtures encrypted under the mission
+//! data key, the decrypt audit, grant skips, resolver failures, the bounded replay, the
+//! audit table's privileges and retention, and what reaches the logs.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mana_ai_core::chat::LlmClient;
+use mana_ai_core::crypto::{
+    derive_mission_data_key, encode_standard, encrypt_value, generate_keypair, mint_grant,
+    GrantDerivation, GrantPrivateKey, GrantPublicKey, MissionDataKey,
+};
+use mana_ai_core::plan::iteration_id_for;
+use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
+use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
+use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_store::{AuditStatus, DecryptAuditEntry, StoreError, REPLAY_ROW_LIMIT};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const DUE: &str = "2026-01-05T06:00:00.000Z";
+const MASTER_KEY: [u8; 32] = [0x5a; 32];
+
+// ---------------------------------------------------------------------------------------
+// fixtures
+
+struct Keys {
+    private_pem: String,
+    private: Arc<GrantPrivateKey>,
+    public: GrantPublicKey,
+}
+
+fn keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(new_keys)
+}
+
+fn other_keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(new_keys)
+}
+
+fn new_keys() -> Keys {
+    let (private_pem, public_pem) = generate_keypair().unwrap();
+    Keys {
+        private: Arc::new(GrantPrivateKey::from_pem(&private_pem).unwrap()),
+        public: GrantPublicKey::from_pem(&public_pem).unwrap(),
+        private_pem: private_pem.to_string(),
+    }
+}
+
+/// A grant for `mission_id` over `record_ids` ("<table>:<id>"), wrapped for `public`,
+/// plus the MDK the issuer derived (for encrypting fixtures).
+fn grant(
+    public: &GrantPublicKey,
+    mission_id: &str,
+    record_ids: &[&str],
+    now: DateTime<Utc>,
+    ttl_ms: Option<i64>,
+) -> (Value, MissionDataKey) {
+    let record_ids: Vec<String> = record_ids.iter().map(|s| s.to_string()).collect();
+    let mut tables: Vec<String> = record_ids
+        .iter()
+        .map(|r| r.split(':').next().unwrap().to_string())
+        .collect();
+    tables.sort();
+    tables.dedup();
+    let g = mint_grant(
+        &MASTER_KEY,
+        public,
+        mission_id,
+        &tables,
+        &record_ids,
+        ttl_ms,
+        now,
+    )
+    .unwrap();
+    let mdk = derive_mission_data_key(
+        &MASTER_KEY,
+        &GrantDerivation {
+            version: "v1".into(),
+            mission_id: mission_id.into(),
+            tables,
+            record_ids,
+        },
+    )
+    .unwrap();
+    (g, mdk)
+}
+
+fn enc(key: &MissionDataKey, v: &str) -> String {
+    encrypt_value(&json!(v), key.expose(), None).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn push(
+    c: &tokio_postgres::Client,
+    user: &str,
+    app: &str,
+    table: &str,
+    id: &str,
+    op: &str,
+    data: Value,
+) {
+    c.execute(
+        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+         VALUES ($1, $2, $3, $4, $5, $6, '{}', 'webapp')",
+        &[&app, &table, &id, &user, &op, &data],
+    )
+    .await
+    .unwrap();
+}
+
+fn input(module: &str, table: &str, id: &str) -> Value {
+    json!({"module": module, "table": table, "id": id})
+}
+
+async fn push_mission(
+    c: &tokio_postgres::Client,
+    user: &str,
+    id: &str,
+    inputs: Vec<Value>,
+    grant: Option<Value>,
+) {
+    let mut m = json!({
+        "title": "Wochenplan", "conceptMarkdown": "Plan the week", "objective": "Propose tasks",
+        "state": "active", "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60},
+        "inputs": inputs, "iterations": []
+    });
+    if let Some(g) = grant {
+        m["grant"] = g;
+    }
+    push(c, user, "ai", "aiMissions", id, "insert", m).await;
+}
+
+/// A fake LLM that answers every call with a final text (a plan with no steps).
+struct Stop(AtomicUsize);
+
+impl Respond for Stop {
+    fn respond(&self, _req: &Request) -> ResponseTemplate {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"message": {"role": "assistant", "content": "Nichts zu tun."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        }))
+    }
+}
+
+async fn fake_llm() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Stop(AtomicUsize::new(0)))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn runner(db: &TestDb, llm_url: &str, key: Option<Arc<GrantPrivateKey>>) -> Runner {
+    let mut lc = HttpLlmConfig::new(llm_url, "test-key");
+    lc.max_attempts = 1;
+    lc.call_deadline = Duration::from_secs(5);
+    let llm: Arc<dyn LlmClient> = Arc::new(HttpLlmClient::new(lc).unwrap());
+    Runner::new(
+        RunnerDeps {
+            store: db.service_store(),
+            metrics: Metrics::new(),
+            llm,
+            clock: Arc::new(SystemClock),
+        },
+        RunnerConfig {
+            refresh_safety_margin: Duration::ZERO,
+            grant_key: key,
+            ..RunnerConfig::default()
+        },
+    )
+}
+
+/// The user messages of every LLM request, one string per request.
+async fn prompts(llm: &MockServer) -> Vec<String> {
+    llm.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .filter_map(|m| m["content"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+fn block(id: &str, source: &str, title: &str, content: &str) -> String {
+    format!("<user_data kind=\"input\" id=\"{id}\" source=\"{source}\">\nTitle: {title}\n{content}\n</user_data>")
+}
+
+type AuditRow = (String, String, String, Option<String>, Option<String>);
+
+/// (table, record, status, reason, iteration) of every audit row, sorted.
+async fn audit_rows(admin: &tokio_postgres::Client) -> Vec<AuditRow> {
+    let mut rows: Vec<AuditRow> = admin
+        .query(
+            "SELECT table_name, record_id, status, reason, iteration_id FROM mana_ai.decrypt_audit",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Seeds user u1 / mission m1 with a grant over notes:n1, tasks:t1, events:e1,
+/// journalEntries:j1 and inputs covering every outcome. Returns (MDK, grant JSON).
+async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey, Value) {
+    let (g, mdk) = grant(
+        &keys().public,
+        "m1",
+        &["notes:n1", "tasks:t1", "events:e1", "journalEntries:j1"],
+        Utc::now(),
+        None,
+    );
+    push(
+        admin,
+        "u1",
+        "notes",
+        "notes",
+        "n1",
+        "insert",
+        json!({"title": enc(&mdk, "Geheime Notiz"), "content": enc(&mdk, "Notizinhalt XYZ")}),
+    )
+    .await;
+    push(
+        admin,
+        "u1",
+        "notes",
+        "notes",
+        "n2",
+        "insert",
+        json!({"title": "Nicht freigegeben", "content": enc(&mdk, "Verbotener Inhalt QQQ")}),
+    )
+    .await;
+    push(
+        admin,
+        "u1",
+        "todo",
+        "tasks",
+        "t1",
+        "insert",
+        json!({"title": enc(&mdk, "Steuer"), "status": "open",
+               "description": enc(&mdk, "Belege sammeln"), "dueDate": "2026-02-01"}),
+    )
+    .await;
+    // Tampered: a valid blob with one ciphertext bit flipped.
+    let blob = enc(&mdk, "Zahnarzt Geheimtermin");
+    let (head, ct) = blob.split_once('.').unwrap();
+    let mut ct = mana_ai_core::crypto::decode_forgiving(ct).unwrap();
+    ct[0] ^= 0x01;
+    let tampered = format!("{head}.{}", encode_standard(&ct));
+    push(
+        admin,
+        "u1",
+        "calendar",
+        "events",
+        "e1",
+        "insert",
+        json!({"title": tampered}),
+    )
+    .await;
+    push(
+        admin,
+        "u1",
+        "journal",
+        "journalEntries",
+        "j1",
+        "insert",
+        json!({"content": "enc:1:no-separator-here"}),
+    )
+    .await;
+    push(
+        admin,
+        "u1",
+        "companion",
+        "companionGoals",
+        "g1",
+        "insert",
+        json!({"title": "Laufen", "currentValue": 3, "target": {"value": 10, "period": "week"}}),
+    )
+    .await;
+    push_mission(
+        admin,
+        "u1",
+        "m1",
+        vec![
+            input("notes", "notes", "n1"),
+            input("notes", "notes", "n2"),
+            input("tasks", "tasks", "t1"),
+            input("calendar", "events", "e1"),
+            input("contacts", "contacts", "c1"),
+            input("journal", "journalEntries", "j1"),
+            input("goals", "companionGoals", "g1"),
+            input("notes", "notes", "missing"),
+        ],
+        Some(g.clone()),
+    )
+    .await;
+    (mdk, g)
+}
+
+// ---------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test]
+async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
+    let db = fresh_db("inputs_granted").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let (_mdk, _g) = seed_granted_mission(&admin).await;
+    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert!(stats.errors.is_empty(), "{stats:?}");
+
+    let prompts = prompts(&llm).await;
+    assert_eq!(prompts.len(), 1);
+    let p = &prompts[0];
+    let note = block("n1", "notes/notes", "Geheime Notiz", "Notizinhalt XYZ");
+    let task = block(
+        "t1",
+        "tasks/tasks",
+        "Steuer",
+        "[open] Steuer — Belege sammeln (faellig: 2026-02-01)",
+    );
+    let goal = block(
+        "g1",
+        "goals/companionGoals",
+        "Laufen",
+        "Fortschritt: 3 / 10 (week)",
+    );
+    let (a, b, c) = (
+        p.find(&note).expect("note block"),
+        p.find(&task).expect("task block"),
+        p.find(&goal).expect("goal block"),
+    );
+    assert!(a < b && b < c, "inputs keep their order");
+    for absent in [
+        "Verbotener Inhalt",
+        "Nicht freigegeben",
+        "Zahnarzt",
+        "enc:1:",
+        "id=\"e1\"",
+        "id=\"j1\"",
+        "id=\"c1\"",
+        "id=\"missing\"",
+    ] {
+        assert!(!p.contains(absent), "{absent:?} must not reach the LLM");
+    }
+
+    let it = Some(iteration_id_for("m1", DUE));
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        audit_rows(&admin).await,
+        vec![
+            (
+                s("events"),
+                s("e1"),
+                s("failed"),
+                Some(s("ciphertext-tampered-or-wrong-key")),
+                it.clone()
+            ),
+            (
+                s("journalEntries"),
+                s("j1"),
+                s("failed"),
+                Some(s("ciphertext-malformed")),
+                it.clone()
+            ),
+            (
+                s("notes"),
+                s("missing"),
+                s("scope-violation"),
+                Some(s("record-not-in-grant-allowlist")),
+                it.clone()
+            ),
+            (s("notes"), s("n1"), s("ok"), None, it.clone()),
+            (
+                s("notes"),
+                s("n2"),
+                s("scope-violation"),
+                Some(s("record-not-in-grant-allowlist")),
+                it.clone()
+            ),
+            (s("tasks"), s("t1"), s("ok"), None, it.clone()),
+        ]
+    );
+    // The service role reads them back through RLS, newest first, scoped to the user.
+    let store = db.service_store();
+    let mine = store
+        .list_decrypt_audit("u1", Some("m1"), 100)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 6);
+    assert!(mine.windows(2).all(|w| w[0].ts >= w[1].ts));
+    assert!(store
+        .list_decrypt_audit("u2", None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let m = r.metrics();
+    assert_eq!(m.decrypts_total.with_label_values(&["notes"]).get(), 2);
+    assert_eq!(m.decrypts_total.with_label_values(&["tasks"]).get(), 2);
+    assert_eq!(m.decrypts_total.with_label_values(&["events"]).get(), 0);
+    assert_eq!(
+        m.grant_scope_violations_total
+            .with_label_values(&["notes"])
+            .get(),
+        2
+    );
+    assert_eq!(
+        m.resolver_failures_total
+            .with_label_values(&["unknown"])
+            .get(),
+        1
+    );
+    for reason in mana_ai_core::crypto::UnwrapFailure::ALL {
+        assert_eq!(
+            m.grant_skips_total
+                .with_label_values(&[reason.as_str()])
+                .get(),
+            0
+        );
+    }
+}
+
+#[tokio::test]
+async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan() {
+    let db = fresh_db("inputs_skips").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let now = Utc::now();
+    let ids = ["notes:n1"];
+    // One user and mission per case, each with a note encrypted under the mission's real
+    // MDK and a grant broken in one way. (Mission ids differ: iteration ids are unique.)
+    let cases = [
+        "expired",
+        "malformed",
+        "tampered",
+        "wrong-key",
+        "other-mission",
+        "bad-shape",
+    ];
+    let mut expected = Vec::new();
+    for case in cases {
+        let (user, mission) = (format!("u-{case}"), format!("m-{case}"));
+        let (mut g, mdk) = grant(&keys().public, &mission, &ids, now, None);
+        let reason = match case {
+            "expired" => {
+                g = grant(
+                    &keys().public,
+                    &mission,
+                    &ids,
+                    now - chrono::Duration::hours(2),
+                    Some(3_600_000),
+                )
+                .0;
+                "expired"
+            }
+            "malformed" => {
+                g["wrappedKey"] = json!("%%% not base64 %%%");
+                "malformed"
+            }
+            "tampered" => {
+                let mut w =
+                    mana_ai_core::crypto::decode_forgiving(g["wrappedKey"].as_str().unwrap())
+                        .unwrap();
+                w[17] ^= 0x01;
+                g["wrappedKey"] = json!(encode_standard(&w));
+                "wrap-rejected"
+            }
+            "wrong-key" => {
+                g = grant(&other_keys().public, &mission, &ids, now, None).0;
+                "wrap-rejected"
+            }
+            "other-mission" => {
+                g = grant(&keys().public, "m-other", &ids, now, None).0;
+                "mission-mismatch"
+            }
+            _ => {
+                g = json!({"wrappedKey": 5});
+                "malformed"
+            }
+        };
+        expected.push(reason);
+        push(
+            &admin,
+            &user,
+            "notes",
+            "notes",
+            "n1",
+            "insert",
+            json!({"title": "T", "content": enc(&mdk, "Skip-Geheimnis")}),
+        )
+        .await;
+        push(
+            &admin,
+            &user,
+            "companion",
+            "companionGoals",
+            "g1",
+            "insert",
+            json!({"title": "Ziel", "currentValue": 1}),
+        )
+        .await;
+        push_mission(
+            &admin,
+            &user,
+            &mission,
+            vec![
+                input("notes", "notes", "n1"),
+                input("goals", "companionGoals", "g1"),
+            ],
+            Some(g),
+        )
+        .await;
+    }
+    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, cases.len(), "{stats:?}");
+    assert!(stats.errors.is_empty(), "{stats:?}");
+    let m = r.metrics();
+    for reason in ["expired", "malformed", "wrap-rejected", "mission-mismatch"] {
+        let want = expected.iter().filter(|r| **r == reason).count() as u64;
+        assert_eq!(
+            m.grant_skips_total.with_label_values(&[reason]).get(),
+            want,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        m.grant_skips_total
+            .with_label_values(&["not-configured"])
+            .get(),
+        0
+    );
+    let prompts = prompts(&llm).await;
+    assert_eq!(prompts.len(), cases.len());
+    for p in &prompts {
+        assert!(!p.contains("Skip-Geheimnis") && !p.contains("id=\"n1\""));
+        assert!(p.contains(&block(
+            "g1",
+            "goals/companionGoals",
+            "Ziel",
+            "Fortschritt: 1 / ? (unbekannt)"
+        )));
+    }
+    assert!(
+        audit_rows(&admin).await.is_empty(),
+        "no decrypt was attempted"
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
+    let db = fresh_db("inputs_nokey").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    seed_granted_mission(&admin).await;
+    let r = runner(&db, &llm.uri(), None);
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert_eq!(
+        r.metrics()
+            .grant_skips_total
+            .with_label_values(&["not-configured"])
+            .get(),
+        1
+    );
+    let p = &prompts(&llm).await[0];
+    assert!(!p.contains("Notizinhalt") && p.contains("id=\"g1\""));
+    assert!(audit_rows(&admin).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_plaintext_goal_resolves_without_a_grant() {
+    let db = fresh_db("inputs_plain").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    push(
+        &admin,
+        "u1",
+        "companion",
+        "companionGoals",
+        "g1",
+        "insert",
+        json!({"title": "Lesen", "currentValue": 2, "period": "month", "target": {"value": 4}}),
+    )
+    .await;
+    // A later update wins field-wise (shared LWW merge).
+    push(
+        &admin,
+        "u1",
+        "companion",
+        "companionGoals",
+        "g1",
+        "update",
+        json!({"currentValue": 3}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "notes",
+        "notes",
+        "n1",
+        "insert",
+        json!({"content": "plain but encrypted module"}),
+    )
+    .await;
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        vec![
+            input("goals", "companionGoals", "g1"),
+            input("notes", "notes", "n1"),
+        ],
+        None,
+    )
+    .await;
+    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let p = &prompts(&llm).await[0];
+    assert!(p.contains(&block(
+        "g1",
+        "goals/companionGoals",
+        "Lesen",
+        "Fortschritt: 3 / 4 (month)"
+    )));
+    assert!(
+        !p.contains("id=\"n1\""),
+        "an encrypted module needs a grant"
+    );
+    for reason in mana_ai_core::crypto::UnwrapFailure::ALL {
+        assert_eq!(
+            r.metrics()
+                .grant_skips_total
+                .with_label_values(&[reason.as_str()])
+                .get(),
+            0,
+            "no grant, nothing to skip"
+        );
+    }
+    assert!(audit_rows(&admin).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_resolver_drops_only_its_own_input() {
+    let db = fresh_db("inputs_fail").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    // Reading record "boom" raises inside the database (a restrictive RLS policy whose
+    // check errors for that record only): a real query failure for one resolver.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.boom_guard(r TEXT) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+             BEGIN
+               IF r = 'boom' THEN RAISE EXCEPTION 'simulated storage failure'; END IF;
+               RETURN true;
+             END $$;
+             CREATE POLICY boom ON sync_changes AS RESTRICTIVE FOR SELECT
+               USING (public.boom_guard(record_id));",
+        )
+        .await
+        .unwrap();
+    let (g, mdk) = grant(&keys().public, "m1", &["notes:n1"], Utc::now(), None);
+    push(
+        &admin,
+        "u1",
+        "notes",
+        "notes",
+        "n1",
+        "insert",
+        json!({"title": "Bleibt", "content": enc(&mdk, "Noch da")}),
+    )
+    .await;
+    for id in ["g1", "boom"] {
+        push(
+            &admin,
+            "u1",
+            "companion",
+            "companionGoals",
+            id,
+            "insert",
+            json!({"title": format!("Ziel {id}")}),
+        )
+        .await;
+    }
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        vec![
+            input("goals", "companionGoals", "boom"),
+            input("goals", "companionGoals", "g1"),
+            input("notes", "notes", "n1"),
+        ],
+        Some(g),
+    )
+    .await;
+    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert_eq!(
+        r.metrics()
+            .resolver_failures_total
+            .with_label_values(&["goals"])
+            .get(),
+        1
+    );
+    let p = &prompts(&llm).await[0];
+    assert!(!p.contains("id=\"boom\""));
+    assert!(p.contains(&block(
+        "g1",
+        "goals/companionGoals",
+        "Ziel g1",
+        "Fortschritt: 0 / ? (unbekannt)"
+    )));
+    assert!(p.contains(&block("n1", "notes/notes", "Bleibt", "Noch da")));
+}
+
+/// The server's message of a database error.
+fn db_msg(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
+/// A `MakeWriter` that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log capture of this test binary: one global TRACE subscriber (a thread-local one
+/// misses events whose callsite interest another test thread cached first). Every test's
+/// logs land here, which only widens what the leak check below covers.
+fn log_capture() -> &'static LogBuf {
+    static BUF: OnceLock<LogBuf> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = LogBuf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        buf
+    })
+}
+
+#[tokio::test]
+async fn logs_never_carry_key_bytes_or_plaintext() {
+    let buf = log_capture();
+    let db = fresh_db("inputs_logs").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let (mdk, g) = seed_granted_mission(&admin).await;
+    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    // The plaintext did reach the LLM, so its absence from the logs means something.
+    assert!(prompts(&llm).await[0].contains("Notizinhalt XYZ"));
+    let mut out = buf.0.lock().unwrap().clone();
+    writeln!(out).unwrap();
+    let logs = String::from_utf8(out).unwrap();
+    assert!(
+        logs.contains("input outside the grant allowlist refused")
+            && logs.contains("ciphertext-tampered-or-wrong-key"),
+        "the capture works and sees the resolver's warnings:\n{logs}"
+    );
+    let wrapped = g["wrappedKey"].as_str().unwrap().to_string();
+    let mut secrets = vec![
+        hex(mdk.expose()),
+        hex(mdk.expose()).to_uppercase(),
+        encode_standard(mdk.expose()),
+        encode_standard(mdk.expose())
+            .trim_end_matches('=')
+            .to_string(),
+        hex(&MASTER_KEY),
+        encode_standard(&MASTER_KEY),
+        wrapped[..40].to_string(),
+        format!("{:?}", &mdk.expose()[..8]),
+    ];
+    // Any line of the private key's base64 body.
+    secrets.extend(
+        keys()
+            .private_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 20)
+            .map(str::to_string),
+    );
+    for plaintext in [
+        "Geheime Notiz",
+        "Notizinhalt",
+        "Belege sammeln",
+        "Steuer",
+        "Verbotener Inhalt",
+        "Zahnarzt",
+    ] {
+        secrets.push(plaintext.to_string());
+    }
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "logs leak {s:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_is_append_only_for_the_service_role_and_retention_prunes_old_rows() {
+    let db = fresh_db("inputs_audit").await;
+    let admin = db.admin().await;
+    let store = db.service_store();
+    let entry = DecryptAuditEntry {
+        mission_id: "m1",
+        iteration_id: Some("it-1"),
+        table_name: "notes",
+        record_id: "n1",
+        status: AuditStatus::Ok,
+        reason: None,
+    };
+    store.write_decrypt_audit("u1", &entry).await.unwrap();
+
+    // UPDATE, DELETE and TRUNCATE as the service role fail on privileges.
+    for sql in [
+        "UPDATE mana_ai.decrypt_audit SET status = 'failed'",
+        "DELETE FROM mana_ai.decrypt_audit",
+        "TRUNCATE mana_ai.decrypt_audit",
+        "SELECT mana_ai.decrypt_audit_append_only()",
+    ] {
+        let tx = store.begin_user("u1").await.unwrap();
+        let e = tx.client().batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {e}"
+        );
+    }
+    // Inserting a row for another user is refused by row-level security.
+    let tx = store.begin_user("u1").await.unwrap();
+    let e = tx
+        .client()
+        .execute(
+            "INSERT INTO mana_ai.decrypt_audit (user_id, mission_id, table_name, record_id, status)
+             VALUES ('u2', 'm', 't', 'r', 'ok')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(db_msg(&e).contains("row-level security"), "{e:?}");
+    drop(tx);
+    // Even the owner/superuser cannot rewrite history by accident (trigger).
+    let e = admin
+        .batch_execute("UPDATE mana_ai.decrypt_audit SET status = 'failed'")
+        .await
+        .unwrap_err();
+    assert!(db_msg(&e).contains("append-only"), "{e:?}");
+    let e = admin
+        .batch_execute("DELETE FROM mana_ai.decrypt_audit")
+        .await
+        .unwrap_err();
+    assert!(db_msg(&e).contains("append-only"), "{e:?}");
+
+    // Retention: rows older than the window go, through the SECURITY DEFINER function.
+    admin
+        .batch_execute(
+            "INSERT INTO mana_ai.decrypt_audit (user_id, mission_id, table_name, record_id, status, ts)
+             VALUES ('u1', 'm1', 'notes', 'old', 'ok', now() - interval '400 days'),
+                    ('u2', 'm9', 'notes', 'old2', 'failed', now() - interval '366 days'),
+                    ('u1', 'm1', 'notes', 'mid', 'ok', now() - interval '10 days')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune_decrypt_audit(365).await.unwrap(), 2);
+    let left: Vec<String> = admin
+        .query(
+            "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["mid", "n1"]);
+    // Below the floor: refused by the store and by the database function itself.
+    assert!(matches!(
+        store.prune_decrypt_audit(6).await,
+        Err(StoreError::Refused(_))
+    ));
+    let svc = mana_ai_store::connect_once(&db.service_url).await.unwrap();
+    let e = svc
+        .batch_execute("SELECT mana_ai.prune_decrypt_audit(1)")
+        .await
+        .unwrap_err();
+    assert!(db_msg(&e).contains("at least 7 days"), "{e:?}");
+    assert_eq!(store.prune_decrypt_audit(7).await.unwrap(), 1);
+    // The prune flag does not outlive the function: a later DELETE is refused again.
+    let tx = store.begin_user("u1").await.unwrap();
+    tx.client()
+        .batch_execute("SELECT mana_ai.prune_decrypt_audit(7)")
+        .await
+        .unwrap();
+    let flag: Option<String> = tx
+        .client()
+        .query_one("SELECT current_setting('mana_ai.audit_prune', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(flag.as_deref(), Some("off"));
+}
+
+#[tokio::test]
+async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
+    let db = fresh_db("inputs_replay").await;
+    let admin = db.admin().await;
+    let store = db.service_store();
+    assert_eq!(
+        store
+            .replay_record("u1", "notes", "notes", "nothing")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.replay_record("", "notes", "notes", "x").await,
+        Err(StoreError::Refused(_))
+    ));
+    push(
+        &admin,
+        "u1",
+        "notes",
+        "notes",
+        "a",
+        "insert",
+        json!({"title": "A", "content": "x"}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "notes",
+        "notes",
+        "a",
+        "update",
+        json!({"content": "y"}),
+    )
+    .await;
+    push(
+        &admin,
+        "u2",
+        "notes",
+        "notes",
+        "a",
+        "update",
+        json!({"content": "other user's"}),
+    )
+    .await;
+    push(
+        &admin,
+        "u1",
+        "todo",
+        "notes",
+        "a",
+        "update",
+        json!({"content": "other app"}),
+    )
+    .await;
+    assert_eq!(
+        store
+            .replay_record("u1", "notes", "notes", "a")
+            .await
+            .unwrap(),
+        Some(json!({"id": "a", "content": "y", "title": "A"}))
+    );
+    // deletedAt truthy ⇒ gone
+    push(
+        &admin,
+        "u1",
+        "notes",
+        "notes",
+        "a",
+        "update",
+        json!({"deletedAt": "2026-01-01T00:00:00.000Z"}),
+    )
+    .await;
+    assert_eq!(
+        store
+            .replay_record("u1", "notes", "notes", "a")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A record with more rows than the bound: only the newest rows are read.
+    admin
+        .execute(
+            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, created_at)
+             VALUES ('notes', 'notes', 'big', 'u1', 'insert', '{\"title\": \"alt\", \"counter\": 0}', '{}', 'w',
+                     now() - interval '1 day')",
+            &[],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, created_at)
+             SELECT 'notes', 'notes', 'big', 'u1', 'update', jsonb_build_object('counter', g), '{}', 'w',
+                    now() - make_interval(secs => $1::int - g)
+               FROM generate_series(1, $1::int) g",
+            &[&(REPLAY_ROW_LIMIT as i32)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .replay_record("u1", "notes", "notes", "big")
+            .await
+            .unwrap(),
+        Some(json!({"id": "big", "counter": REPLAY_ROW_LIMIT})),
+        "the insert row is beyond the bound, so its title is not read"
+    );
+    // A delete older than the newest rows still wins.
+    admin
+        .execute(
+            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, created_at)
+             VALUES ('notes', 'notes', 'big', 'u1', 'delete', NULL, '{}', 'w', now() - interval '2 days')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .replay_record("u1", "notes", "notes", "big")
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -1,0 +1,166 @@
+//! The decrypt audit (`mana_ai.decrypt_audit`): one row per attempt to read an encrypted
+//! input record under a mission key grant — `ok`, `failed` or `scope-violation`.
+//!
+//! Every statement runs inside a `withUser` transaction (the table has FORCE row-level
+//! security scoped by `app.current_user_id`). The service role may only SELECT and INSERT;
+//! rows are removed solely by retention, through the `SECURITY DEFINER` function
+//! `mana_ai.prune_decrypt_audit(days)` owned by the migration role (see [`crate::schema`]).
+
+use chrono::{DateTime, Utc};
+
+use crate::{Store, StoreError, UserTx};
+
+/// Outcome recorded by an audit row (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditStatus {
+    /// The record was read and every encrypted field decrypted.
+    Ok,
+    /// Decryption failed; `reason` says why.
+    Failed,
+    /// The record is outside the grant's allowlist; nothing was read.
+    ScopeViolation,
+}
+
+impl AuditStatus {
+    /// The stored text: `ok`, `failed`, `scope-violation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditStatus::Ok => "ok",
+            AuditStatus::Failed => "failed",
+            AuditStatus::ScopeViolation => "scope-violation",
+        }
+    }
+}
+
+/// One audit row to insert. `user_id` is the scope of the transaction it is written in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecryptAuditEntry<'a> {
+    pub mission_id: &'a str,
+    /// The server iteration this decrypt serves (set for every row the runner writes).
+    pub iteration_id: Option<&'a str>,
+    pub table_name: &'a str,
+    pub record_id: &'a str,
+    pub status: AuditStatus,
+    /// A stable reason label (never key material or plaintext).
+    pub reason: Option<&'a str>,
+}
+
+/// One stored audit row, as the read endpoint returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecryptAuditRow {
+    pub id: i64,
+    pub mission_id: String,
+    pub iteration_id: Option<String>,
+    pub table_name: String,
+    pub record_id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub ts: DateTime<Utc>,
+}
+
+/// Smallest retention `mana_ai.prune_decrypt_audit` accepts, in days: even a compromised
+/// service role can never erase the recent audit trail through it.
+pub const MIN_RETENTION_DAYS: u32 = 7;
+
+/// Default retention (`MANA_AI_AUDIT_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 365;
+
+/// Inserts one audit row inside the caller's `withUser` transaction (the row's `user_id`
+/// is the transaction's user). Returns the row id. Visible to others once committed.
+pub async fn insert_decrypt_audit(
+    tx: &UserTx,
+    entry: &DecryptAuditEntry<'_>,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .client()
+        .query_one(
+            "INSERT INTO mana_ai.decrypt_audit
+               (user_id, mission_id, iteration_id, table_name, record_id, status, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING id",
+            &[
+                &tx.user_id(),
+                &entry.mission_id,
+                &entry.iteration_id,
+                &entry.table_name,
+                &entry.record_id,
+                &entry.status.as_str(),
+                &entry.reason,
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+impl Store {
+    /// Inserts and commits one audit row in its own `withUser(user_id)` transaction.
+    pub async fn write_decrypt_audit(
+        &self,
+        user_id: &str,
+        entry: &DecryptAuditEntry<'_>,
+    ) -> Result<i64, StoreError> {
+        let tx = self.begin_user(user_id).await?;
+        let id = insert_decrypt_audit(&tx, entry).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The user's audit rows, newest first, optionally for one mission (`None` or `""` ⇒
+    /// all missions); `limit` is clamped to `[1, 1000]`.
+    pub async fn list_decrypt_audit(
+        &self,
+        user_id: &str,
+        mission_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DecryptAuditRow>, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let mission_id = mission_id.filter(|m| !m.is_empty());
+        let tx = self.begin_user(user_id).await?;
+        let rows = tx
+            .client()
+            .query(
+                "SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
+                   FROM mana_ai.decrypt_audit
+                  WHERE user_id = $1 AND ($2::text IS NULL OR mission_id = $2)
+                  ORDER BY ts DESC, id DESC
+                  LIMIT $3",
+                &[&user_id, &mission_id, &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DecryptAuditRow {
+                    id: r.try_get(0)?,
+                    mission_id: r.try_get(1)?,
+                    iteration_id: r.try_get(2)?,
+                    table_name: r.try_get(3)?,
+                    record_id: r.try_get(4)?,
+                    status: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                    ts: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes audit rows older than `retention_days` (all users) through
+    /// `mana_ai.prune_decrypt_audit`, which runs as the migration role. Returns how many
+    /// rows were deleted. Fewer than [`MIN_RETENTION_DAYS`] days is refused here and by the
+    /// function itself.
+    pub async fn prune_decrypt_audit(&self, retention_days: u32) -> Result<u64, StoreError> {
+        if retention_days < MIN_RETENTION_DAYS {
+            return Err(StoreError::Refused(
+                "audit retention below the minimum of 7 days",
+            ));
+        }
+        let days = i32::try_from(retention_days)
+            .map_err(|_| StoreError::Refused("audit retention out of range"))?;
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT mana_ai.prune_decrypt_audit($1)", &[&days])
+            .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
