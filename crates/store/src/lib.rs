@@ -8,12 +8,9 @@
 //! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 
-<<<<<<< HEAD
-pub mod audit_read;
-=======
 pub mod audit;
+pub mod audit_read;
 pub mod records;
->>>>>>> h-inputs
 pub mod refresh;
 pub mod runs;
 pub mod schema;
