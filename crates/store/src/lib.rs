@@ -9,6 +9,7 @@
 //! [`schema`], which return ids and positions, never contents.
 
 pub mod refresh;
+pub mod research;
 pub mod runs;
 pub mod schema;
 pub mod snapshots;
@@ -21,6 +22,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
+pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
 
