@@ -47,6 +47,28 @@ pub struct RunnerConfig {
     /// (`MANA_AI_PRIVATE_KEY_PEM`); `None` disables encrypted inputs (grants are skipped
     /// with reason `not-configured`). Its `Debug` output is redacted.
     pub grant_key: Option<Arc<mana_ai_core::crypto::GrantPrivateKey>>,
+    /// Base URL of mana-api for shallow news research (`MANA_API_URL`); `None`: off.
+    pub news_api_url: Option<String>,
+    /// Base URL of mana-research (`MANA_RESEARCH_URL`); `None`: no deep research at
+    /// all (not even polling of existing jobs).
+    pub research_url: Option<String>,
+    /// Submit new deep-research jobs (`MANA_AI_DEEP_RESEARCH_ENABLED`).
+    pub deep_research_enabled: bool,
+    /// `MANA_SERVICE_KEY`, sent to mana-api and mana-research.
+    pub service_key: research::ServiceKey,
+    /// Words that trigger shallow research (word-start, case-insensitive); empty: off.
+    pub shallow_research_triggers: Vec<String>,
+    /// Phrases that trigger deep research (whole words, case-insensitive).
+    pub deep_research_triggers: Vec<String>,
+    /// Header carrying the service key to mana-api; `None`: not sent.
+    pub news_service_key_header: Option<String>,
+    /// Header carrying the mission owner's id to mana-api; `None`: not sent.
+    pub news_user_id_header: Option<String>,
+    /// A deep-research job older than this is abandoned (shallow fallback).
+    pub research_job_max_age: Duration,
+    /// A job whose polls (or submits) fail this many times in a row is abandoned.
+    pub research_max_poll_failures: u32,
+    pub research_timeouts: research::ResearchTimeouts,
 }
 
 impl Default for RunnerConfig {
@@ -68,6 +90,23 @@ impl Default for RunnerConfig {
             default_agent_max_concurrent: 1,
             default_agent_tokens_per_day: Some(200_000),
             grant_key: None,
+            news_api_url: None,
+            research_url: None,
+            deep_research_enabled: false,
+            service_key: research::ServiceKey::default(),
+            shallow_research_triggers: research::DEFAULT_SHALLOW_TRIGGERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            deep_research_triggers: research::DEFAULT_DEEP_TRIGGERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            news_service_key_header: Some("X-Service-Key".into()),
+            news_user_id_header: Some("X-User-Id".into()),
+            research_job_max_age: Duration::from_secs(2 * 3600),
+            research_max_poll_failures: 10,
+            research_timeouts: research::ResearchTimeouts::default(),
         }
     }
 }
@@ -154,6 +193,7 @@ pub struct Runner {
     cfg: RunnerConfig,
     clock: Arc<dyn Clock>,
     pass_lock: Mutex<()>,
+    research_http: research::ResearchHttp,
 }
 
 impl Runner {
@@ -165,6 +205,7 @@ impl Runner {
             cfg,
             clock: deps.clock,
             pass_lock: Mutex::new(()),
+            research_http: research::ResearchHttp::new(),
         }
     }
 
@@ -244,6 +285,7 @@ impl Runner {
         self.metrics
             .refresh_duration_seconds
             .observe(refresh_started.elapsed().as_secs_f64());
+        self.research_housekeeping().await;
         let due = match self.store.list_due_missions(now, self.cfg.due_limit).await {
             Ok(due) => due,
             Err(e) => {

@@ -152,6 +152,16 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Resul
             default_agent_max_concurrent: cfg.default_agent_max_concurrent,
             default_agent_tokens_per_day: Some(cfg.default_agent_tokens_per_day),
             grant_key,
+            news_api_url: Some(cfg.mana_api_url.clone()),
+            research_url: Some(cfg.mana_research_url.clone()),
+            deep_research_enabled: cfg.deep_research_enabled,
+            service_key: mana_ai_runner::research::ServiceKey::new(cfg.service_key.clone()),
+            shallow_research_triggers: cfg.shallow_research_triggers.clone(),
+            deep_research_triggers: cfg.deep_research_triggers.clone(),
+            news_service_key_header: cfg.news_service_key_header.clone(),
+            news_user_id_header: cfg.news_user_id_header.clone(),
+            research_job_max_age: cfg.research_max_age,
+            research_max_poll_failures: cfg.research_max_poll_failures,
             ..RunnerConfig::default()
         },
     ))

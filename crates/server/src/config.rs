@@ -90,6 +90,12 @@ pub struct Config {
     pub dev_bypass_auth: bool,
     /// `DEV_USER_ID`: the user of bypassed requests.
     pub dev_user_id: String,
+    pub shallow_research_triggers: Vec<String>,
+    pub deep_research_triggers: Vec<String>,
+    pub news_service_key_header: Option<String>,
+    pub news_user_id_header: Option<String>,
+    pub research_max_age: Duration,
+    pub research_max_poll_failures: u32,
 }
 
 /// Default `MANA_AUTH_URL`.
@@ -175,6 +181,57 @@ fn parse_origins(var: &'static str, raw: &str) -> Result<Vec<String>, ConfigErro
         }
     }
     Ok(out)
+}
+
+/// A comma-separated word list; `off`/`none` means an empty list (feature off).
+fn parse_word_list(
+    env: &BTreeMap<String, String>,
+    var: &'static str,
+    default: &[&str],
+) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = get(env, var) else {
+        return Ok(default.iter().map(|s| s.to_string()).collect());
+    };
+    if raw.eq_ignore_ascii_case("off") || raw.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let words: Vec<String> = raw
+        .split(',')
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if let Some(w) = words
+        .iter()
+        .find(|w| !w.chars().next().is_some_and(|c| c.is_alphanumeric()))
+    {
+        return Err(err(
+            var,
+            format!("every trigger must start with a letter or digit, got {w:?}"),
+        ));
+    }
+    Ok(words)
+}
+
+/// An HTTP header name (RFC 9110 token); `off`/`none` means "do not send".
+fn parse_header_name(
+    env: &BTreeMap<String, String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = get(env, var) else {
+        return Ok(Some(default.to_string()));
+    };
+    if raw.eq_ignore_ascii_case("off") || raw.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !raw.chars().all(token) {
+        return Err(err(
+            var,
+            format!("expected an HTTP header name or off, got {raw:?}"),
+        ));
+    }
+    Ok(Some(raw.to_string()))
 }
 
 fn parse_pg_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
@@ -356,6 +413,40 @@ impl Config {
             dev_user_id: get(env, "DEV_USER_ID")
                 .unwrap_or(DEFAULT_DEV_USER_ID)
                 .to_string(),
+            shallow_research_triggers: parse_word_list(
+                env,
+                "MANA_AI_SHALLOW_RESEARCH_TRIGGERS",
+                mana_ai_runner::research::DEFAULT_SHALLOW_TRIGGERS,
+            )?,
+            deep_research_triggers: parse_word_list(
+                env,
+                "MANA_AI_DEEP_RESEARCH_TRIGGERS",
+                mana_ai_runner::research::DEFAULT_DEEP_TRIGGERS,
+            )?,
+            news_service_key_header: parse_header_name(
+                env,
+                "MANA_AI_NEWS_SERVICE_KEY_HEADER",
+                "X-Service-Key",
+            )?,
+            news_user_id_header: parse_header_name(
+                env,
+                "MANA_AI_NEWS_USER_ID_HEADER",
+                "X-User-Id",
+            )?,
+            research_max_age: Duration::from_millis(opt_num(
+                env,
+                "MANA_AI_RESEARCH_MAX_AGE_MS",
+                60_000,
+                7 * 86_400_000,
+                2 * 3_600_000,
+            )?),
+            research_max_poll_failures: opt_num(
+                env,
+                "MANA_AI_RESEARCH_MAX_POLL_FAILURES",
+                1,
+                10_000,
+                10,
+            )?,
             log_json: match get(env, "MANA_AI_LOG_FORMAT") {
                 None => false,
                 Some(v) if v.eq_ignore_ascii_case("text") => false,
@@ -470,6 +561,34 @@ impl Config {
                 self.default_agent_max_concurrent.to_string(),
             ),
             (
+                "MANA_AI_SHALLOW_RESEARCH_TRIGGERS",
+                list_or_off(&self.shallow_research_triggers),
+            ),
+            (
+                "MANA_AI_DEEP_RESEARCH_TRIGGERS",
+                list_or_off(&self.deep_research_triggers),
+            ),
+            (
+                "MANA_AI_NEWS_SERVICE_KEY_HEADER",
+                self.news_service_key_header
+                    .clone()
+                    .unwrap_or_else(|| "off".into()),
+            ),
+            (
+                "MANA_AI_NEWS_USER_ID_HEADER",
+                self.news_user_id_header
+                    .clone()
+                    .unwrap_or_else(|| "off".into()),
+            ),
+            (
+                "MANA_AI_RESEARCH_MAX_AGE_MS",
+                self.research_max_age.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_RESEARCH_MAX_POLL_FAILURES",
+                self.research_max_poll_failures.to_string(),
+            ),
+            (
                 "MANA_AI_LOG_FORMAT",
                 if self.log_json { "json" } else { "text" }.into(),
             ),
@@ -516,6 +635,14 @@ fn opt_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
         .map(|v| parse_num(var, v, min, max))
         .transpose()
         .map(|v| v.unwrap_or(default))
+}
+
+fn list_or_off(words: &[String]) -> String {
+    if words.is_empty() {
+        "off".into()
+    } else {
+        words.join(",")
+    }
 }
 
 /// Shows only that a secret is set and its length class, never its bytes.
@@ -644,6 +771,49 @@ mod tests {
             let e = Config::from_env(&env(&[(var, val)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={val} gave {e}");
             assert!(e.to_string().starts_with(&format!("invalid {var}: ")));
+        }
+    }
+
+    #[test]
+    fn research_settings() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.shallow_research_triggers.len(), 11);
+        assert!(c
+            .shallow_research_triggers
+            .contains(&"on this day".to_string()));
+        assert_eq!(c.deep_research_triggers.len(), 5);
+        assert_eq!(c.news_service_key_header.as_deref(), Some("X-Service-Key"));
+        assert_eq!(c.news_user_id_header.as_deref(), Some("X-User-Id"));
+        assert_eq!(c.research_max_age, Duration::from_secs(7200));
+        assert_eq!(c.research_max_poll_failures, 10);
+
+        let c = Config::from_env(&env(&[
+            ("MANA_AI_SHALLOW_RESEARCH_TRIGGERS", " markt, preise ,,"),
+            ("MANA_AI_DEEP_RESEARCH_TRIGGERS", "OFF"),
+            ("MANA_AI_NEWS_SERVICE_KEY_HEADER", "none"),
+            ("MANA_AI_NEWS_USER_ID_HEADER", "X-Mana-User"),
+            ("MANA_AI_RESEARCH_MAX_AGE_MS", "600000"),
+            ("MANA_AI_RESEARCH_MAX_POLL_FAILURES", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(c.shallow_research_triggers, ["markt", "preise"]);
+        assert!(c.deep_research_triggers.is_empty());
+        assert_eq!(c.news_service_key_header, None);
+        assert_eq!(c.news_user_id_header.as_deref(), Some("X-Mana-User"));
+        assert_eq!(c.research_max_age, Duration::from_secs(600));
+        assert_eq!(c.research_max_poll_failures, 3);
+        let text = format!("{c:?}");
+        assert!(text.contains("markt,preise"), "{text}");
+
+        for (var, val) in [
+            ("MANA_AI_NEWS_USER_ID_HEADER", "X User"),
+            ("MANA_AI_NEWS_SERVICE_KEY_HEADER", "X-Key:"),
+            ("MANA_AI_SHALLOW_RESEARCH_TRIGGERS", "news, -x"),
+            ("MANA_AI_RESEARCH_MAX_AGE_MS", "10"),
+            ("MANA_AI_RESEARCH_MAX_POLL_FAILURES", "0"),
+        ] {
+            let e = Config::from_env(&env(&[(var, val)])).unwrap_err();
+            assert_eq!(e.var, var, "{var}={val} gave {e}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod audit_read;
 pub mod records;
 pub mod refresh;
+pub mod research;
 pub mod runs;
 pub mod schema;
 pub mod snapshots;
@@ -26,6 +27,7 @@ use tokio_postgres::NoTls;
 pub use audit::{AuditStatus, DecryptAuditEntry, DecryptAuditRow};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
+pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
 

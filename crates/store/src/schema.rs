@@ -129,6 +129,25 @@ CREATE TABLE IF NOT EXISTS mana_ai.mission_research_jobs (
   PRIMARY KEY (user_id, mission_id)
 );
 CREATE INDEX IF NOT EXISTS idx_mission_research_jobs_user ON mana_ai.mission_research_jobs (user_id, submitted_at DESC);
+-- Deep-research jobs answer one due run (`due_at`), are submitted idempotently (the row
+-- is written first, in state 'submitting', with its idempotency key) and stay, in a
+-- terminal state, until that due run is over. Rows of the original service become
+-- 'pending' jobs without a due run.
+ALTER TABLE mana_ai.mission_research_jobs ADD COLUMN IF NOT EXISTS due_at TIMESTAMPTZ;
+ALTER TABLE mana_ai.mission_research_jobs ADD COLUMN IF NOT EXISTS idempotency_key TEXT;
+ALTER TABLE mana_ai.mission_research_jobs ADD COLUMN IF NOT EXISTS state TEXT NOT NULL DEFAULT 'pending';
+ALTER TABLE mana_ai.mission_research_jobs ADD COLUMN IF NOT EXISTS poll_failures INT NOT NULL DEFAULT 0;
+ALTER TABLE mana_ai.mission_research_jobs ADD COLUMN IF NOT EXISTS result TEXT;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                  WHERE conname = 'mission_research_jobs_state_check'
+                    AND conrelid = 'mana_ai.mission_research_jobs'::regclass) THEN
+    ALTER TABLE mana_ai.mission_research_jobs ADD CONSTRAINT mission_research_jobs_state_check
+      CHECK (state IN ('submitting', 'pending', 'completed', 'failed', 'abandoned')
+             AND (state <> 'submitting' OR idempotency_key IS NOT NULL));
+  END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS mana_ai.token_usage (
   id BIGSERIAL PRIMARY KEY,

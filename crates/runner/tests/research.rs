@@ -1,0 +1,761 @@
+//! Research before planning, against a real PostgreSQL, fake mana-api / mana-research
+//! servers and a fake LLM: the exact injected markdown, credentials, failures that only
+//! drop the input, and the deep-research job life cycle across ticks (one job per
+//! mission and due run, idempotent submits, abandonment, cleanup).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mana_ai_core::chat::LlmClient;
+use mana_ai_core::iso::parse_iso;
+use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
+use mana_ai_runner::research::{idempotency_key, ServiceKey};
+use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
+use mana_ai_store::testkit::{fresh_db, TestDb};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const DUE: &str = "2026-01-05T06:00:00.000Z";
+const NOTE: &str =
+    "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die oben stehen; erfinde keine.";
+const DISCOVER: &str = "/api/v1/news-research/discover";
+const SEARCH: &str = "/api/v1/news-research/search";
+const SUBMIT: &str = "/api/v1/internal/research/async";
+const POLL: &str = "/api/v1/internal/research/async/task-1";
+
+/// Answers from a script, one entry per call (the last repeats).
+struct Script {
+    replies: Vec<ResponseTemplate>,
+    calls: AtomicUsize,
+}
+
+impl Respond for Script {
+    fn respond(&self, _req: &Request) -> ResponseTemplate {
+        let i = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.replies[i.min(self.replies.len() - 1)].clone()
+    }
+}
+
+fn script(replies: Vec<ResponseTemplate>) -> Script {
+    Script {
+        replies,
+        calls: AtomicUsize::new(0),
+    }
+}
+
+fn ok(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+async fn fake_llm() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ok(json!({
+            "choices": [{"message": {"role": "assistant", "content": "Nichts zu tun."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A mana-api whose discover and search answer as given.
+async fn news_api(discover: ResponseTemplate, search: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(DISCOVER))
+        .respond_with(discover)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SEARCH))
+        .respond_with(search)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn two_feeds() -> ResponseTemplate {
+    ok(json!({"feeds": [
+        {"url": "https://f1.example/rss", "title": "F1", "description": "eins"},
+        {"url": "https://f2.example/rss", "title": "F2", "description": null}
+    ]}))
+}
+
+fn two_articles() -> ResponseTemplate {
+    ok(json!({"articles": [
+        {"url": "https://a.example/1", "title": "Windpark eröffnet", "excerpt": "Ein neuer Park.",
+         "publishedAt": "2026-01-04T10:00:00Z", "feedUrl": "https://f1.example/rss", "score": 0.9},
+        {"url": "https://b.example/2", "title": "Netzausbau", "excerpt": null,
+         "publishedAt": null, "feedUrl": "https://f2.example/rss", "score": 0.5}
+    ]}))
+}
+
+const WEB_MD_BODY: &str = "2 Quellen durchsucht, 2 relevante Artikel gefunden:\n\n\
+## Windpark eröffnet\n> Ein neuer Park.\nURL: https://a.example/1\nDatum: 2026-01-04T10:00:00Z\n\n\
+## Netzausbau\nURL: https://b.example/2\n\n---\n";
+
+fn web_markdown(query: &str) -> String {
+    format!("# Web-Research: \"{query}\"\n\n{WEB_MD_BODY}{NOTE}")
+}
+
+/// A mana-research that accepts a submit as `task-1` and answers polls from a script.
+async fn research_api(polls: Vec<ResponseTemplate>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT))
+        .respond_with(ok(json!({"taskId": "task-1", "status": "queued",
+                                "providerId": "gemini-deep-research-max", "costCredits": 5})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(POLL))
+        .respond_with(script(polls))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn status(s: &str) -> ResponseTemplate {
+    ok(json!({"taskId": "task-1", "status": s, "providerId": "gemini-deep-research-max"}))
+}
+
+fn completed() -> ResponseTemplate {
+    ok(
+        json!({"taskId": "task-1", "status": "completed", "providerId": "gemini-deep-research-max",
+        "result": {"answer": {"query": "q", "answer": "  Wärmepumpen werden günstiger.\n",
+            "citations": [
+                {"url": "https://c.example/1", "title": "Studie", "snippet": "Preise sinken"},
+                {"url": "https://c.example/2", "title": "Bericht"}
+            ]}}}),
+    )
+}
+
+fn runner(db: &TestDb, llm_url: &str, tweak: impl FnOnce(&mut RunnerConfig)) -> Runner {
+    let mut lc = HttpLlmConfig::new(llm_url, "test-key");
+    lc.max_attempts = 1;
+    lc.call_deadline = Duration::from_secs(5);
+    let llm: Arc<dyn LlmClient> = Arc::new(HttpLlmClient::new(lc).unwrap());
+    let mut cfg = RunnerConfig {
+        refresh_safety_margin: Duration::ZERO,
+        service_key: ServiceKey::new("svc-secret"),
+        ..RunnerConfig::default()
+    };
+    tweak(&mut cfg);
+    Runner::new(
+        RunnerDeps {
+            store: db.service_store(),
+            metrics: Metrics::new(),
+            llm,
+            clock: Arc::new(SystemClock),
+        },
+        cfg,
+    )
+}
+
+async fn push_mission(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
+    c.execute(
+        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+         VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, '{}', 'webapp')",
+        &[&id, &user, &data],
+    )
+    .await
+    .unwrap();
+}
+
+fn mission(objective: &str, cadence: Value) -> Value {
+    json!({"title": "Recherche", "conceptMarkdown": "", "objective": objective,
+           "state": "active", "nextRunAt": DUE, "cadence": cadence, "inputs": [], "iterations": []})
+}
+
+fn hourly() -> Value {
+    json!({"kind": "interval", "everyMinutes": 60})
+}
+
+async fn server_rows(admin: &tokio_postgres::Client, mission: &str) -> Vec<Value> {
+    admin
+        .query(
+            "SELECT data FROM sync_changes WHERE record_id = $1 AND client_id = 'mana-ai-runner'
+              ORDER BY created_at",
+            &[&mission],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// (state, task_id, due_at, idempotency_key) of every job row of a mission.
+async fn job_rows(
+    admin: &tokio_postgres::Client,
+    mission: &str,
+) -> Vec<(String, String, Option<DateTime<Utc>>, Option<String>)> {
+    admin
+        .query(
+            "SELECT state, task_id, due_at, idempotency_key FROM mana_ai.mission_research_jobs
+              WHERE mission_id = $1",
+            &[&mission],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// The user prompt of the `i`-th LLM request.
+async fn user_prompt(llm: &MockServer, i: usize) -> String {
+    let reqs = llm.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&reqs[i].body).unwrap();
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn requests_to(server: &MockServer, p: &str) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == p)
+        .collect()
+}
+
+fn header(r: &Request, name: &str) -> Option<String> {
+    r.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+fn body(r: &Request) -> Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn due() -> DateTime<Utc> {
+    parse_iso(DUE).unwrap()
+}
+
+#[tokio::test]
+async fn shallow_research_injects_the_exact_markdown_with_credentials() {
+    let db = fresh_db("res_shallow").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let news = news_api(two_feeds(), two_articles()).await;
+    let objective =
+        "Recherchiere Nachrichten zur Energiewende in Norddeutschland und fasse sie kurz zusammen";
+    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| c.news_api_url = Some(news.uri()));
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+
+    let prompt = user_prompt(&llm, 0).await;
+    let title: String = objective.chars().take(60).collect();
+    let expected = format!(
+        "Title: Web-Research: \"{title}\"\n{}",
+        web_markdown(objective)
+    );
+    assert!(prompt.contains(&expected), "{prompt}");
+    assert!(prompt.contains("id=\"__web-research__\" source=\"news-research/web\""));
+
+    let discover = requests_to(&news, DISCOVER).await;
+    assert_eq!(discover.len(), 1);
+    assert_eq!(
+        body(&discover[0]),
+        json!({"query": objective, "language": "de", "limit": 5})
+    );
+    let search = requests_to(&news, SEARCH).await;
+    assert_eq!(search.len(), 1);
+    assert_eq!(
+        body(&search[0]),
+        json!({"feeds": ["https://f1.example/rss", "https://f2.example/rss"],
+               "query": objective, "limit": 8})
+    );
+    for req in [&discover[0], &search[0]] {
+        assert_eq!(header(req, "x-service-key").as_deref(), Some("svc-secret"));
+        assert_eq!(header(req, "x-user-id").as_deref(), Some("u1"));
+    }
+    let m = r.metrics().render();
+    assert!(
+        m.contains("mana_ai_shallow_research_total{outcome=\"ok\""),
+        "{m}"
+    );
+    assert!(!m.contains("svc-secret"));
+}
+
+#[tokio::test]
+async fn shallow_research_header_names_are_configurable_and_can_be_off() {
+    let db = fresh_db("res_headers").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let news = news_api(two_feeds(), two_articles()).await;
+    push_mission(&admin, "u7", "m1", mission("News des Tages", hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.news_api_url = Some(news.uri());
+        c.news_service_key_header = None;
+        c.news_user_id_header = Some("X-Mana-User".into());
+    });
+    assert_eq!(r.tick().await.plans_written_back, 1);
+    let discover = requests_to(&news, DISCOVER).await;
+    assert_eq!(header(&discover[0], "x-service-key"), None);
+    assert_eq!(header(&discover[0], "x-user-id"), None);
+    assert_eq!(header(&discover[0], "x-mana-user").as_deref(), Some("u7"));
+    assert!(user_prompt(&llm, 0)
+        .await
+        .contains("# Web-Research: \"News des Tages\""));
+}
+
+#[tokio::test]
+async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() {
+    let db = fresh_db("res_shallow_fail").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let cases: Vec<(&str, ResponseTemplate, ResponseTemplate)> = vec![
+        (
+            "unauthorized",
+            ResponseTemplate::new(401).set_body_string("{\"error\":\"no token\"}"),
+            two_articles(),
+        ),
+        (
+            "http-error",
+            two_feeds(),
+            ResponseTemplate::new(500).set_body_string("boom"),
+        ),
+        (
+            "timeout",
+            two_feeds().set_delay(Duration::from_secs(3)),
+            two_articles(),
+        ),
+        (
+            "invalid-response",
+            ResponseTemplate::new(200).set_body_string("<html>not json</html>"),
+            two_articles(),
+        ),
+        ("invalid-response", two_feeds(), ok(json!({"results": []}))),
+        ("no-feeds", ok(json!({"feeds": []})), two_articles()),
+        ("no-articles", two_feeds(), ok(json!({"articles": []}))),
+    ];
+    for (i, (outcome, discover, search)) in cases.into_iter().enumerate() {
+        let news = news_api(discover, search).await;
+        let user = format!("u{i}");
+        push_mission(
+            &admin,
+            &user,
+            &format!("m{i}"),
+            mission("Suche Neuigkeiten", hourly()),
+        )
+        .await;
+        let r = runner(&db, &llm.uri(), |c| {
+            c.news_api_url = Some(news.uri());
+            c.research_timeouts.discover = Duration::from_millis(300);
+        });
+        let stats = r.tick().await;
+        assert_eq!(stats.plans_written_back, 1, "{outcome}: {stats:?}");
+        assert!(stats.errors.is_empty(), "{outcome}: {stats:?}");
+        let prompt = user_prompt(&llm, i).await;
+        assert!(prompt.contains("Suche Neuigkeiten"), "case {i}");
+        assert!(!prompt.contains("Web-Research"), "{outcome}: {prompt}");
+        let m = r.metrics().render();
+        assert!(
+            m.contains(&format!(
+                "mana_ai_shallow_research_total{{outcome=\"{outcome}\""
+            )),
+            "{outcome}: {m}"
+        );
+        let data = &server_rows(&admin, &format!("m{i}")).await[0];
+        assert_ne!(
+            data["iterations"][0]["overallStatus"], "failed",
+            "{outcome}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deep_research_pending_then_completed_answers_the_due_run_once() {
+    let db = fresh_db("res_deep").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![status("running"), completed()]).await;
+    let news = news_api(two_feeds(), two_articles()).await;
+    let objective = "Deep Dive: aktuelle Entwicklungen bei Wärmepumpen";
+    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.news_api_url = Some(news.uri());
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+    });
+
+    // Tick 1: submitted, mission skipped, nothing written.
+    let stats = r.tick().await;
+    assert_eq!(
+        (stats.skipped, stats.plans_written_back),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(server_rows(&admin, "m1").await.is_empty());
+    let key = idempotency_key("u1", "m1", due()).to_string();
+    assert_eq!(
+        job_rows(&admin, "m1").await,
+        vec![(
+            "pending".into(),
+            "task-1".into(),
+            Some(due()),
+            Some(key.clone())
+        )]
+    );
+    let submits = requests_to(&research, SUBMIT).await;
+    assert_eq!(submits.len(), 1);
+    let s = &submits[0];
+    assert_eq!(
+        body(s),
+        json!({"query": objective, "provider": "gemini-deep-research-max"})
+    );
+    assert_eq!(header(s, "x-service-key").as_deref(), Some("svc-secret"));
+    assert_eq!(header(s, "x-user-id").as_deref(), Some("u1"));
+    assert_eq!(header(s, "x-app-id").as_deref(), Some("mana-ai"));
+    assert_eq!(header(s, "idempotency-key").as_deref(), Some(key.as_str()));
+
+    // Tick 2: still running, skipped again.
+    let stats = r.tick().await;
+    assert_eq!(
+        (stats.skipped, stats.plans_written_back),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(llm.received_requests().await.unwrap().is_empty());
+
+    // Tick 3: completed, injected, planned, next run scheduled.
+    let before = Utc::now();
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let prompt = user_prompt(&llm, 0).await;
+    let expected = format!(
+        "Title: Deep Research: \"{objective}\"\n# Deep-Research: \"{objective}\"\n\n\
+         Wärmepumpen werden günstiger.\n\n## Quellen\n\
+         - [Studie](https://c.example/1) — Preise sinken\n- [Bericht](https://c.example/2)\n\n---\n{NOTE}"
+    );
+    assert!(prompt.contains(&expected), "{prompt}");
+    assert!(!prompt.contains("# Web-Research"));
+    let rows = server_rows(&admin, "m1").await;
+    assert_eq!(rows.len(), 1);
+    let next = parse_iso(rows[0]["nextRunAt"].as_str().unwrap()).unwrap();
+    assert!(next > before);
+
+    // Later ticks: not due, no second submit, no more polls.
+    for _ in 0..2 {
+        let stats = r.tick().await;
+        assert_eq!(stats.due_mission_count, 0, "{stats:?}");
+    }
+    assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
+    assert_eq!(requests_to(&research, POLL).await.len(), 2);
+    assert!(requests_to(&news, DISCOVER).await.is_empty());
+    let m = r.metrics().render();
+    for line in [
+        "mana_ai_research_jobs_submitted_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1",
+        "mana_ai_research_jobs_completed_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1",
+        "mana_ai_research_jobs_pending_skips_total{service=\"mana-ai\"} 2",
+    ] {
+        assert!(m.contains(line), "{line} missing:\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_job_falls_back_to_shallow_research() {
+    let db = fresh_db("res_deep_fail").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![status("failed")]).await;
+    let news = news_api(two_feeds(), two_articles()).await;
+    let objective = "Tiefe Recherche: aktuelle Mietpreise";
+    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.news_api_url = Some(news.uri());
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+    });
+    assert_eq!(r.tick().await.skipped, 1);
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert!(user_prompt(&llm, 0)
+        .await
+        .contains(&web_markdown(objective)));
+    assert_eq!(job_rows(&admin, "m1").await[0].0, "failed");
+    assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
+    let m = r.metrics().render();
+    assert!(m.contains(
+        "mana_ai_research_jobs_failed_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn a_stuck_job_is_abandoned_after_the_max_age() {
+    let db = fresh_db("res_stuck").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![status("running")]).await;
+    let news = news_api(two_feeds(), two_articles()).await;
+    let objective = "Deep research: aktuelle Zinsen";
+    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.news_api_url = Some(news.uri());
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+        c.research_job_max_age = Duration::from_secs(3600);
+    });
+    assert_eq!(r.tick().await.skipped, 1);
+    assert_eq!(r.tick().await.skipped, 1);
+    admin
+        .execute(
+            "UPDATE mana_ai.mission_research_jobs SET submitted_at = now() - interval '2 hours'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert!(user_prompt(&llm, 0)
+        .await
+        .contains(&web_markdown(objective)));
+    // Abandoned without polling again, and never re-submitted for this due run.
+    assert_eq!(requests_to(&research, POLL).await.len(), 1);
+    assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
+    assert_eq!(job_rows(&admin, "m1").await[0].0, "abandoned");
+    let m = r.metrics().render();
+    assert!(
+        m.contains("mana_ai_research_jobs_abandoned_total{reason=\"max-age\""),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn polls_that_keep_failing_abandon_the_job() {
+    let db = fresh_db("res_poll_fail").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![
+        ResponseTemplate::new(404).set_body_string("{\"error\":\"unknown task\"}")
+    ])
+    .await;
+    push_mission(&admin, "u1", "m1", mission("Deep dive Steuern", hourly())).await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+        c.research_max_poll_failures = 2;
+    });
+    assert_eq!(r.tick().await.skipped, 1, "submit");
+    assert_eq!(r.tick().await.skipped, 1, "first failed poll");
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "second failed poll: {stats:?}");
+    assert_eq!(requests_to(&research, POLL).await.len(), 2);
+    let m = r.metrics().render();
+    assert!(
+        m.contains("mana_ai_research_jobs_abandoned_total{reason=\"poll-failures\""),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
+    let db = fresh_db("res_crash").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![status("queued")]).await;
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        mission("Deep research Bahnstreik", hourly()),
+    )
+    .await;
+    // A previous runner wrote the row and died before submitting.
+    let key = idempotency_key("u1", "m1", due()).to_string();
+    admin
+        .execute(
+            "INSERT INTO mana_ai.mission_research_jobs
+                 (user_id, mission_id, task_id, provider_id, due_at, idempotency_key, state)
+             VALUES ('u1', 'm1', '', 'gemini-deep-research-max', $1, $2, 'submitting')",
+            &[&due(), &key],
+        )
+        .await
+        .unwrap();
+    let r = runner(&db, &llm.uri(), |c| {
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+    });
+    assert_eq!(r.tick().await.skipped, 1);
+    let submits = requests_to(&research, SUBMIT).await;
+    assert_eq!(submits.len(), 1);
+    assert_eq!(
+        header(&submits[0], "idempotency-key").as_deref(),
+        Some(key.as_str())
+    );
+    assert_eq!(
+        job_rows(&admin, "m1").await,
+        vec![("pending".into(), "task-1".into(), Some(due()), Some(key))]
+    );
+}
+
+#[tokio::test]
+async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
+    let db = fresh_db("res_retry").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT))
+        .respond_with(script(vec![
+            ResponseTemplate::new(503),
+            ok(json!({"taskId": "task-1", "status": "queued"})),
+        ]))
+        .mount(&research)
+        .await;
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        mission("Deep research Bahnstreik", hourly()),
+    )
+    .await;
+    let r = runner(&db, &llm.uri(), |c| {
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+    });
+    assert_eq!(r.tick().await.skipped, 1);
+    assert_eq!(job_rows(&admin, "m1").await[0].0, "submitting");
+    assert_eq!(r.tick().await.skipped, 1);
+    let keys: Vec<Option<String>> = requests_to(&research, SUBMIT)
+        .await
+        .iter()
+        .map(|r| header(r, "idempotency-key"))
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].is_some());
+    assert_eq!(keys[0], keys[1]);
+    let rows = job_rows(&admin, "m1").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("pending", "task-1")
+    );
+}
+
+#[tokio::test]
+async fn a_finished_job_answers_only_its_own_due_run() {
+    let db = fresh_db("res_keyed").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let research = research_api(vec![status("queued")]).await;
+    // m1: its job already completed for THIS due run (a retried run): reuse, no submit.
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        mission("Deep dive Solarpflicht", hourly()),
+    )
+    .await;
+    // m2: its job completed for an EARLIER due run: this run submits a new job.
+    push_mission(
+        &admin,
+        "u2",
+        "m2",
+        mission("Deep dive Solarpflicht", hourly()),
+    )
+    .await;
+    let earlier = due() - chrono::Duration::hours(1);
+    for (user, mid, at) in [("u1", "m1", due()), ("u2", "m2", earlier)] {
+        admin
+            .execute(
+                "INSERT INTO mana_ai.mission_research_jobs
+                     (user_id, mission_id, task_id, provider_id, due_at, idempotency_key, state, result)
+                 VALUES ($1, $2, 'old', 'gemini-deep-research-max', $3, 'k', 'completed', 'STORED ANSWER')",
+                &[&user, &mid, &at],
+            )
+            .await
+            .unwrap();
+    }
+    let r = runner(&db, &llm.uri(), |c| {
+        c.research_url = Some(research.uri());
+        c.deep_research_enabled = true;
+    });
+    let stats = r.tick().await;
+    assert_eq!(
+        (stats.plans_written_back, stats.skipped),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert!(user_prompt(&llm, 0).await.contains("STORED ANSWER"));
+    assert_eq!(server_rows(&admin, "m1").await.len(), 1);
+    let submits = requests_to(&research, SUBMIT).await;
+    assert_eq!(submits.len(), 1);
+    assert_eq!(header(&submits[0], "x-user-id").as_deref(), Some("u2"));
+    let m2 = job_rows(&admin, "m2").await;
+    assert_eq!(m2.len(), 1);
+    assert_eq!((m2[0].0.as_str(), m2[0].2), ("pending", Some(due())));
+}
+
+#[tokio::test]
+async fn jobs_of_inactive_missions_are_cleaned_up_each_tick() {
+    let db = fresh_db("res_cleanup").await;
+    let admin = db.admin().await;
+    let llm = fake_llm().await;
+    let future = "2099-01-01T00:00:00.000Z";
+    let mut active = mission("Deep dive", hourly());
+    active["nextRunAt"] = json!(future);
+    let mut paused = active.clone();
+    paused["state"] = json!("paused");
+    let mut archived = active.clone();
+    archived["state"] = json!("archived");
+    let mut deleted = active.clone();
+    deleted["deletedAt"] = json!("2026-01-01T00:00:00.000Z");
+    for (id, m) in [
+        ("ma", active),
+        ("mp", paused),
+        ("mr", archived),
+        ("md", deleted),
+    ] {
+        push_mission(&admin, "u1", id, m).await;
+    }
+    for (id, state) in [
+        ("ma", "pending"),
+        ("mp", "pending"),
+        ("mr", "completed"),
+        ("md", "pending"),
+        ("gone", "pending"),
+    ] {
+        admin
+            .execute(
+                "INSERT INTO mana_ai.mission_research_jobs
+                     (user_id, mission_id, task_id, provider_id, due_at, state)
+                 VALUES ('u1', $1, 't', 'gemini-deep-research-max', now(), $2)",
+                &[&id, &state],
+            )
+            .await
+            .unwrap();
+    }
+    let r = runner(&db, &llm.uri(), |_| {});
+    r.tick().await;
+    let left: Vec<String> = admin
+        .query("SELECT mission_id FROM mana_ai.mission_research_jobs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec!["ma".to_string()]);
+    let m = r.metrics().render();
+    assert!(
+        m.contains(
+            "mana_ai_research_jobs_abandoned_total{reason=\"mission-inactive\",service=\"mana-ai\"} 3"
+        ),
+        "{m}"
+    );
+}
