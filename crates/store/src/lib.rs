@@ -8,6 +8,7 @@
 //! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 
+pub mod budget;
 pub mod refresh;
 pub mod runs;
 pub mod schema;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
