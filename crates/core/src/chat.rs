@@ -129,6 +129,10 @@ pub enum LlmError {
     /// The local backend (embedded model) failed.
     #[error("local model error: {0}")]
     Local(String),
+    /// The call was not made: the agent's daily token budget could not be reserved.
+    /// The planner ends a run gracefully on it once at least one round was answered.
+    #[error("the agent's daily token budget is exhausted")]
+    BudgetExhausted,
 }
 
 impl LlmError {
@@ -140,6 +144,7 @@ impl LlmError {
             LlmError::Transport(_) => "transport",
             LlmError::InvalidResponse(_) => "invalid-response",
             LlmError::Local(_) => "local",
+            LlmError::BudgetExhausted => "budget-exhausted",
         }
     }
 }

@@ -132,7 +132,8 @@ pub enum StopReason {
     MaxRounds,
     /// The answer was a JSON plan (fallback mode).
     JsonPlan,
-    /// The agent's daily budget was used up; the escalation round was the last.
+    /// The agent's daily budget was used up: the escalation round was the last, or a
+    /// later call could not reserve budget ([`LlmError::BudgetExhausted`]).
     BudgetExhausted,
 }
 
@@ -413,13 +414,23 @@ pub async fn run_planner(
                     tools: Vec::new(),
                     temperature: Some(compact::COMPACT_TEMPERATURE),
                 };
-                let response = llm.complete(&request).await.map_err(|error| PlanFailure {
-                    error,
-                    usage_so_far: usage,
-                    rounds,
-                    phase: IterationPhase::CallingLlm,
-                    during_compaction: true,
-                })?;
+                let response = match llm.complete(&request).await {
+                    Ok(response) => response,
+                    Err(LlmError::BudgetExhausted) if rounds > 1 => {
+                        rounds -= 1;
+                        stop_reason = StopReason::BudgetExhausted;
+                        break;
+                    }
+                    Err(error) => {
+                        return Err(PlanFailure {
+                            error,
+                            usage_so_far: usage,
+                            rounds,
+                            phase: IterationPhase::CallingLlm,
+                            during_compaction: true,
+                        })
+                    }
+                };
                 usage.add(normalised(response.usage));
                 let parsed =
                     compact::parse_compact_summary(response.content.as_deref().unwrap_or(""));
@@ -457,13 +468,26 @@ pub async fn run_planner(
             tools: input.tools.clone(),
             temperature: input.temperature,
         };
-        let response: ChatResponse = llm.complete(&request).await.map_err(|error| PlanFailure {
-            error,
-            usage_so_far: usage,
-            rounds,
-            phase: IterationPhase::CallingLlm,
-            during_compaction: false,
-        })?;
+        let response: ChatResponse = match llm.complete(&request).await {
+            Ok(response) => response,
+            // The budget ran out mid-run: keep what earlier rounds produced. In the
+            // first round there is nothing to keep, so it is a failure the caller
+            // treats as a budget skip.
+            Err(LlmError::BudgetExhausted) if rounds > 1 => {
+                rounds -= 1;
+                stop_reason = StopReason::BudgetExhausted;
+                break;
+            }
+            Err(error) => {
+                return Err(PlanFailure {
+                    error,
+                    usage_so_far: usage,
+                    rounds,
+                    phase: IterationPhase::CallingLlm,
+                    during_compaction: false,
+                })
+            }
+        };
         let response_usage = normalised(response.usage);
         usage.add(response_usage);
         messages.push(ChatMessage::assistant(
@@ -611,6 +635,104 @@ mod tests {
             total_tokens: 40,
         });
         assert_eq!(u.total_tokens, 40);
+    }
+
+    /// Answers from a script; an entry of `None` refuses with `BudgetExhausted`.
+    struct BudgetScript {
+        replies: std::sync::Mutex<Vec<Option<ChatResponse>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LlmClient for BudgetScript {
+        async fn complete(&self, _request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+            let mut replies = self.replies.lock().unwrap();
+            assert!(!replies.is_empty(), "more calls than scripted");
+            replies.remove(0).ok_or(LlmError::BudgetExhausted)
+        }
+    }
+
+    struct AcceptAll;
+
+    impl CallValidator for AcceptAll {
+        fn validate(&self, _name: &str, raw: &str) -> Result<Map<String, Value>, Rejection> {
+            Ok(serde_json::from_str(raw).unwrap())
+        }
+    }
+
+    /// A reply with `n` tool calls `t{first}`.. and the given prompt usage.
+    fn calls_from(first: usize, n: usize, prompt_tokens: u64) -> ChatResponse {
+        ChatResponse {
+            content: None,
+            tool_calls: (first..first + n)
+                .map(|i| crate::chat::ToolCall {
+                    id: format!("c{i}"),
+                    name: "create_task".into(),
+                    arguments: format!("{{\"title\":\"t{i}\"}}"),
+                })
+                .collect(),
+            finish_reason: Some("tool_calls".into()),
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens: 5,
+                total_tokens: prompt_tokens + 5,
+            },
+        }
+    }
+
+    fn calls(n: usize) -> ChatResponse {
+        calls_from(0, n, 10)
+    }
+
+    fn run(script: Vec<Option<ChatResponse>>) -> Result<PlanOutcome, PlanFailure> {
+        let llm = BudgetScript {
+            replies: std::sync::Mutex::new(script),
+        };
+        let input = PlannerInput::new("s", "u", Vec::new(), &AcceptAll);
+        futures::executor::block_on(run_planner(&llm, input))
+    }
+
+    #[test]
+    fn budget_refusal_in_the_first_round_is_a_failure_without_usage() {
+        let failure = run(vec![None]).unwrap_err();
+        assert_eq!(failure.error, LlmError::BudgetExhausted);
+        assert_eq!(failure.rounds, 1);
+        assert_eq!(failure.usage_so_far, Usage::default());
+        assert!(!failure.during_compaction);
+    }
+
+    #[test]
+    fn budget_refusal_after_a_round_keeps_the_steps_so_far() {
+        let out = run(vec![Some(calls(1)), Some(calls(2)), None]).unwrap();
+        assert_eq!(out.stop_reason, StopReason::BudgetExhausted);
+        assert_eq!(out.rounds, 2, "the refused call is not a round");
+        // Round 2 repeats t0 (duplicate) and adds t1.
+        assert_eq!(out.steps.len(), 2);
+        assert_eq!(out.usage.total_tokens, 30);
+    }
+
+    #[test]
+    fn budget_refusal_of_a_compaction_call_ends_the_run_gracefully() {
+        // Three one-call rounds give a history that can be split; the third reports a
+        // large prompt, so round 4 starts with a compaction call, which is refused.
+        let llm = BudgetScript {
+            replies: std::sync::Mutex::new(vec![
+                Some(calls_from(0, 1, 10)),
+                Some(calls_from(1, 1, 10)),
+                Some(calls_from(2, 1, 1_000)),
+                None,
+            ]),
+        };
+        let mut input = PlannerInput::new("s", "u", Vec::new(), &AcceptAll);
+        input.context_window_tokens = Some(100);
+        let out = futures::executor::block_on(run_planner(&llm, input)).unwrap();
+        assert_eq!(out.stop_reason, StopReason::BudgetExhausted);
+        assert_eq!(out.rounds, 3);
+        assert_eq!(out.steps.len(), 3);
+        assert_eq!(out.compactions, 0);
+        assert!(
+            llm.replies.lock().unwrap().is_empty(),
+            "the refusal was consumed"
+        );
     }
 
     #[test]

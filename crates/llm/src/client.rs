@@ -77,7 +77,9 @@ impl AttemptFailure {
             LlmError::Provider { .. } => AttemptOutcome::ProviderError,
             LlmError::Timeout(_) => AttemptOutcome::Timeout,
             LlmError::Transport(_) => AttemptOutcome::Transport,
-            LlmError::InvalidResponse(_) | LlmError::Local(_) => AttemptOutcome::InvalidResponse,
+            LlmError::InvalidResponse(_) | LlmError::Local(_) | LlmError::BudgetExhausted => {
+                AttemptOutcome::InvalidResponse
+            }
         }
     }
 }
@@ -247,6 +249,7 @@ impl HttpLlmClient {
             LlmError::InvalidResponse(m) => LlmError::InvalidResponse(clean(m)),
             LlmError::Local(m) => LlmError::Local(clean(m)),
             LlmError::Timeout(ms) => LlmError::Timeout(ms),
+            LlmError::BudgetExhausted => LlmError::BudgetExhausted,
         }
     }
 

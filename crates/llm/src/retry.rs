@@ -17,7 +17,7 @@ pub(crate) fn is_retryable(error: &LlmError) -> bool {
                 && !PERMANENT_KINDS.contains(&kind.as_str())
         }
         LlmError::Transport(_) | LlmError::Timeout(_) => true,
-        LlmError::InvalidResponse(_) | LlmError::Local(_) => false,
+        LlmError::InvalidResponse(_) | LlmError::Local(_) | LlmError::BudgetExhausted => false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Library crates never install signal handlers: the binary owns them and calls
 //! [`Scheduler::shutdown`].
 
+pub mod budget;
 mod inputs;
 pub mod metrics;
 pub mod mission;
@@ -286,6 +287,10 @@ impl Runner {
             .refresh_duration_seconds
             .observe(refresh_started.elapsed().as_secs_f64());
         self.research_housekeeping().await;
+        // Token budget housekeeping: usage older than 48 h, expired reservations.
+        if let Err(e) = self.store.prune_token_budget().await {
+            tracing::warn!(error = %e, "token budget pruning failed");
+        }
         let due = match self.store.list_due_missions(now, self.cfg.due_limit).await {
             Ok(due) => due,
             Err(e) => {

@@ -3,16 +3,14 @@
 //! exactly once → metrics. Every failure is visible: a failed run writes a `failed`
 //! iteration with `errorDetails` and schedules a backoff retry through `nextRunAt`.
 
-use std::time::Instant;
-
 use mana_ai_core::actor::{make_agent_actor, AgentActorParts};
 use mana_ai_core::cadence::{self, Cadence};
 use mana_ai_core::catalog::{function_specs, Catalog, Tool};
-use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
+use mana_ai_core::chat::LlmError;
 use mana_ai_core::iso::to_iso_ms;
 use mana_ai_core::plan::{
     build_failed_iteration, build_iteration, iteration_id_for, run_planner, BudgetContext,
-    CallOutcome, CallValidator, IterationPhase, PlanOutcome, PlannerInput, Rejection,
+    CallOutcome, CallValidator, IterationPhase, PlanOutcome, PlannerInput, Rejection, StopReason,
 };
 use mana_ai_core::policy::{filter_offered, AgentPolicy};
 use mana_ai_core::prompt::{
@@ -24,8 +22,9 @@ use mana_ai_core::records::{
 use mana_ai_store::{AgentSlot, Claim, ClaimRequest, DueMission, WriteBack, WriteOutcome};
 use serde_json::{json, Map, Value};
 
+use crate::budget::{BudgetScope, BudgetedLlm};
 use crate::research::ResearchGate;
-use crate::{Metrics, Runner};
+use crate::Runner;
 
 /// How one due mission ended in this pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +41,9 @@ pub enum MissionOutcome {
     /// Something outside the plan failed (database); nothing was written.
     Error(String),
 }
+
+/// Decision label of a mission skipped for lack of token budget.
+const SKIPPED_BUDGET: &str = "skipped-budget";
 
 /// The agent a mission runs as.
 struct RunAgent {
@@ -68,24 +70,6 @@ impl CallValidator for OfferedTools<'_> {
                 label: r.label(),
                 message: r.to_string(),
             })
-    }
-}
-
-/// Times every LLM call into `planner_request_duration_seconds`.
-struct TimedLlm<'a> {
-    inner: &'a dyn LlmClient,
-    metrics: &'a Metrics,
-}
-
-#[async_trait::async_trait]
-impl LlmClient for TimedLlm<'_> {
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let t = Instant::now();
-        let r = self.inner.complete(request).await;
-        self.metrics
-            .planner_request_duration_seconds
-            .observe(t.elapsed().as_secs_f64());
-        r
     }
 }
 
@@ -124,10 +108,11 @@ impl Runner {
             }
             Err(e) => return MissionOutcome::Error(format!("agent lookup: {e}")),
         };
-        // Token budget gate (rolling 24 h).
+        // Token budget gate (rolling 24 h): booked usage plus the reservations of calls
+        // in flight in other runs. Each call reserves again before it is made.
         let used_before = if agent.max_tokens_per_day.is_some() {
-            match self.store.agent_usage_24h(&due.user_id, &agent.id).await {
-                Ok(n) => n,
+            match self.store.agent_budget_use(&due.user_id, &agent.id).await {
+                Ok(u) => u.committed(),
                 Err(e) => return MissionOutcome::Error(format!("budget lookup: {e}")),
             }
         } else {
@@ -137,9 +122,9 @@ impl Runner {
             if used_before >= cap {
                 self.metrics
                     .agent_decisions_total
-                    .with_label_values(&["skipped-budget"])
+                    .with_label_values(&[SKIPPED_BUDGET])
                     .inc();
-                return MissionOutcome::Skipped("skipped-budget");
+                return MissionOutcome::Skipped(SKIPPED_BUDGET);
             }
         }
 
@@ -158,6 +143,7 @@ impl Runner {
                 slot: AgentSlot {
                     agent_id: agent.id.clone(),
                     max_concurrent: agent.max_concurrent,
+                    explicit_agent: mission.agent_id.is_some(),
                 },
             })
             .await;
@@ -254,7 +240,6 @@ impl Runner {
     ) -> MissionOutcome {
         let tz = cadence::resolve_timezone(mission.timezone.as_deref(), self.cfg.default_timezone);
         let cadence = Cadence::from_json(&mission.cadence);
-        let mut tokens_spent = 0u64;
         let planned: Result<PlanOutcome, (IterationPhase, String, bool)> = match &cadence {
             Err(e) => Err((
                 IterationPhase::ResolvingInputs,
@@ -267,24 +252,20 @@ impl Runner {
                     self.metrics.research_jobs_pending_skips_total.inc();
                     return MissionOutcome::Skipped("research-pending");
                 }
-                let (outcome, spent) = self.plan(due, mission, agent, &inputs, used_before).await;
-                tokens_spent = spent;
-                outcome
+                match self.plan(due, mission, agent, &inputs, used_before).await {
+                    Ok(outcome) => outcome,
+                    Err(stop) => {
+                        if stop == MissionOutcome::Skipped(SKIPPED_BUDGET) {
+                            self.metrics
+                                .agent_decisions_total
+                                .with_label_values(&[SKIPPED_BUDGET])
+                                .inc();
+                        }
+                        return stop;
+                    }
+                }
             }
         };
-        if tokens_spent > 0 {
-            self.metrics
-                .tokens_used_total
-                .with_label_values(&[&agent.id])
-                .inc_by(tokens_spent);
-            if let Err(e) = self
-                .store
-                .record_token_usage(&due.user_id, &agent.id, &due.mission_id, tokens_spent)
-                .await
-            {
-                tracing::error!(error = %e, "could not book token usage");
-            }
-        }
         let now = self.clock.now();
         let jitter: f64 = rand::random();
         let (iteration, next, failed_phase) = match &planned {
@@ -378,7 +359,9 @@ impl Runner {
         }
     }
 
-    /// Runs the planning loop. Returns the outcome and the tokens spent (also on failure).
+    /// Runs the planning loop through the budgeted client (every call reserves, then
+    /// books its usage). `Err` ends the run without writing anything: the budget ran out
+    /// before any step (`skipped-budget`) or the budget store failed.
     async fn plan(
         &self,
         due: &DueMission,
@@ -386,7 +369,7 @@ impl Runner {
         agent: &RunAgent,
         inputs: &[ResolvedInput],
         used_before: u64,
-    ) -> (Result<PlanOutcome, (IterationPhase, String, bool)>, u64) {
+    ) -> Result<Result<PlanOutcome, (IterationPhase, String, bool)>, MissionOutcome> {
         let catalog = Catalog::builtin();
         let server = catalog.server_tools();
         let offered = filter_offered(&server, agent.policy.as_ref());
@@ -427,23 +410,36 @@ impl Runner {
             cap_tokens: cap,
             used_before,
         });
-        let timed = TimedLlm {
-            inner: self.llm.as_ref(),
-            metrics: &self.metrics,
-        };
-        let run = tokio::time::timeout(self.cfg.mission_deadline, run_planner(&timed, input)).await;
-        match run {
-            Err(_) => (
-                Err((
-                    IterationPhase::CallingLlm,
-                    format!(
-                        "mission deadline of {} s exceeded",
-                        self.cfg.mission_deadline.as_secs()
-                    ),
-                    false,
-                )),
-                0,
-            ),
+        let budgeted = BudgetedLlm::new(
+            self.llm.as_ref(),
+            &self.store,
+            &self.metrics,
+            BudgetScope {
+                user_id: due.user_id.clone(),
+                agent_id: agent.id.clone(),
+                mission_id: due.mission_id.clone(),
+                cap: agent.max_tokens_per_day,
+                reservation_ttl: self.cfg.mission_deadline + std::time::Duration::from_secs(60),
+            },
+        );
+        let run =
+            tokio::time::timeout(self.cfg.mission_deadline, run_planner(&budgeted, input)).await;
+        budgeted.finish().await;
+        if let Some(e) = budgeted.store_error() {
+            return Err(MissionOutcome::Error(e));
+        }
+        Ok(match run {
+            Err(_) => Err((
+                IterationPhase::CallingLlm,
+                format!(
+                    "mission deadline of {} s exceeded",
+                    self.cfg.mission_deadline.as_secs()
+                ),
+                false,
+            )),
+            Ok(Err(failure)) if failure.error == LlmError::BudgetExhausted => {
+                return Err(MissionOutcome::Skipped(SKIPPED_BUDGET));
+            }
             Ok(Err(failure)) => {
                 let provider = self
                     .cfg
@@ -461,14 +457,14 @@ impl Runner {
                     kind = failure.error.kind_label(),
                     "planner failed"
                 );
-                (
-                    Err((failure.phase, failure.error.to_string(), false)),
-                    failure.usage_so_far.total_tokens,
-                )
+                Err((failure.phase, failure.error.to_string(), false))
             }
             Ok(Ok(outcome)) => {
-                let spent = outcome.usage.total_tokens;
                 self.observe_plan(catalog, &outcome);
+                if outcome.stop_reason == StopReason::BudgetExhausted && outcome.steps.is_empty() {
+                    // Nothing to show for the run: leave it due for when budget frees up.
+                    return Err(MissionOutcome::Skipped(SKIPPED_BUDGET));
+                }
                 let rejected = outcome.call_log.iter().any(|c| {
                     matches!(
                         c.outcome,
@@ -480,11 +476,11 @@ impl Runner {
                         Some(e) => format!("no valid plan: {e}"),
                         None => "no valid tool call: every call was rejected".to_string(),
                     };
-                    return (Err((IterationPhase::ParsingResponse, why, true)), spent);
+                    return Ok(Err((IterationPhase::ParsingResponse, why, true)));
                 }
-                (Ok(outcome), spent)
+                Ok(outcome)
             }
-        }
+        })
     }
 
     fn observe_plan(&self, catalog: &Catalog, outcome: &PlanOutcome) {

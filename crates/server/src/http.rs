@@ -207,18 +207,22 @@ async fn user_missions(
         return json_error(StatusCode::BAD_REQUEST, "userId must not be empty");
     }
     let store = state.runner.store();
-    let (missions, agents) =
-        match tokio::try_join!(store.user_missions(&user_id), store.user_agents(&user_id)) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "ops view query failed");
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-            }
-        };
+    let (missions, agents, budget) = match tokio::try_join!(
+        store.user_missions(&user_id),
+        store.user_agents(&user_id),
+        store.user_budget_use(&user_id)
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "ops view query failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+        }
+    };
     let agents_json: Vec<Value> = agents
         .iter()
         .map(|a| {
             let v = AgentView::from_record(&a.user_id, &a.record);
+            let usage = budget.get(&a.agent_id).copied().unwrap_or_default();
             json!({
                 "id": a.agent_id,
                 "name": v.name,
@@ -226,6 +230,9 @@ async fn user_missions(
                 "state": v.state.as_str(),
                 "maxConcurrentMissions": v.max_concurrent_missions,
                 "maxTokensPerDay": v.max_tokens_per_day,
+                // Left = cap − (booked 24 h + reserved by calls in flight); null = unlimited.
+                "budgetLeft": v.max_tokens_per_day.map(|cap| usage.left(cap)),
+                "usedLast24h": usage.used_24h,
             })
         })
         .collect();

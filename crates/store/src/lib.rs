@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod audit_read;
+pub mod budget;
 pub mod records;
 pub mod refresh;
 pub mod research;
@@ -25,6 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use audit::{AuditStatus, DecryptAuditEntry, DecryptAuditRow};
+pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};

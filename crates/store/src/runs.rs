@@ -19,6 +19,9 @@ pub struct AgentSlot {
     pub agent_id: String,
     /// How many of this agent's runs may be `running` (unexpired) at once.
     pub max_concurrent: i64,
+    /// True when the mission names its agent (`agentId`); false for missions of the
+    /// default agent (no `agentId`). Used to find the agent's other due missions.
+    pub explicit_agent: bool,
 }
 
 /// A claim request.
@@ -120,7 +123,41 @@ impl Store {
             )
             .await?
             .get(0);
-        if in_flight >= req.slot.max_concurrent {
+        // Oldest due first: a free slot goes to this run only if fewer older due runs of
+        // the same agent are waiting (due, unclaimed or with an expired claim) than there
+        // are free slots. The agent's oldest due run is never held back by this rule, so
+        // nobody starves. Missions waiting for a deep-research job do not hold others back.
+        let free = req.slot.max_concurrent - in_flight;
+        if free <= 0 {
+            return Ok(Claim::AgentBusy);
+        }
+        let older_waiting: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM mana_ai.mission_snapshots s
+                  WHERE s.user_id = $1 AND s.state = 'active' AND NOT s.deleted
+                    AND s.next_run_at IS NOT NULL
+                    AND (s.next_run_at, s.mission_id) < ($3, $4)
+                    AND CASE WHEN $5 THEN s.agent_id = $2
+                             ELSE s.agent_id IS NULL OR s.agent_id = '' END
+                    AND NOT EXISTS (
+                        SELECT 1 FROM mana_ai.mission_runs r
+                         WHERE r.user_id = s.user_id AND r.mission_id = s.mission_id
+                           AND r.due_at = s.next_run_at
+                           AND (r.status <> 'running' OR r.lease_until >= now()))
+                    AND NOT EXISTS (
+                        SELECT 1 FROM mana_ai.mission_research_jobs j
+                         WHERE j.user_id = s.user_id AND j.mission_id = s.mission_id)",
+                &[
+                    &req.user_id,
+                    &req.slot.agent_id,
+                    &req.due_at,
+                    &req.mission_id,
+                    &req.slot.explicit_agent,
+                ],
+            )
+            .await?
+            .get(0);
+        if older_waiting >= free {
             return Ok(Claim::AgentBusy);
         }
         tx.execute(
@@ -210,41 +247,5 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(WriteOutcome::Written)
-    }
-
-    /// Books tokens spent for an agent (successful, failed and compaction calls alike).
-    pub async fn record_token_usage(
-        &self,
-        user_id: &str,
-        agent_id: &str,
-        mission_id: &str,
-        tokens: u64,
-    ) -> Result<(), StoreError> {
-        if tokens == 0 {
-            return Ok(());
-        }
-        let tokens = i32::try_from(tokens).unwrap_or(i32::MAX);
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
-             VALUES ($1, $2, $3, $4)",
-            &[&user_id, &agent_id, &mission_id, &tokens],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Tokens an agent used in the rolling 24 h window.
-    pub async fn agent_usage_24h(&self, user_id: &str, agent_id: &str) -> Result<u64, StoreError> {
-        let c = self.client().await?;
-        let n: i64 = c
-            .query_one(
-                "SELECT COALESCE(SUM(tokens_used), 0)::bigint FROM mana_ai.token_usage
-                  WHERE user_id = $1 AND agent_id = $2 AND ts > now() - interval '24 hours'",
-                &[&user_id, &agent_id],
-            )
-            .await?
-            .get(0);
-        Ok(n.max(0) as u64)
     }
 }

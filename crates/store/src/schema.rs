@@ -186,6 +186,22 @@ CREATE UNIQUE INDEX IF NOT EXISTS idx_mission_runs_user_iteration ON mana_ai.mis
 CREATE INDEX IF NOT EXISTS idx_mission_runs_running_agent ON mana_ai.mission_runs (user_id, agent_id)
   WHERE status = 'running';
 
+-- Token budget: estimates held by LLM calls in flight (replaced by the real usage in
+-- token_usage after the call); the expiry bounds what a crashed runner can hold.
+CREATE TABLE IF NOT EXISTS mana_ai.token_reservations (
+  id BIGSERIAL PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  mission_id TEXT NOT NULL,
+  tokens BIGINT NOT NULL CHECK (tokens >= 0),
+  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_token_reservations_agent ON mana_ai.token_reservations (user_id, agent_id, expires_at);
+CREATE INDEX IF NOT EXISTS idx_token_reservations_expiry ON mana_ai.token_reservations (expires_at);
+-- Pruning deletes usage older than 48 h once per tick.
+CREATE INDEX IF NOT EXISTS idx_token_usage_ts ON mana_ai.token_usage (ts);
+
 CREATE OR REPLACE FUNCTION mana_ai.try_timestamptz(p TEXT) RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -298,6 +314,7 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA mana_ai TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.change_horizon(INTERVAL) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON mana_ai.token_reservations TO {role};
 "#;
 
 /// Quotes an SQL identifier.

@@ -1,0 +1,274 @@
+//! The budgeted LLM client every planning call of a run goes through (compaction calls
+//! included): it reserves an estimate against the agent's `maxTokensPerDay` before the
+//! call, books the real usage afterwards, times the call and counts
+//! `tokens_used_total{agent_id}`.
+//!
+//! **Estimate.** `ceil(prompt chars / 4) + COMPLETION_ALLOWANCE_TOKENS`, where the prompt
+//! chars are those of every message text, tool-call name and argument string, and the
+//! JSON of the offered tool specs (providers bill those as prompt tokens too).
+//!
+//! **Booking.** A successful call books the provider's reported usage (total, or prompt +
+//! completion when larger). A failed call books 0 tokens — a rejected or unreachable
+//! request is not billed — except a timeout, which books its estimate because the
+//! provider may have produced the whole answer. A call cut off by the mission deadline
+//! (its future dropped) books its estimate through [`BudgetedLlm::finish`].
+//!
+//! **Refusal.** When the reservation is denied the call is not made and the client
+//! answers [`LlmError::BudgetExhausted`]; the planner ends the run with what it has.
+//! When the budget store itself fails, the call is refused the same way and the error is
+//! kept for [`BudgetedLlm::store_error`], so the runner reports the run as an internal
+//! error instead of a budget skip.
+//!
+//! Agents without a cap reserve nothing; their usage is still booked per call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
+use mana_ai_store::{Reservation, ReserveRequest, Store};
+
+use crate::Metrics;
+
+/// Completion tokens reserved per call on top of the prompt estimate.
+pub const COMPLETION_ALLOWANCE_TOKENS: u64 = 1_024;
+
+/// Estimated tokens of one call: `ceil(prompt chars / 4) + COMPLETION_ALLOWANCE_TOKENS`.
+pub fn estimate_call_tokens(request: &ChatRequest) -> u64 {
+    let mut chars = 0usize;
+    for m in &request.messages {
+        chars += m.content.as_deref().map_or(0, |c| c.chars().count());
+        for call in &m.tool_calls {
+            chars += call.name.chars().count() + call.arguments.chars().count();
+        }
+    }
+    for tool in &request.tools {
+        chars += tool.to_string().chars().count();
+    }
+    (chars as u64).div_ceil(4) + COMPLETION_ALLOWANCE_TOKENS
+}
+
+/// Whom a run's calls are booked to, and under which cap.
+#[derive(Debug, Clone)]
+pub struct BudgetScope {
+    pub user_id: String,
+    pub agent_id: String,
+    pub mission_id: String,
+    /// `maxTokensPerDay`; `None` = unlimited (nothing reserved).
+    pub cap: Option<u64>,
+    /// Lifetime of an unsettled reservation (at least the mission deadline).
+    pub reservation_ttl: Duration,
+}
+
+/// An [`LlmClient`] that enforces one agent's token budget for one run.
+pub struct BudgetedLlm<'a> {
+    inner: &'a dyn LlmClient,
+    store: &'a Store,
+    metrics: &'a Metrics,
+    scope: BudgetScope,
+    /// Reservations whose call has not been settled yet.
+    outstanding: Mutex<Vec<i64>>,
+    spent: AtomicU64,
+    store_error: Mutex<Option<String>>,
+}
+
+impl<'a> BudgetedLlm<'a> {
+    pub fn new(
+        inner: &'a dyn LlmClient,
+        store: &'a Store,
+        metrics: &'a Metrics,
+        scope: BudgetScope,
+    ) -> Self {
+        Self {
+            inner,
+            store,
+            metrics,
+            scope,
+            outstanding: Mutex::new(Vec::new()),
+            spent: AtomicU64::new(0),
+            store_error: Mutex::new(None),
+        }
+    }
+
+    /// Tokens booked for this run so far.
+    pub fn spent(&self) -> u64 {
+        self.spent.load(Ordering::SeqCst)
+    }
+
+    /// The budget-store failure that refused a call, if any.
+    pub fn store_error(&self) -> Option<String> {
+        lock(&self.store_error).clone()
+    }
+
+    /// Books reservations left behind by calls that never returned (cancelled by the
+    /// mission deadline) at their estimate. Call once after the planning loop.
+    pub async fn finish(&self) {
+        let left: Vec<i64> = std::mem::take(&mut *lock(&self.outstanding));
+        for id in left {
+            match self.store.book_abandoned_reservation(id).await {
+                Ok(tokens) => self.count(tokens),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not book an abandoned reservation; it expires on its own");
+                }
+            }
+        }
+    }
+
+    fn count(&self, tokens: u64) {
+        if tokens > 0 {
+            self.spent.fetch_add(tokens, Ordering::SeqCst);
+            self.metrics
+                .tokens_used_total
+                .with_label_values(&[&self.scope.agent_id])
+                .inc_by(tokens);
+        }
+    }
+
+    async fn reserve(&self, estimate: u64) -> Result<Option<i64>, LlmError> {
+        let Some(cap) = self.scope.cap else {
+            return Ok(None);
+        };
+        let req = ReserveRequest {
+            user_id: &self.scope.user_id,
+            agent_id: &self.scope.agent_id,
+            mission_id: &self.scope.mission_id,
+            cap,
+            estimate,
+            ttl: self.scope.reservation_ttl,
+        };
+        match self.store.reserve_tokens(&req).await {
+            Ok(Reservation::Granted { id }) => {
+                lock(&self.outstanding).push(id);
+                Ok(Some(id))
+            }
+            Ok(Reservation::Denied { committed }) => {
+                tracing::info!(
+                    agent = %self.scope.agent_id,
+                    mission = %self.scope.mission_id,
+                    committed,
+                    cap,
+                    "token budget exhausted; call not made"
+                );
+                Err(LlmError::BudgetExhausted)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token reservation failed; call not made");
+                *lock(&self.store_error) = Some(format!("token reservation: {e}"));
+                Err(LlmError::BudgetExhausted)
+            }
+        }
+    }
+
+    async fn settle(&self, reservation: Option<i64>, tokens: u64) {
+        let settled = self
+            .store
+            .settle_tokens(
+                reservation,
+                &self.scope.user_id,
+                &self.scope.agent_id,
+                &self.scope.mission_id,
+                tokens,
+            )
+            .await;
+        match settled {
+            Ok(()) => {
+                if let Some(id) = reservation {
+                    lock(&self.outstanding).retain(|r| *r != id);
+                }
+                self.count(tokens);
+            }
+            Err(e) => {
+                // The reservation (if any) keeps holding the budget until it expires.
+                tracing::error!(error = %e, tokens, "could not book token usage");
+            }
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the guarded
+/// values stay consistent: every update is a single push/retain/assignment).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait::async_trait]
+impl LlmClient for BudgetedLlm<'_> {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let estimate = estimate_call_tokens(request);
+        let reservation = self.reserve(estimate).await?;
+        let started = Instant::now();
+        let result = self.inner.complete(request).await;
+        self.metrics
+            .planner_request_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let tokens = match &result {
+            Ok(r) => r
+                .usage
+                .total_tokens
+                .max(r.usage.prompt_tokens + r.usage.completion_tokens),
+            Err(LlmError::Timeout(_)) => estimate,
+            Err(_) => 0,
+        };
+        self.settle(reservation, tokens).await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mana_ai_core::chat::{ChatMessage, ToolCall};
+    use serde_json::json;
+
+    fn request(messages: Vec<ChatMessage>, tools: Vec<serde_json::Value>) -> ChatRequest {
+        ChatRequest {
+            model: None,
+            messages,
+            tools,
+            temperature: None,
+        }
+    }
+
+    #[test]
+    fn estimate_table() {
+        let tool = json!({"type": "function"});
+        let tool_chars = tool.to_string().chars().count() as u64; // 19
+        let cases: Vec<(ChatRequest, u64)> = vec![
+            (request(vec![], vec![]), COMPLETION_ALLOWANCE_TOKENS),
+            (
+                request(vec![ChatMessage::user("abcd")], vec![]),
+                1 + COMPLETION_ALLOWANCE_TOKENS,
+            ),
+            (
+                request(vec![ChatMessage::user("abcde")], vec![]),
+                2 + COMPLETION_ALLOWANCE_TOKENS,
+            ),
+            // Characters, not bytes: four umlauts are one token.
+            (
+                request(vec![ChatMessage::system("äöüß")], vec![]),
+                1 + COMPLETION_ALLOWANCE_TOKENS,
+            ),
+            (
+                request(
+                    vec![ChatMessage::assistant(
+                        None,
+                        vec![ToolCall {
+                            id: "ignored-id".into(),
+                            name: "ab".into(),
+                            arguments: "{}".into(),
+                        }],
+                    )],
+                    vec![],
+                ),
+                1 + COMPLETION_ALLOWANCE_TOKENS,
+            ),
+            (
+                request(vec![], vec![tool]),
+                tool_chars.div_ceil(4) + COMPLETION_ALLOWANCE_TOKENS,
+            ),
+        ];
+        for (i, (req, want)) in cases.iter().enumerate() {
+            assert_eq!(estimate_call_tokens(req), *want, "case {i}");
+        }
+    }
+}
