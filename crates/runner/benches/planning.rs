@@ -275,6 +275,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// CPU time the calling thread has run, in ms (`/proc/thread-self/schedstat`, first
+/// field, nanoseconds), so the core measurement can be read apart from waiting for a
+/// core on a busy host. `None` where the file does not exist.
+fn thread_cpu_ms() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e6)
+}
+
+/// The host's 1-minute load average, to judge how contended a measurement was.
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Per-run latencies (claim → write-back, ms) of every closed run, ascending.
 async fn run_latencies(admin: &tokio_postgres::Client) -> Vec<f64> {
     let rows = admin
@@ -474,21 +491,29 @@ async fn mission_with_history() -> Value {
     m
 }
 
-async fn non_llm_core(n: usize) -> Vec<f64> {
+/// Per-mission wall times of [`core_work`] (ms, ascending) and the mean thread CPU time
+/// per mission (ms). The CPU clock ticks too coarsely for single runs, so only the
+/// total over all runs is read.
+async fn non_llm_core(n: usize) -> (Vec<f64>, Option<f64>) {
     let record = mission_with_history().await;
     let policy = AgentPolicy::from_value(&json!({"tools": {}, "defaultForAi": "propose"}));
     // Warm-up: the catalog is parsed once per process on first use.
     let _ = core_work("user-warm", "mission-warm", &record, &policy).await;
-    let mut out = Vec::with_capacity(n);
+    let mut wall = Vec::with_capacity(n);
     let mut sink = 0usize;
+    // The instant fake never suspends, so every run stays on this thread.
+    let cpu_before = thread_cpu_ms();
     for i in 0..n {
         let mission_id = format!("mission-{i:05}");
         let t = Instant::now();
         sink += core_work(&user_id(i % 200), &mission_id, &record, &policy).await;
-        out.push(ms(t.elapsed()));
+        wall.push(ms(t.elapsed()));
     }
+    let cpu = cpu_before
+        .zip(thread_cpu_ms())
+        .map(|(before, after)| (after - before) / n as f64);
     assert!(sink > 0);
-    sorted(out)
+    (sorted(wall), cpu)
 }
 
 /// `claim_run` then `write_back` for `n` runs, one at a time; both timed separately.
@@ -598,6 +623,7 @@ async fn bench(full: bool) {
     );
     println!();
     println!("## Throughput (default RunnerConfig, pool 8)");
+    println!("(load average at start: {})", load_avg());
     throughput_header();
 
     let one_per_user = Shape {
@@ -647,6 +673,7 @@ async fn bench(full: bool) {
     if full {
         println!();
         println!("## Sweep: max_concurrent_plans x pool size (1 mission/user, no agents)");
+        println!("(load average at start: {})", load_avg());
         throughput_header();
         for (conc, pool) in [
             (16, 8),
@@ -673,11 +700,18 @@ async fn bench(full: bool) {
 
     println!();
     println!("## Non-LLM work per mission");
-    let core = non_llm_core(n).await;
+    println!("(load average at start: {})", load_avg());
+    let (core, core_cpu) = non_llm_core(n).await;
     print_dist(
         "core: prompt+catalog+specs+loop/validation+iteration",
         &core,
     );
+    if let Some(cpu) = core_cpu {
+        println!(
+            "{:<52} | mean {cpu:.3} ms per mission",
+            "core, thread CPU time only"
+        );
+    }
     let (claims, writes) = write_back_costs(if full { 1_000 } else { 50 }).await;
     print_dist("db: claim_run (sequential)", &claims);
     print_dist("db: write_back (sequential)", &writes);
