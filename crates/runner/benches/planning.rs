@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench --workspace --bench planning`. Without `--bench` on the command
 //! line (as under `cargo test --benches`) it runs a small smoke version so the code
-//! stays exercised without the full cost.
+//! stays exercised without the full cost. `PLANNING_BENCH_PART=throughput|sweep|non-llm`
+//! runs one part only.
 //!
 //! Parts:
 //! 1. Throughput: N due missions, a fake OpenAI-compatible server answering after
@@ -607,6 +608,14 @@ fn main() {
     rt.block_on(bench(full));
 }
 
+/// Whether `part` is selected by `PLANNING_BENCH_PART` (unset or empty: every part).
+fn part_selected(part: &str) -> bool {
+    match std::env::var("PLANNING_BENCH_PART") {
+        Ok(p) if !p.is_empty() => p == part,
+        _ => true,
+    }
+}
+
 async fn bench(full: bool) {
     let n = if full { 1_000 } else { 50 };
     let users = if full { 200 } else { 10 };
@@ -621,6 +630,18 @@ async fn bench(full: bool) {
         StoreConfig::new("").max_connections,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if part_selected("throughput") {
+        throughput_part(n, users, delay).await;
+    }
+    if full && part_selected("sweep") {
+        sweep_part(n, delay).await;
+    }
+    if part_selected("non-llm") {
+        non_llm_part(full, n).await;
+    }
+}
+
+async fn throughput_part(n: usize, users: usize, delay: Duration) {
     println!();
     println!("## Throughput (default RunnerConfig, pool 8)");
     println!("(load average at start: {})", load_avg());
@@ -669,35 +690,42 @@ async fn bench(full: bool) {
         t.written, n as i64,
         "every mission written within the ticks"
     );
+}
 
-    if full {
-        println!();
-        println!("## Sweep: max_concurrent_plans x pool size (1 mission/user, no agents)");
-        println!("(load average at start: {})", load_avg());
-        throughput_header();
-        for (conc, pool) in [
-            (16, 8),
-            (32, 8),
-            (128, 8),
-            (256, 8),
-            (64, 16),
-            (128, 16),
-            (256, 32),
-        ] {
-            let label = format!("concurrency {conc}, pool {pool}");
-            let t = throughput(
-                &label,
-                one_per_user,
-                delay,
-                pool,
-                |c| c.max_concurrent_plans = conc,
-                1,
-            )
-            .await;
-            print_throughput(&label, &t);
-        }
+async fn sweep_part(n: usize, delay: Duration) {
+    let one_per_user = Shape {
+        missions: n,
+        users: n,
+        with_agents: false,
+    };
+    println!();
+    println!("## Sweep: max_concurrent_plans x pool size (1 mission/user, no agents)");
+    println!("(load average at start: {})", load_avg());
+    throughput_header();
+    for (conc, pool) in [
+        (16, 8),
+        (32, 8),
+        (128, 8),
+        (256, 8),
+        (64, 16),
+        (128, 16),
+        (256, 32),
+    ] {
+        let label = format!("concurrency {conc}, pool {pool}");
+        let t = throughput(
+            &label,
+            one_per_user,
+            delay,
+            pool,
+            |c| c.max_concurrent_plans = conc,
+            1,
+        )
+        .await;
+        print_throughput(&label, &t);
     }
+}
 
+async fn non_llm_part(full: bool, n: usize) {
     println!();
     println!("## Non-LLM work per mission");
     println!("(load average at start: {})", load_avg());
