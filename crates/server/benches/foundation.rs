@@ -64,7 +64,7 @@ WITH slots AS (
                  'u' || lpad((g % $3::bigint)::text, 5, '0') AS uid,
                  $1::timestamptz + g * interval '2.5 seconds' AS at
             FROM generate_series($2::bigint, $2::bigint + $4::bigint - 1) AS g) AS raw
-), payload AS (
+), payload AS MATERIALIZED (
   SELECT s.*,
     CASE s.kind
       WHEN 'agent-insert' THEN jsonb_build_object(
@@ -291,6 +291,9 @@ async fn main() -> anyhow::Result<()> {
     println!("PostgreSQL {version}, database {}", db.name);
 
     // ---- fill ---------------------------------------------------------------------
+    // JIT compilation of the big generating statement costs seconds per chunk and buys
+    // nothing here; it only affects this setup session.
+    admin.batch_execute("SET jit = off").await?;
     let fill_started = Instant::now();
     let base: DateTime<Utc> = Utc::now() - chrono::Duration::days(30);
     let ai_total = USERS * AI_ROWS_PER_USER;
@@ -515,6 +518,8 @@ async fn main() -> anyhow::Result<()> {
         Some(list_due.median < Duration::from_millis(100)),
     ));
     store.close();
+    diagnose_list_due(&db).await?;
+    diagnose_discovery(&admin).await?;
 
     // ---- memory of the release binary ---------------------------------------------
     let mem = measure_memory(&db).await?;
@@ -551,6 +556,107 @@ async fn main() -> anyhow::Result<()> {
             "| {} | {} | {} | {} |",
             r.what, r.target, r.result, r.verdict
         );
+    }
+    Ok(())
+}
+
+/// The same due query as the store's, by projection: where does the time go?
+const DUE_SQL: &str = "SELECT user_id, mission_id, {cols}, next_run_at
+   FROM mana_ai.mission_snapshots
+  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL AND next_run_at <= $1
+  ORDER BY next_run_at, user_id, mission_id
+  LIMIT $2";
+
+/// Diagnostics for `list_due_missions`: the server-side plan and execution time, and
+/// client-side timings of cheaper projections (printed, not asserted).
+async fn diagnose_list_due(db: &TestDb) -> anyhow::Result<()> {
+    let c = mana_ai_store::connect_once(&db.service_url).await?;
+    let now = Utc::now();
+    let limit: i64 = 10_000;
+    let plan = c
+        .query(
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS) {}",
+                DUE_SQL.replace("{cols}", "record")
+            ),
+            &[&now, &limit],
+        )
+        .await?;
+    println!("\ndiagnostics: EXPLAIN ANALYZE of the due query (service role):");
+    for r in &plan {
+        let line: String = r.get(0);
+        println!("    {line}");
+    }
+    for (label, cols, parse) in [
+        (
+            "full record, parsed as JSON (what the store does)",
+            "record",
+            true,
+        ),
+        ("full record as text, not parsed", "record::text", false),
+        (
+            "record without iterations, parsed",
+            "record - 'iterations'",
+            true,
+        ),
+        ("ids only", "NULL::text", false),
+    ] {
+        let sql = DUE_SQL.replace("{cols}", cols);
+        let stmt = c.prepare(&sql).await?;
+        let mut samples = Vec::new();
+        let mut bytes = 0usize;
+        for _ in 0..LIST_DUE_RUNS {
+            let t = Instant::now();
+            let rows = c.query(&stmt, &[&now, &limit]).await?;
+            if parse {
+                bytes = rows
+                    .iter()
+                    .map(|r| r.get::<_, serde_json::Value>(2).to_string().len())
+                    .sum();
+            } else {
+                bytes = rows
+                    .iter()
+                    .map(|r| r.get::<_, Option<String>>(2).map_or(0, |s| s.len()))
+                    .sum();
+            }
+            samples.push(t.elapsed());
+            ensure!(rows.len() == EXPECTED_DUE, "{} rows", rows.len());
+        }
+        println!(
+            "  due query, {label}: {} ({:.1} MB)",
+            timing(&summarize(&samples)),
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// Diagnostics for change discovery: plans of the discovery and batch-bound queries
+/// (the bodies of the `SECURITY DEFINER` functions, run as superuser) over the last
+/// minute, i.e. a window like the one an incremental refresh scans.
+async fn diagnose_discovery(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    for (label, sql) in [
+        (
+            "changed_ai_records body, last minute",
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.user_id, s.table_name, s.record_id, max(s.created_at)
+               FROM public.sync_changes s
+              WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+                AND s.created_at >= now() - interval '1 minute' AND s.created_at < now()
+              GROUP BY s.user_id, s.table_name, s.record_id",
+        ),
+        (
+            "change_batch_end body, last minute",
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.created_at FROM public.sync_changes s
+              WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+                AND s.created_at >= now() - interval '1 minute' AND s.created_at < now()
+              ORDER BY s.created_at OFFSET 5000 LIMIT 1",
+        ),
+    ] {
+        println!("diagnostics: {label}:");
+        for r in admin.query(sql, &[]).await? {
+            let line: String = r.get(0);
+            println!("    {line}");
+        }
     }
     Ok(())
 }
@@ -644,7 +750,12 @@ async fn stop_service(mut svc: Service) -> anyhow::Result<()> {
 }
 
 async fn ticks_total(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
-    let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("mana_ai_ticks_total "))
@@ -673,7 +784,10 @@ async fn measure_memory(db: &TestDb) -> anyhow::Result<Memory> {
         .await?;
     let tick_ms = stats["durationMs"].as_u64().unwrap_or_default();
     let tick_due = stats["dueMissionCount"].as_u64().unwrap_or_default();
-    ensure!(tick_due == 100, "requested tick listed {tick_due} due: {stats}");
+    ensure!(
+        tick_due == 100,
+        "requested tick listed {tick_due} due: {stats}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_tick = read_rss(svc.pid)?;
     println!(
