@@ -22,16 +22,16 @@ use chrono::{DateTime, Utc};
 use mana_ai_store::testkit::{fresh_db, TestDb};
 use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats};
 
-/// Users in the synthetic workload.
-const USERS: i64 = 10_000;
+/// Users in the synthetic workload (the issue's scale). `FOUNDATION_BENCH_USERS`
+/// overrides it for a quick smoke run; the other sizes scale with it.
+const DEFAULT_USERS: i64 = 10_000;
 /// `app_id='ai'` history rows per user (1 agent insert, 3 mission inserts, updates).
 const AI_ROWS_PER_USER: i64 = 100;
-/// Rows of other apps (`todo`, `notes`): the partial discovery index must skip them.
-const OTHER_ROWS: i64 = 200_000;
+/// Rows of other apps (`todo`, `notes`) per user: the partial discovery index must
+/// skip them.
+const OTHER_ROWS_PER_USER: i64 = 20;
 /// Rows inserted per fill statement (progress granularity).
 const FILL_CHUNK: i64 = 100_000;
-/// Missions that must be due after the catch-up: mission 1 of every user.
-const EXPECTED_DUE: usize = USERS as usize;
 
 const NEW_ROWS_RUNS: usize = 30;
 const IDLE_REFRESH_RUNS: usize = 100;
@@ -243,10 +243,26 @@ fn margin0() -> RefreshOptions {
 
 /// The user numbers receiving new rows in run `run`: 100 distinct users, different ones
 /// in every run (97 is coprime with 10,000, so `n * 97 mod 10,000` is a permutation).
-fn users_for_run(run: usize) -> Vec<i64> {
+fn users_for_run(run: usize, users: i64) -> Vec<i64> {
     (0..100)
-        .map(|j| ((run as i64 * 100 + j) * 97).rem_euclid(USERS))
+        .map(|j| ((run as i64 * 100 + j) * 97).rem_euclid(users))
         .collect()
+}
+
+/// The number of users: the issue's 10,000 unless `FOUNDATION_BENCH_USERS` says otherwise.
+fn users_from_env() -> anyhow::Result<i64> {
+    let users = match std::env::var("FOUNDATION_BENCH_USERS") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("FOUNDATION_BENCH_USERS={v:?}"))?,
+        Err(_) => DEFAULT_USERS,
+    };
+    // 100 distinct users per run need 100 users; ids have five digits.
+    ensure!(
+        (100..=99_999).contains(&users),
+        "FOUNDATION_BENCH_USERS must be between 100 and 99999"
+    );
+    Ok(users)
 }
 
 struct Row {
@@ -284,6 +300,10 @@ fn timing(s: &Summary) -> String {
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; this harness takes no options.
     let mut rows: Vec<Row> = Vec::new();
+    let users_n = users_from_env()?;
+    // Mission 1 of every user is due after the catch-up.
+    let expected_due = users_n as usize;
+    let other_total = users_n * OTHER_ROWS_PER_USER;
     println!("foundation bench: starting a throwaway PostgreSQL cluster");
     let db = fresh_db("foundation_bench").await;
     let admin = db.admin().await;
@@ -296,12 +316,12 @@ async fn main() -> anyhow::Result<()> {
     admin.batch_execute("SET jit = off").await?;
     let fill_started = Instant::now();
     let base: DateTime<Utc> = Utc::now() - chrono::Duration::days(30);
-    let ai_total = USERS * AI_ROWS_PER_USER;
+    let ai_total = users_n * AI_ROWS_PER_USER;
     let mut lo = 0;
     while lo < ai_total {
         let n = FILL_CHUNK.min(ai_total - lo);
         admin
-            .execute(FILL_AI_SQL, &[&base, &lo, &USERS, &n])
+            .execute(FILL_AI_SQL, &[&base, &lo, &users_n, &n])
             .await
             .context("filling ai rows")?;
         lo += n;
@@ -311,8 +331,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut lo = 0;
-    while lo < OTHER_ROWS {
-        let n = FILL_CHUNK.min(OTHER_ROWS - lo);
+    while lo < other_total {
+        let n = FILL_CHUNK.min(other_total - lo);
         admin
             .execute(FILL_OTHER_SQL, &[&base, &lo, &n])
             .await
@@ -349,8 +369,11 @@ async fn main() -> anyhow::Result<()> {
     let heap_size: String = counts.get(6);
     let index_size: String = counts.get(7);
     let partial_size: String = counts.get(8);
-    ensure!(ai_rows >= 1_000_000, "only {ai_rows} ai rows");
-    ensure!(users == USERS, "{users} users instead of {USERS}");
+    ensure!(
+        ai_rows == ai_total,
+        "{ai_rows} ai rows instead of {ai_total}"
+    );
+    ensure!(users == users_n, "{users} users instead of {users_n}");
     println!(
         "fill: {ai_rows} ai rows ({mission_rows} mission, {agent_rows} agent) + {other_rows} other; \
          insert {:.1} s, with VACUUM ANALYZE {:.1} s; sync_changes {total_size} \
@@ -397,9 +420,12 @@ async fn main() -> anyhow::Result<()> {
     let deleted: i64 = snap.get(1);
     let agents: i64 = snap.get(2);
     let snap_size: String = snap.get(3);
-    ensure!(missions == 3 * USERS, "{missions} mission snapshots");
-    ensure!(deleted == USERS / 50, "{deleted} deleted mission snapshots");
-    ensure!(agents == USERS, "{agents} agent snapshots");
+    ensure!(missions == 3 * users_n, "{missions} mission snapshots");
+    ensure!(
+        deleted == (users_n + 49) / 50,
+        "{deleted} deleted mission snapshots"
+    );
+    ensure!(agents == users_n, "{agents} agent snapshots");
     rows.push(row(
         "Catch-up refresh from an empty cursor (one-off)",
         "-",
@@ -418,7 +444,7 @@ async fn main() -> anyhow::Result<()> {
     // ---- (a) refresh after 100 new rows -------------------------------------------
     let mut samples = Vec::with_capacity(NEW_ROWS_RUNS);
     for run in 0..NEW_ROWS_RUNS {
-        let users = users_for_run(run);
+        let users = users_for_run(run, users_n);
         let n = admin.execute(NEW_ROWS_SQL, &[&users]).await?;
         ensure!(n == 100, "inserted {n} new rows");
         let t = Instant::now();
@@ -440,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     // Once with the default safety margin (the rows must be older than the margin).
     let n = admin
-        .execute(NEW_ROWS_SQL, &[&users_for_run(NEW_ROWS_RUNS)])
+        .execute(NEW_ROWS_SQL, &[&users_for_run(NEW_ROWS_RUNS, users_n)])
         .await?;
     ensure!(n == 100, "inserted {n} new rows");
     let margin = RefreshOptions::default().safety_margin;
@@ -492,23 +518,23 @@ async fn main() -> anyhow::Result<()> {
     let mut payload_bytes = 0usize;
     for _ in 0..LIST_DUE_RUNS {
         let t = Instant::now();
-        let due = store.list_due_missions(Utc::now(), 10_000).await?;
+        let due = store.list_due_missions(Utc::now(), users_n).await?;
         samples.push(t.elapsed());
         ensure!(
-            due.len() == EXPECTED_DUE,
-            "{} due missions instead of {EXPECTED_DUE}",
+            due.len() == expected_due,
+            "{} due missions instead of {expected_due}",
             due.len()
         );
         payload_bytes = due.iter().map(|d| d.record.to_string().len()).sum();
     }
     let list_due = summarize(&samples);
     println!(
-        "list_due_missions(now, 10000): {} ({:.1} MB of records)",
+        "list_due_missions(now, {users_n}): {} ({:.1} MB of records)",
         timing(&list_due),
         payload_bytes as f64 / 1e6
     );
     rows.push(row(
-        "`list_due_missions(now, 10_000)` → 10,000 records",
+        &format!("`list_due_missions(now, {users_n})` → {users_n} records"),
         "< 100 ms median",
         format!(
             "{} ({:.1} MB of record JSON)",
@@ -518,8 +544,8 @@ async fn main() -> anyhow::Result<()> {
         Some(list_due.median < Duration::from_millis(100)),
     ));
     store.close();
-    diagnose_list_due(&db).await?;
-    diagnose_discovery(&admin).await?;
+    diagnose_list_due(&db, users_n).await?;
+    diagnose_refresh(&db, &admin).await?;
 
     // ---- memory of the release binary ---------------------------------------------
     let mem = measure_memory(&db).await?;
@@ -569,10 +595,9 @@ const DUE_SQL: &str = "SELECT user_id, mission_id, {cols}, next_run_at
 
 /// Diagnostics for `list_due_missions`: the server-side plan and execution time, and
 /// client-side timings of cheaper projections (printed, not asserted).
-async fn diagnose_list_due(db: &TestDb) -> anyhow::Result<()> {
+async fn diagnose_list_due(db: &TestDb, limit: i64) -> anyhow::Result<()> {
     let c = mana_ai_store::connect_once(&db.service_url).await?;
     let now = Utc::now();
-    let limit: i64 = 10_000;
     let plan = c
         .query(
             &format!(
@@ -620,7 +645,7 @@ async fn diagnose_list_due(db: &TestDb) -> anyhow::Result<()> {
                     .sum();
             }
             samples.push(t.elapsed());
-            ensure!(rows.len() == EXPECTED_DUE, "{} rows", rows.len());
+            ensure!(rows.len() as i64 == limit, "{} rows", rows.len());
         }
         println!(
             "  due query, {label}: {} ({:.1} MB)",
@@ -631,33 +656,67 @@ async fn diagnose_list_due(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Diagnostics for change discovery: plans of the discovery and batch-bound queries
-/// (the bodies of the `SECURITY DEFINER` functions, run as superuser) over the last
-/// minute, i.e. a window like the one an incremental refresh scans.
-async fn diagnose_discovery(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    for (label, sql) in [
-        (
-            "changed_ai_records body, last minute",
+/// Diagnostics for an incremental refresh: plans of the discovery query (the body of the
+/// `SECURITY DEFINER` function, as superuser) and of the per-user row read the store
+/// issues once per changed user (as the service role, inside that user's scope), both
+/// for the window holding the last 100 new rows.
+async fn diagnose_refresh(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let last = admin
+        .query_one(
+            "SELECT created_at, user_id, array_agg(record_id)
+               FROM sync_changes
+              WHERE created_at = (SELECT max(created_at) FROM sync_changes WHERE app_id = 'ai')
+                AND app_id = 'ai'
+              GROUP BY created_at, user_id
+              LIMIT 1",
+            &[],
+        )
+        .await?;
+    let at: DateTime<Utc> = last.get(0);
+    let user: String = last.get(1);
+    let ids: Vec<String> = last.get(2);
+    let to = at + chrono::Duration::milliseconds(1);
+    println!("diagnostics: changed_ai_records body for the last 100-row window:");
+    let plan = admin
+        .query(
             "EXPLAIN (ANALYZE, BUFFERS) SELECT s.user_id, s.table_name, s.record_id, max(s.created_at)
                FROM public.sync_changes s
               WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
-                AND s.created_at >= now() - interval '1 minute' AND s.created_at < now()
+                AND s.created_at >= $1 AND s.created_at < $2
               GROUP BY s.user_id, s.table_name, s.record_id",
-        ),
-        (
-            "change_batch_end body, last minute",
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.created_at FROM public.sync_changes s
-              WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
-                AND s.created_at >= now() - interval '1 minute' AND s.created_at < now()
-              ORDER BY s.created_at OFFSET 5000 LIMIT 1",
-        ),
-    ] {
-        println!("diagnostics: {label}:");
-        for r in admin.query(sql, &[]).await? {
-            let line: String = r.get(0);
-            println!("    {line}");
-        }
+            &[&at, &to],
+        )
+        .await?;
+    for r in &plan {
+        println!("    {}", r.get::<_, String>(0));
     }
+    let mut c = mana_ai_store::connect_once(&db.service_url).await?;
+    let tx = c.transaction().await?;
+    tx.execute(
+        "SELECT set_config('app.current_user_id', $1, true)",
+        &[&user],
+    )
+    .await?;
+    println!("diagnostics: the per-user row read of one changed user (service role, in scope):");
+    let plan = tx
+        .query(
+            "EXPLAIN (ANALYZE, BUFFERS)
+             SELECT current_setting('app.current_user_id', true) AS scope,
+                    coalesce(json_agg(json_build_object(
+                        't', s.table_name, 'r', s.record_id, 'op', s.op, 'd', s.data,
+                        'm', s.field_meta, 'at', s.created_at)), '[]'::json) AS rows
+               FROM sync_changes s
+              WHERE s.user_id = $1 AND s.app_id = 'ai'
+                AND s.table_name IN ('aiMissions', 'agents')
+                AND s.record_id = ANY($2)
+                AND s.created_at >= $3 AND s.created_at < $4",
+            &[&user, &ids, &at, &to],
+        )
+        .await?;
+    for r in &plan {
+        println!("    {}", r.get::<_, String>(0));
+    }
+    tx.rollback().await?;
     Ok(())
 }
 
@@ -756,10 +815,14 @@ async fn ticks_total(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> 
         .await?
         .text()
         .await?;
+    // `mana_ai_ticks_total{service="mana-ai"} 1` (the registry adds a constant label).
     Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix("mana_ai_ticks_total "))
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| {
+            l.strip_prefix("mana_ai_ticks_total")
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .find_map(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(0.0))
 }
 
