@@ -1,0 +1,96 @@
+//! [`LocalLlm`]: the embedded model as an [`LlmClient`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolCall, Usage};
+
+use crate::constrain::{Decision, ToolMode};
+use crate::engine::{Generation, LocalModel};
+use crate::schema::ToolSchema;
+use crate::LocalError;
+
+/// The local backend. Cheap to clone; generations run on the blocking thread pool, one at
+/// a time.
+#[derive(Clone)]
+pub struct LocalLlm {
+    model: Arc<LocalModel>,
+    calls: Arc<AtomicU64>,
+}
+
+impl LocalLlm {
+    /// Wraps a loaded model.
+    pub fn new(model: LocalModel) -> Self {
+        Self {
+            model: Arc::new(model),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Loads the model at `path`.
+    pub fn load(path: &Path) -> Result<Self, LocalError> {
+        LocalModel::load(path).map(Self::new)
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &LocalModel {
+        &self.model
+    }
+
+    /// Answers a request under an explicit `tool_choice` mode (the `LlmClient` impl uses
+    /// [`ToolMode::Auto`]).
+    pub async fn complete_with(
+        &self,
+        request: &ChatRequest,
+        mode: ToolMode,
+    ) -> Result<(ChatResponse, Generation), LlmError> {
+        let tools =
+            ToolSchema::from_specs(&request.tools).map_err(|e| LlmError::Local(e.to_string()))?;
+        let model = Arc::clone(&self.model);
+        let messages = request.messages.clone();
+        let generation =
+            tokio::task::spawn_blocking(move || model.generate(&messages, &tools, &mode))
+                .await
+                .map_err(|e| LlmError::Local(format!("generation task failed: {e}")))?
+                .map_err(|e| LlmError::Local(e.to_string()))?;
+        let prompt_tokens = generation.prompt_tokens as u64;
+        let completion_tokens = generation.outcome.completion_tokens as u64;
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        };
+        let response = match &generation.outcome.decision {
+            Decision::Call { name, arguments } => {
+                let n = self.calls.fetch_add(1, Ordering::Relaxed);
+                ChatResponse {
+                    content: None,
+                    tool_calls: vec![ToolCall {
+                        id: format!("call_local_{n}"),
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                    }],
+                    finish_reason: Some("tool_calls".into()),
+                    usage,
+                }
+            }
+            Decision::Final(text) => ChatResponse {
+                content: Some(text.clone()),
+                tool_calls: Vec::new(),
+                finish_reason: Some("stop".into()),
+                usage,
+            },
+        };
+        Ok((response, generation))
+    }
+}
+
+#[async_trait::async_trait]
+impl LlmClient for LocalLlm {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.complete_with(request, ToolMode::Auto)
+            .await
+            .map(|(r, _)| r)
+    }
+}
