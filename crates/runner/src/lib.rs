@@ -291,7 +291,8 @@ impl Runner {
         if let Err(e) = self.store.prune_token_budget().await {
             tracing::warn!(error = %e, "token budget pruning failed");
         }
-        let due = match self.store.list_due_missions(now, self.cfg.due_limit).await {
+        // Keys only: the record is loaded when the mission is about to run.
+        let due = match self.store.list_due_keys(now, self.cfg.due_limit).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "listing due missions failed");
@@ -303,9 +304,17 @@ impl Runner {
         // Plan concurrently, bounded; one slow mission never holds up the rest, and each
         // has its own deadline inside `run_mission`.
         use futures::StreamExt;
-        let mut results = futures::stream::iter(due.into_iter().map(|d| {
-            let id = d.mission_id.clone();
-            async move { (id, self.run_mission(d).await) }
+        let mut results = futures::stream::iter(due.into_iter().map(|key| {
+            let id = key.mission_id.clone();
+            async move {
+                let outcome = match self.store.load_due_mission(&key).await {
+                    Ok(Some(d)) => self.run_mission(d).await,
+                    // Paused, deleted or rescheduled since it was listed.
+                    Ok(None) => MissionOutcome::Skipped("no-longer-due"),
+                    Err(e) => MissionOutcome::Error(format!("load mission: {e}")),
+                };
+                (id, outcome)
+            }
         }))
         .buffer_unordered(self.cfg.max_concurrent_plans.max(1));
         while let Some((mission_id, outcome)) = results.next().await {

@@ -31,7 +31,7 @@ pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
-pub use snapshots::{AgentSnapshot, DueMission, MissionSnapshot};
+pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
 
 /// Errors of the store. Messages never contain connection passwords.
 #[derive(Debug, thiserror::Error)]

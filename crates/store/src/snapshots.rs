@@ -15,6 +15,16 @@ pub struct DueMission {
     pub next_run_at: DateTime<Utc>,
 }
 
+/// The key of a due run: which mission, and the due time it serves. Listing keys only
+/// (not records) keeps the due listing cheap at scale; the record is loaded when the
+/// mission is about to run ([`Store::load_due_mission`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueKey {
+    pub user_id: String,
+    pub mission_id: String,
+    pub next_run_at: DateTime<Utc>,
+}
+
 /// One stored mission snapshot (ops view).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MissionSnapshot {
@@ -64,6 +74,54 @@ impl Store {
                 next_run_at: r.get(3),
             })
             .collect())
+    }
+
+    /// Keys of due missions, oldest `nextRunAt` first, at most `limit` (index-served).
+    pub async fn list_due_keys(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueKey>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT user_id, mission_id, next_run_at
+                   FROM mana_ai.mission_snapshots
+                  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL
+                    AND next_run_at <= $1
+                  ORDER BY next_run_at, user_id, mission_id
+                  LIMIT $2",
+                &[&now, &limit.max(0)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DueKey {
+                user_id: r.get(0),
+                mission_id: r.get(1),
+                next_run_at: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Loads a due mission's record, if it is still due at the same time (it may have
+    /// been paused, deleted or rescheduled since it was listed).
+    pub async fn load_due_mission(&self, key: &DueKey) -> Result<Option<DueMission>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT record FROM mana_ai.mission_snapshots
+                  WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
+                    AND next_run_at = $3",
+                &[&key.user_id, &key.mission_id, &key.next_run_at],
+            )
+            .await?;
+        Ok(row.map(|r| DueMission {
+            user_id: key.user_id.clone(),
+            mission_id: key.mission_id.clone(),
+            record: r.get(0),
+            next_run_at: key.next_run_at,
+        }))
     }
 
     /// All mission snapshots of one user (deleted ones included, flagged).
