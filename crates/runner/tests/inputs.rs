@@ -413,13 +413,13 @@ async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
     // The service role reads them back through RLS, newest first, scoped to the user.
     let store = db.service_store();
     let mine = store
-        .list_decrypt_audit("u1", Some("m1"), 100)
+        .read_decrypt_audit("u1", Some("m1"), 100)
         .await
         .unwrap();
     assert_eq!(mine.len(), 6);
     assert!(mine.windows(2).all(|w| w[0].ts >= w[1].ts));
     assert!(store
-        .list_decrypt_audit("u2", None, 100)
+        .read_decrypt_audit("u2", None, 100)
         .await
         .unwrap()
         .is_empty());

@@ -6,8 +6,6 @@
 //! rows are removed solely by retention, through the `SECURITY DEFINER` function
 //! `mana_ai.prune_decrypt_audit(days)` owned by the migration role (see [`crate::schema`]).
 
-use chrono::{DateTime, Utc};
-
 use crate::{Store, StoreError, UserTx};
 
 /// Outcome recorded by an audit row (the `status` column).
@@ -43,19 +41,6 @@ pub struct DecryptAuditEntry<'a> {
     pub status: AuditStatus,
     /// A stable reason label (never key material or plaintext).
     pub reason: Option<&'a str>,
-}
-
-/// One stored audit row, as the read endpoint returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecryptAuditRow {
-    pub id: i64,
-    pub mission_id: String,
-    pub iteration_id: Option<String>,
-    pub table_name: String,
-    pub record_id: String,
-    pub status: String,
-    pub reason: Option<String>,
-    pub ts: DateTime<Utc>,
 }
 
 /// Smallest retention `mana_ai.prune_decrypt_audit` accepts, in days: even a compromised
@@ -103,45 +88,6 @@ impl Store {
         let id = insert_decrypt_audit(&tx, entry).await?;
         tx.commit().await?;
         Ok(id)
-    }
-
-    /// The user's audit rows, newest first, optionally for one mission (`None` or `""` ⇒
-    /// all missions); `limit` is clamped to `[1, 1000]`.
-    pub async fn list_decrypt_audit(
-        &self,
-        user_id: &str,
-        mission_id: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<DecryptAuditRow>, StoreError> {
-        let limit = limit.clamp(1, 1000);
-        let mission_id = mission_id.filter(|m| !m.is_empty());
-        let tx = self.begin_user(user_id).await?;
-        let rows = tx
-            .client()
-            .query(
-                "SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
-                   FROM mana_ai.decrypt_audit
-                  WHERE user_id = $1 AND ($2::text IS NULL OR mission_id = $2)
-                  ORDER BY ts DESC, id DESC
-                  LIMIT $3",
-                &[&user_id, &mission_id, &limit],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(DecryptAuditRow {
-                    id: r.try_get(0)?,
-                    mission_id: r.try_get(1)?,
-                    iteration_id: r.try_get(2)?,
-                    table_name: r.try_get(3)?,
-                    record_id: r.try_get(4)?,
-                    status: r.try_get(5)?,
-                    reason: r.try_get(6)?,
-                    ts: r.try_get(7)?,
-                })
-            })
-            .collect()
     }
 
     /// Deletes audit rows older than `retention_days` (all users) through

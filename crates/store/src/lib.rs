@@ -25,7 +25,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-pub use audit::{AuditStatus, DecryptAuditEntry, DecryptAuditRow};
+pub use audit::{AuditStatus, DecryptAuditEntry};
+pub use audit_read::AuditRow;
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
