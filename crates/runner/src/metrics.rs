@@ -360,40 +360,41 @@ impl Default for Metrics {
     }
 }
 
+/// Every metric name of the original service's contract (planner-service §3): dashboards and
+/// alerts depend on these names, so tests pin that each one is exposed.
+pub const CONTRACT_METRICS: &[&str] = &[
+    "mana_ai_http_requests_total",
+    "mana_ai_http_request_duration_seconds",
+    "mana_ai_ticks_total",
+    "mana_ai_tick_duration_seconds",
+    "mana_ai_plans_produced_total",
+    "mana_ai_plans_written_back_total",
+    "mana_ai_parse_failures_total",
+    "mana_ai_mission_errors_total",
+    "mana_ai_research_jobs_submitted_total",
+    "mana_ai_research_jobs_completed_total",
+    "mana_ai_research_jobs_failed_total",
+    "mana_ai_research_jobs_pending_skips_total",
+    "mana_ai_planner_request_duration_seconds",
+    "mana_ai_snapshots_new_total",
+    "mana_ai_snapshots_updated_total",
+    "mana_ai_snapshot_rows_applied_total",
+    "mana_ai_decrypts_total",
+    "mana_ai_grant_scope_violations_total",
+    "mana_ai_grant_skips_total",
+    "mana_ai_agent_decisions_total",
+    "mana_ai_tokens_used_total",
+    "mana_ai_tool_calls_total",
+    "mana_ai_planner_rounds",
+    "mana_ai_provider_errors_total",
+    "mana_ai_reminders_emitted_total",
+    "mana_ai_compactions_triggered_total",
+    "mana_ai_compacted_turns",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every metric name of the original's contract (planner-service §3).
-    pub const CONTRACT: &[&str] = &[
-        "mana_ai_http_requests_total",
-        "mana_ai_http_request_duration_seconds",
-        "mana_ai_ticks_total",
-        "mana_ai_tick_duration_seconds",
-        "mana_ai_plans_produced_total",
-        "mana_ai_plans_written_back_total",
-        "mana_ai_parse_failures_total",
-        "mana_ai_mission_errors_total",
-        "mana_ai_research_jobs_submitted_total",
-        "mana_ai_research_jobs_completed_total",
-        "mana_ai_research_jobs_failed_total",
-        "mana_ai_research_jobs_pending_skips_total",
-        "mana_ai_planner_request_duration_seconds",
-        "mana_ai_snapshots_new_total",
-        "mana_ai_snapshots_updated_total",
-        "mana_ai_snapshot_rows_applied_total",
-        "mana_ai_decrypts_total",
-        "mana_ai_grant_scope_violations_total",
-        "mana_ai_grant_skips_total",
-        "mana_ai_agent_decisions_total",
-        "mana_ai_tokens_used_total",
-        "mana_ai_tool_calls_total",
-        "mana_ai_planner_rounds",
-        "mana_ai_provider_errors_total",
-        "mana_ai_reminders_emitted_total",
-        "mana_ai_compactions_triggered_total",
-        "mana_ai_compacted_turns",
-    ];
 
     #[test]
     fn every_contract_metric_is_registered() {
@@ -401,7 +402,7 @@ mod tests {
         // Touch labelled families so they are exposed.
         m.mission_failures_total.with_label_values(&["x"]).inc();
         let text = m.render();
-        for n in CONTRACT {
+        for n in CONTRACT_METRICS {
             assert!(text.contains(&format!("# TYPE {n} ")), "{n} missing");
         }
         assert!(text.contains("service=\"mana-ai\""));

@@ -205,36 +205,7 @@ async fn health_is_503_when_the_database_is_unreachable() {
 // ---------------------------------------------------------------------------------------
 // /metrics
 
-/// Every metric name of the contract (planner-service §3).
-const CONTRACT_METRICS: &[&str] = &[
-    "mana_ai_http_requests_total",
-    "mana_ai_http_request_duration_seconds",
-    "mana_ai_ticks_total",
-    "mana_ai_tick_duration_seconds",
-    "mana_ai_plans_produced_total",
-    "mana_ai_plans_written_back_total",
-    "mana_ai_parse_failures_total",
-    "mana_ai_mission_errors_total",
-    "mana_ai_research_jobs_submitted_total",
-    "mana_ai_research_jobs_completed_total",
-    "mana_ai_research_jobs_failed_total",
-    "mana_ai_research_jobs_pending_skips_total",
-    "mana_ai_planner_request_duration_seconds",
-    "mana_ai_snapshots_new_total",
-    "mana_ai_snapshots_updated_total",
-    "mana_ai_snapshot_rows_applied_total",
-    "mana_ai_decrypts_total",
-    "mana_ai_grant_scope_violations_total",
-    "mana_ai_grant_skips_total",
-    "mana_ai_agent_decisions_total",
-    "mana_ai_tokens_used_total",
-    "mana_ai_tool_calls_total",
-    "mana_ai_planner_rounds",
-    "mana_ai_provider_errors_total",
-    "mana_ai_reminders_emitted_total",
-    "mana_ai_compactions_triggered_total",
-    "mana_ai_compacted_turns",
-];
+use mana_ai_runner::metrics::CONTRACT_METRICS;
 
 #[tokio::test]
 async fn metrics_announce_every_contract_metric_with_the_service_label() {
