@@ -9,6 +9,7 @@ use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolCal
 use crate::constrain::{Decision, ToolMode};
 use crate::engine::{Generation, LocalModel};
 use crate::schema::ToolSchema;
+use crate::select::{select_tools, MAX_LOCAL_TOOLS};
 use crate::LocalError;
 
 /// The local backend. Cheap to clone; generations run on the blocking thread pool, one at
@@ -47,6 +48,7 @@ impl LocalLlm {
     ) -> Result<(ChatResponse, Generation), LlmError> {
         let tools =
             ToolSchema::from_specs(&request.tools).map_err(|e| LlmError::Local(e.to_string()))?;
+        let tools = select_tools(&request.messages, tools, &mode, MAX_LOCAL_TOOLS);
         let model = Arc::clone(&self.model);
         let messages = request.messages.clone();
         let generation =
@@ -54,6 +56,14 @@ impl LocalLlm {
                 .await
                 .map_err(|e| LlmError::Local(format!("generation task failed: {e}")))?
                 .map_err(|e| LlmError::Local(e.to_string()))?;
+        tracing::info!(
+            offered = request.tools.len(),
+            prompt_tokens = generation.prompt_tokens,
+            prompt_ms = generation.prompt_time.as_millis() as u64,
+            completion_tokens = generation.outcome.completion_tokens,
+            generation_ms = generation.generation_time.as_millis() as u64,
+            "local model answered"
+        );
         let prompt_tokens = generation.prompt_tokens as u64;
         let completion_tokens = generation.outcome.completion_tokens as u64;
         let usage = Usage {

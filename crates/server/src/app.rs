@@ -10,7 +10,7 @@ use mana_ai_core::crypto::GrantPrivateKey;
 use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
 use mana_ai_store::{schema, Store, StoreConfig};
 
-use crate::config::{Config, PolicyModeSetting};
+use crate::config::{Config, LlmBackend, PolicyModeSetting};
 use crate::http::{self, AppState};
 use mana_ai_core::plan::PolicyMode;
 
@@ -57,21 +57,34 @@ pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn store_for(cfg: &Config) -> anyhow::Result<Store> {
+pub fn store_for(cfg: &Config) -> anyhow::Result<Store> {
     let mut sc = StoreConfig::new(cfg.sync_database_url.clone());
     sc.max_connections = cfg.db_pool_size;
     Ok(Store::connect(&sc)?)
 }
 
-/// The LLM client the configuration asks for.
-pub fn llm_for(cfg: &Config) -> anyhow::Result<Arc<dyn mana_ai_core::chat::LlmClient>> {
-    let mut lc = mana_ai_llm::HttpLlmConfig::new(cfg.mana_llm_url.clone(), cfg.llm_api_key.clone());
-    lc.default_model = cfg.llm_model.clone();
-    lc.call_deadline = cfg.llm_timeout;
-    lc.max_attempts = cfg.llm_max_attempts;
-    Ok(Arc::new(
-        mana_ai_llm::HttpLlmClient::new(lc).context("MANA_LLM_URL / LLM settings")?,
-    ))
+/// Context window the runner assumes for the embedded model (its prompts must fit in
+/// 4096 tokens with room for the answer); compaction starts below it.
+pub const LOCAL_CONTEXT_TOKENS: u64 = 3_400;
+
+/// The LLM client the configuration asks for. The local backend loads its GGUF file here
+/// (on the blocking pool), so a missing or broken model stops the boot with one clear line.
+pub async fn llm_for(cfg: &Config) -> anyhow::Result<Arc<dyn mana_ai_core::chat::LlmClient>> {
+    match cfg.llm_backend {
+        LlmBackend::Http => {
+            let mut lc =
+                mana_ai_llm::HttpLlmConfig::new(cfg.mana_llm_url.clone(), cfg.llm_api_key.clone());
+            lc.default_model = cfg.llm_model.clone();
+            lc.call_deadline = cfg.llm_timeout;
+            lc.max_attempts = cfg.llm_max_attempts;
+            Ok(Arc::new(
+                mana_ai_llm::HttpLlmClient::new(lc).context("MANA_LLM_URL / LLM settings")?,
+            ))
+        }
+        LlmBackend::Local => Ok(Arc::new(
+            crate::local_cli::load_local(&cfg.local_model_path()).await?,
+        )),
+    }
 }
 
 /// Imports `MANA_AI_PRIVATE_KEY_PEM` (PKCS#8 or PKCS#1 RSA). Unset ⇒ `None`: grants are
@@ -120,8 +133,19 @@ fn spawn_audit_retention(store: Store, days: u32) -> tokio::task::JoinHandle<()>
 }
 
 /// Builds the runner from the configuration (shared by `serve`, `tick`, `dev`, tests).
-pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Runner> {
-    let llm = llm_for(cfg)?;
+pub async fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Runner> {
+    let llm = llm_for(cfg).await?;
+    runner_with_llm(cfg, store, metrics, llm)
+}
+
+/// Builds the runner around an LLM client the caller already has (`dev --demo` loads the
+/// local model once for its first pass and the service).
+pub fn runner_with_llm(
+    cfg: &Config,
+    store: Store,
+    metrics: Metrics,
+    llm: Arc<dyn mana_ai_core::chat::LlmClient>,
+) -> anyhow::Result<Runner> {
     let grant_key = grant_key_for(cfg)?;
     Ok(Runner::new(
         RunnerDeps {
@@ -141,7 +165,10 @@ pub fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Resul
                 PolicyModeSetting::LogOnly => PolicyMode::LogOnly,
                 PolicyModeSetting::Enforce => PolicyMode::Enforce,
             },
-            context_window_tokens: cfg.compact_max_ctx,
+            context_window_tokens: match cfg.llm_backend {
+                LlmBackend::Http => cfg.compact_max_ctx,
+                LlmBackend::Local => cfg.compact_max_ctx.min(LOCAL_CONTEXT_TOKENS),
+            },
             default_timezone: cfg
                 .default_timezone
                 .parse()
@@ -179,6 +206,14 @@ pub fn app_state(cfg: &Config, runner: Arc<Runner>) -> Arc<AppState> {
 
 /// Boots and serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    serve_with(cfg, None).await
+}
+
+/// [`serve`] with an LLM client built by the caller (`None`: from the configuration).
+pub async fn serve_with(
+    cfg: Config,
+    llm: Option<Arc<dyn mana_ai_core::chat::LlmClient>>,
+) -> anyhow::Result<()> {
     let retention = audit_retention_days(
         std::env::var("MANA_AI_AUDIT_RETENTION_DAYS")
             .ok()
@@ -191,7 +226,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("checking change discovery")?;
     let metrics = Metrics::new();
-    let runner = Arc::new(runner_for(&cfg, store.clone(), metrics)?);
+    let llm = match llm {
+        Some(llm) => llm,
+        None => llm_for(&cfg).await?,
+    };
+    let runner = Arc::new(runner_with_llm(&cfg, store.clone(), metrics, llm)?);
     let retention_task = retention.map(|days| spawn_audit_retention(store.clone(), days));
     let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
@@ -255,7 +294,7 @@ pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
     migrate(&cfg).await.context("schema migration")?;
     let store = store_for(&cfg)?;
     store.verify_discovery().await?;
-    let runner = runner_for(&cfg, store.clone(), Metrics::new())?;
+    let runner = runner_for(&cfg, store.clone(), Metrics::new()).await?;
     let stats = runner.tick().await;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     store.close();

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One invalid variable.
@@ -22,6 +23,28 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
         message: message.into(),
     }
 }
+
+/// Which LLM backend plans missions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmBackend {
+    /// An OpenAI-compatible server at `MANA_LLM_URL` (the original's only backend).
+    Http,
+    /// The embedded model (GGUF on the CPU), see `docs/local-model.md`.
+    Local,
+}
+
+impl LlmBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// Default `MANA_AI_DATA_DIR`: where `mana-ai dev` keeps its cluster and where
+/// `mana-ai model fetch` puts the model.
+pub const DEFAULT_DATA_DIR: &str = ".mana-ai";
 
 /// How the planner treats injection markers in tool arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +73,15 @@ pub struct Config {
     pub migration_database_url: Option<String>,
     pub db_pool_size: usize,
     pub mana_llm_url: String,
+    /// `MANA_AI_LLM` (`http` | `local`), or `local` when `MANA_LLM_URL=local`.
+    pub llm_backend: LlmBackend,
+    /// Whether `MANA_AI_LLM` or `MANA_LLM_URL` was set. `mana-ai dev` defaults to the
+    /// local model only when neither was.
+    pub llm_backend_explicit: bool,
+    /// `MANA_AI_LOCAL_MODEL`: a GGUF file; unset ⇒ `<data dir>/models/<model file>`.
+    pub local_model: Option<PathBuf>,
+    /// `MANA_AI_DATA_DIR` (default `.mana-ai`).
+    pub data_dir: PathBuf,
     pub llm_model: String,
     pub llm_api_key: String,
     pub llm_timeout: Duration,
@@ -134,6 +166,53 @@ fn parse_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
         ));
     }
     Ok(v)
+}
+
+/// Default `MANA_LLM_URL`.
+pub const DEFAULT_LLM_URL: &str = "http://localhost:3020";
+
+/// `MANA_LLM_URL` and `MANA_AI_LLM` together: the URL (default when local), the backend,
+/// and whether either was set. `MANA_LLM_URL=local` is a shorthand for `MANA_AI_LLM=local`;
+/// a contradiction between the two is an error, not a silent pick.
+fn llm_choice(env: &BTreeMap<String, String>) -> Result<(String, LlmBackend, bool), ConfigError> {
+    let url = get(env, "MANA_LLM_URL");
+    let url_says_local = url.is_some_and(|u| u.eq_ignore_ascii_case("local"));
+    let named = get(env, "MANA_AI_LLM")
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "http" => Ok(LlmBackend::Http),
+            "local" => Ok(LlmBackend::Local),
+            _ => Err(err(
+                "MANA_AI_LLM",
+                format!("expected http or local, got {v:?}"),
+            )),
+        })
+        .transpose()?;
+    let backend = match (named, url_says_local, url.is_some()) {
+        (Some(LlmBackend::Http), true, _) => {
+            return Err(err(
+                "MANA_AI_LLM",
+                "is http but MANA_LLM_URL=local asks for the local model",
+            ))
+        }
+        (Some(LlmBackend::Local), false, true) => {
+            return Err(err(
+                "MANA_AI_LLM",
+                "is local but MANA_LLM_URL names a server; unset one of them",
+            ))
+        }
+        (Some(b), _, _) => b,
+        (None, true, _) => LlmBackend::Local,
+        (None, false, _) => LlmBackend::Http,
+    };
+    let url = match url {
+        Some(u) if !url_says_local => parse_http_url("MANA_LLM_URL", u)?,
+        _ => DEFAULT_LLM_URL.to_string(),
+    };
+    Ok((
+        url,
+        backend,
+        named.is_some() || get(env, "MANA_LLM_URL").is_some(),
+    ))
 }
 
 fn parse_http_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
@@ -297,16 +376,18 @@ impl Config {
             .transpose()?
             .unwrap_or(false);
         let private_key_pem = get(env, "MANA_AI_PRIVATE_KEY_PEM").map(|s| s.replace("\\n", "\n"));
+        let (mana_llm_url, llm_backend, llm_backend_explicit) = llm_choice(env)?;
         Ok(Self {
             port,
             bind,
             sync_database_url,
             migration_database_url,
             db_pool_size: opt_num(env, "MANA_AI_DB_POOL_SIZE", 1, 256, 8)?,
-            mana_llm_url: get(env, "MANA_LLM_URL")
-                .map(|v| parse_http_url("MANA_LLM_URL", v))
-                .transpose()?
-                .unwrap_or_else(|| "http://localhost:3020".into()),
+            mana_llm_url,
+            llm_backend,
+            llm_backend_explicit,
+            local_model: get(env, "MANA_AI_LOCAL_MODEL").map(PathBuf::from),
+            data_dir: PathBuf::from(get(env, "MANA_AI_DATA_DIR").unwrap_or(DEFAULT_DATA_DIR)),
             llm_model: get(env, "MANA_AI_LLM_MODEL")
                 .unwrap_or("mana/reasoning")
                 .to_string(),
@@ -471,6 +552,15 @@ impl Config {
         self.dev_bypass_auth && self.node_env.as_deref() == Some("development")
     }
 
+    /// The GGUF file the local backend loads: `MANA_AI_LOCAL_MODEL`, else the fetched
+    /// copy under the data dir.
+    pub fn local_model_path(&self) -> PathBuf {
+        match &self.local_model {
+            Some(p) => p.clone(),
+            None => mana_ai_local_llm::fetch::model_path(&self.data_dir),
+        }
+    }
+
     /// The effective configuration as `(variable, value)` lines, secrets masked.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -486,6 +576,19 @@ impl Config {
             ),
             ("MANA_AI_DB_POOL_SIZE", self.db_pool_size.to_string()),
             ("MANA_LLM_URL", mask_http_url(&self.mana_llm_url)),
+            (
+                "MANA_AI_LLM",
+                if self.llm_backend_explicit {
+                    self.llm_backend.as_str().to_string()
+                } else {
+                    format!("{} (`mana-ai dev`: local)", self.llm_backend.as_str())
+                },
+            ),
+            (
+                "MANA_AI_LOCAL_MODEL",
+                self.local_model_path().display().to_string(),
+            ),
+            ("MANA_AI_DATA_DIR", self.data_dir.display().to_string()),
             ("MANA_AI_LLM_MODEL", self.llm_model.clone()),
             ("MANA_AI_LLM_API_KEY", mask_secret(&self.llm_api_key)),
             (
@@ -737,6 +840,86 @@ mod tests {
             "postgresql://mana:devpassword@localhost:5432/mana_sync"
         );
         assert_eq!(c.llm_api_key, c.service_key);
+    }
+
+    #[test]
+    fn llm_backend_choice() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.llm_backend, LlmBackend::Http);
+        assert!(!c.llm_backend_explicit);
+        assert_eq!(
+            c.local_model_path(),
+            PathBuf::from(".mana-ai/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        for (pairs, backend, url) in [
+            (
+                vec![("MANA_LLM_URL", "local")],
+                LlmBackend::Local,
+                DEFAULT_LLM_URL,
+            ),
+            (
+                vec![("MANA_LLM_URL", "LOCAL")],
+                LlmBackend::Local,
+                DEFAULT_LLM_URL,
+            ),
+            (
+                vec![("MANA_AI_LLM", "local")],
+                LlmBackend::Local,
+                DEFAULT_LLM_URL,
+            ),
+            (
+                vec![("MANA_AI_LLM", "local"), ("MANA_LLM_URL", "local")],
+                LlmBackend::Local,
+                DEFAULT_LLM_URL,
+            ),
+            (
+                vec![("MANA_AI_LLM", "http")],
+                LlmBackend::Http,
+                DEFAULT_LLM_URL,
+            ),
+            (
+                vec![("MANA_LLM_URL", "http://gpu:8000/")],
+                LlmBackend::Http,
+                "http://gpu:8000",
+            ),
+        ] {
+            let c = Config::from_env(&env(&pairs)).unwrap();
+            assert_eq!(c.llm_backend, backend, "{pairs:?}");
+            assert_eq!(c.mana_llm_url, url, "{pairs:?}");
+            assert!(c.llm_backend_explicit, "{pairs:?}");
+        }
+        for (pairs, var) in [
+            (vec![("MANA_AI_LLM", "gpt")], "MANA_AI_LLM"),
+            (
+                vec![("MANA_AI_LLM", "http"), ("MANA_LLM_URL", "local")],
+                "MANA_AI_LLM",
+            ),
+            (
+                vec![
+                    ("MANA_AI_LLM", "local"),
+                    ("MANA_LLM_URL", "http://gpu:8000"),
+                ],
+                "MANA_AI_LLM",
+            ),
+            (vec![("MANA_LLM_URL", "localhost:3020")], "MANA_LLM_URL"),
+        ] {
+            let e = Config::from_env(&env(&pairs)).err().expect("must fail");
+            assert_eq!(e.var, var, "{pairs:?}");
+        }
+        let c = Config::from_env(&env(&[
+            ("MANA_AI_DATA_DIR", "/srv/mana"),
+            ("MANA_AI_LLM", ""),
+        ]))
+        .unwrap();
+        assert!(!c.llm_backend_explicit);
+        assert_eq!(
+            c.local_model_path(),
+            PathBuf::from("/srv/mana/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        let c = Config::from_env(&env(&[("MANA_AI_LOCAL_MODEL", "/m/x.gguf")])).unwrap();
+        assert_eq!(c.local_model_path(), PathBuf::from("/m/x.gguf"));
+        let text = format!("{:?}", c.describe());
+        assert!(text.contains("/m/x.gguf"), "{text}");
     }
 
     #[test]

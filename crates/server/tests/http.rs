@@ -98,7 +98,11 @@ async fn spawn_app(env: &BTreeMap<String, String>) -> App {
     let mut sc = StoreConfig::new(cfg.sync_database_url.clone());
     sc.max_connections = cfg.db_pool_size;
     let store = Store::connect(&sc).expect("pool");
-    let runner = Arc::new(app::runner_for(&cfg, store, Metrics::new()).expect("runner"));
+    let runner = Arc::new(
+        app::runner_for(&cfg, store, Metrics::new())
+            .await
+            .expect("runner"),
+    );
     let state = app::app_state(&cfg, runner);
     let router = http::router(state.clone(), cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -42,6 +42,36 @@ pub fn model_fetch(data_dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Loads the embedded model from `model_path` on the blocking pool. The error names the
+/// file and what to do about it.
+pub async fn load_local(model_path: &Path) -> anyhow::Result<LocalLlm> {
+    let path = model_path.to_owned();
+    if !path.is_file() {
+        anyhow::bail!(
+            "local model not found at {}: run `mana-ai model fetch` (or set {} to a GGUF \
+             file, or MANA_LLM_URL to an OpenAI-compatible server)",
+            path.display(),
+            fetch::MODEL_ENV
+        );
+    }
+    let llm = tokio::task::spawn_blocking(move || LocalLlm::load(&path))
+        .await
+        .context("model loading task failed")?
+        .with_context(|| {
+            format!(
+                "cannot load the local model {} (run `mana-ai model fetch` again or set {})",
+                model_path.display(),
+                fetch::MODEL_ENV
+            )
+        })?;
+    tracing::info!(
+        load_ms = llm.model().load_time().as_millis() as u64,
+        path = %model_path.display(),
+        "local model loaded"
+    );
+    Ok(llm)
+}
+
 /// `mana-ai llm serve`: loads the model and serves it on `addr` until Ctrl-C / SIGTERM.
 /// Only loopback addresses are accepted (the endpoint has no authentication).
 pub async fn llm_serve(addr: SocketAddr, model_path: &Path) -> anyhow::Result<()> {
@@ -49,21 +79,7 @@ pub async fn llm_serve(addr: SocketAddr, model_path: &Path) -> anyhow::Result<()
         addr.ip().is_loopback(),
         "llm serve only listens on loopback addresses (got {addr})"
     );
-    let path = model_path.to_owned();
-    let llm = tokio::task::spawn_blocking(move || LocalLlm::load(&path))
-        .await
-        .context("model loading task failed")?
-        .with_context(|| {
-            format!(
-                "cannot load {} (run `mana-ai model fetch` or set {})",
-                model_path.display(),
-                fetch::MODEL_ENV
-            )
-        })?;
-    tracing::info!(
-        load_ms = llm.model().load_time().as_millis() as u64,
-        "local model loaded"
-    );
+    let llm = load_local(model_path).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
