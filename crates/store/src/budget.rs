@@ -88,6 +88,14 @@ const COMMITTED_SQL: &str = "SELECT
     (SELECT COALESCE(SUM(tokens), 0)::bigint FROM mana_ai.token_reservations
       WHERE user_id = $1 AND agent_id = $2 AND expires_at > now())";
 
+const RESERVE_LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, $3))";
+
+const RESERVE_INSERT_SQL: &str = "INSERT INTO mana_ai.token_reservations
+         (user_id, agent_id, mission_id, tokens, expires_at)
+     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))
+     RETURNING id";
+
 impl Store {
     /// Reserves `req.estimate` tokens unless booked usage (24 h) plus unexpired
     /// reservations already reach `req.cap`. A cap of 0 is always denied.
@@ -97,13 +105,12 @@ impl Store {
     ) -> Result<Reservation, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, $3))",
-            &[&req.user_id, &req.agent_id, &RESERVE_LOCK_SEED],
-        )
-        .await?;
+        let lock = tx.prepare_cached(RESERVE_LOCK_SQL).await?;
+        tx.execute(&lock, &[&req.user_id, &req.agent_id, &RESERVE_LOCK_SEED])
+            .await?;
+        let committed_stmt = tx.prepare_cached(COMMITTED_SQL).await?;
         let row = tx
-            .query_one(COMMITTED_SQL, &[&req.user_id, &req.agent_id])
+            .query_one(&committed_stmt, &[&req.user_id, &req.agent_id])
             .await?;
         let committed = BudgetUse {
             used_24h: to_u64(row.get(0)),
@@ -115,12 +122,10 @@ impl Store {
             return Ok(Reservation::Denied { committed });
         }
         let ttl = req.ttl.as_secs_f64();
+        let insert = tx.prepare_cached(RESERVE_INSERT_SQL).await?;
         let id: i64 = tx
             .query_one(
-                "INSERT INTO mana_ai.token_reservations
-                     (user_id, agent_id, mission_id, tokens, expires_at)
-                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))
-                 RETURNING id",
+                &insert,
                 &[
                     &req.user_id,
                     &req.agent_id,
@@ -150,11 +155,10 @@ impl Store {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         if let Some(id) = reservation {
-            tx.execute(
-                "DELETE FROM mana_ai.token_reservations WHERE id = $1",
-                &[&id],
-            )
-            .await?;
+            let delete = tx
+                .prepare_cached("DELETE FROM mana_ai.token_reservations WHERE id = $1")
+                .await?;
+            tx.execute(&delete, &[&id]).await?;
         }
         insert_usage(&tx, user_id, agent_id, mission_id, tokens).await?;
         tx.commit().await?;
@@ -195,7 +199,8 @@ impl Store {
         agent_id: &str,
     ) -> Result<BudgetUse, StoreError> {
         let c = self.client().await?;
-        let row = c.query_one(COMMITTED_SQL, &[&user_id, &agent_id]).await?;
+        let stmt = c.prepare_cached(COMMITTED_SQL).await?;
+        let row = c.query_one(&stmt, &[&user_id, &agent_id]).await?;
         Ok(BudgetUse {
             used_24h: to_u64(row.get(0)),
             reserved: to_u64(row.get(1)),
@@ -269,7 +274,7 @@ impl Store {
 
 /// One `token_usage` row, exactly the original's columns. Nothing for 0 tokens.
 async fn insert_usage(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     user_id: &str,
     agent_id: &str,
     mission_id: &str,
@@ -280,11 +285,13 @@ async fn insert_usage(
     }
     // `tokens_used` is INT in the original schema; one call never comes near the limit.
     let tokens = i32::try_from(tokens).unwrap_or(i32::MAX);
-    tx.execute(
-        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
-         VALUES ($1, $2, $3, $4)",
-        &[&user_id, &agent_id, &mission_id, &tokens],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&user_id, &agent_id, &mission_id, &tokens])
+        .await?;
     Ok(())
 }
