@@ -298,4 +298,38 @@ mod tests {
             assert_eq!(estimate_call_tokens(req), *want, "case {i}");
         }
     }
+
+    #[test]
+    fn known_tools_are_used_only_for_the_same_list() {
+        let tools: Arc<[serde_json::Value]> =
+            vec![json!({"type": "function", "function": {"name": "create_task"}})].into();
+        let real: usize = tools.iter().map(|t| t.to_string().chars().count()).sum();
+        let req = ChatRequest {
+            model: None,
+            messages: vec![ChatMessage::user("abcd")],
+            tools: Arc::clone(&tools),
+            temperature: None,
+        };
+        let measured = estimate_call_tokens(&req);
+        let known = KnownTools {
+            specs: Arc::clone(&tools),
+            json_chars: real,
+        };
+        assert_eq!(estimate_with_tool_chars(&req, Some(&known)), measured);
+        // A declared length is taken as is for the very same list ...
+        let declared = KnownTools {
+            specs: Arc::clone(&tools),
+            json_chars: real + 400,
+        };
+        assert_eq!(
+            estimate_with_tool_chars(&req, Some(&declared)),
+            measured + 100
+        );
+        // ... and ignored for an equal but different list.
+        let copy = ChatRequest {
+            tools: tools.to_vec().into(),
+            ..req.clone()
+        };
+        assert_eq!(estimate_with_tool_chars(&copy, Some(&declared)), measured);
+    }
 }

@@ -569,3 +569,32 @@ fn assert_send(
 ) -> impl std::future::Future<Output = MissionOutcome> + Send + '_ {
     r.run_mission(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_specs_are_built_once_per_offered_set() {
+        let catalog = Catalog::builtin();
+        let server = catalog.server_tools();
+        let cache = ToolSpecCache::default();
+        let all = cache.get(&server);
+        assert_eq!(&*all.specs, function_specs(&server).as_slice());
+        let chars: usize = all
+            .specs
+            .iter()
+            .map(|s| s.to_string().chars().count())
+            .sum();
+        assert_eq!(all.json_chars, chars);
+        assert!(
+            Arc::ptr_eq(&all.specs, &cache.get(&server).specs),
+            "same set: the same shared list"
+        );
+        let fewer: Vec<&Tool> = server[1..].to_vec();
+        let part = cache.get(&fewer);
+        assert_eq!(part.specs.len(), server.len() - 1);
+        assert_eq!(&*part.specs, function_specs(&fewer).as_slice());
+        assert!(!Arc::ptr_eq(&all.specs, &part.specs));
+    }
+}
