@@ -86,13 +86,15 @@ impl Usage {
 }
 
 /// What one chat-completion call asks for. `tools` are OpenAI function specs
-/// (`{"type":"function","function":{...}}`) as produced by the catalog.
+/// (`{"type":"function","function":{...}}`) as produced by the catalog, shared (`Arc`):
+/// every round of a run, and every run of the same policy, reuses one list instead of
+/// copying it. Build it from a `Vec` with `.into()`; `Default::default()` is empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     /// `None` or empty means the client's default model.
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
-    pub tools: Vec<serde_json::Value>,
+    pub tools: std::sync::Arc<[serde_json::Value]>,
     pub temperature: Option<f32>,
 }
 

@@ -22,6 +22,7 @@ pub use reminders::{Reminder, ReminderSeverity};
 
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::chat::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
 
@@ -61,8 +62,8 @@ pub struct BudgetContext {
 pub struct PlannerInput<'a> {
     pub system: String,
     pub user: String,
-    /// OpenAI function specs offered to the model.
-    pub tools: Vec<Value>,
+    /// OpenAI function specs offered to the model (shared, never copied per round).
+    pub tools: Arc<[Value]>,
     /// `None` ⇒ the client's default model.
     pub model: Option<String>,
     pub temperature: Option<f32>,
@@ -87,13 +88,13 @@ impl<'a> PlannerInput<'a> {
     pub fn new(
         system: impl Into<String>,
         user: impl Into<String>,
-        tools: Vec<Value>,
+        tools: impl Into<Arc<[Value]>>,
         validator: &'a dyn CallValidator,
     ) -> Self {
         Self {
             system: system.into(),
             user: user.into(),
-            tools,
+            tools: tools.into(),
             model: None,
             temperature: None,
             max_rounds: DEFAULT_MAX_ROUNDS,
@@ -411,7 +412,7 @@ pub async fn run_planner(
                         .clone()
                         .or_else(|| input.model.clone()),
                     messages: compact::compaction_request(&messages, split),
-                    tools: Vec::new(),
+                    tools: Arc::default(),
                     temperature: Some(compact::COMPACT_TEMPERATURE),
                 };
                 let response = match llm.complete(&request).await {

@@ -599,7 +599,7 @@ fn compaction_folds_old_turns_keeps_pairs_and_counts_tokens() {
     assert_pairs_valid(&ChatRequest {
         model: None,
         messages: out.messages.clone(),
-        tools: vec![],
+        tools: Default::default(),
         temperature: None,
     });
     let after = &reqs[4];

@@ -328,7 +328,7 @@ mod tests {
         ChatRequest {
             model: None,
             messages,
-            tools: Vec::new(),
+            tools: Default::default(),
             temperature: None,
         }
     }
@@ -419,7 +419,7 @@ mod tests {
         )
         .unwrap();
         let mut req = request(vec![]);
-        req.tools = vec![tool];
+        req.tools = vec![tool].into();
         assert!(encode(&req).contains(
             r#""tools":[{"type":"function","function":{"name":"b","description":"d","parameters":{"type":"object","properties":{"z":{"type":"string"},"a":{"type":"string"}},"required":["z"]}}}],"tool_choice":"auto""#
         ));

@@ -29,7 +29,7 @@ fn simple_request() -> ChatRequest {
     ChatRequest {
         model: None,
         messages: vec![ChatMessage::system("sys"), ChatMessage::user("hi")],
-        tools: Vec::new(),
+        tools: Default::default(),
         temperature: None,
     }
 }
@@ -81,7 +81,7 @@ async fn sends_exact_body_and_headers() {
             ),
             ChatMessage::tool_result("call_a", "ok"),
         ],
-        tools: vec![tool],
+        tools: vec![tool].into(),
         temperature: Some(0.0),
     };
     let response = llm.complete(&request).await.unwrap();

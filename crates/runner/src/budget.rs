@@ -22,7 +22,7 @@
 //! Agents without a cap reserve nothing; their usage is still booked per call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
@@ -35,6 +35,12 @@ pub const COMPLETION_ALLOWANCE_TOKENS: u64 = 1_024;
 
 /// Estimated tokens of one call: `ceil(prompt chars / 4) + COMPLETION_ALLOWANCE_TOKENS`.
 pub fn estimate_call_tokens(request: &ChatRequest) -> u64 {
+    estimate_with_tool_chars(request, None)
+}
+
+/// [`estimate_call_tokens`], with the tool specs' JSON length already known when
+/// `known` holds the very list the request carries (same `Arc`).
+fn estimate_with_tool_chars(request: &ChatRequest, known: Option<&KnownTools>) -> u64 {
     let mut chars = 0usize;
     for m in &request.messages {
         chars += m.content.as_deref().map_or(0, |c| c.chars().count());
@@ -42,10 +48,21 @@ pub fn estimate_call_tokens(request: &ChatRequest) -> u64 {
             chars += call.name.chars().count() + call.arguments.chars().count();
         }
     }
-    for tool in &request.tools {
-        chars += tool.to_string().chars().count();
+    match known {
+        Some(k) if Arc::ptr_eq(&k.specs, &request.tools) => chars += k.json_chars,
+        _ => {
+            for tool in request.tools.iter() {
+                chars += tool.to_string().chars().count();
+            }
+        }
     }
     (chars as u64).div_ceil(4) + COMPLETION_ALLOWANCE_TOKENS
+}
+
+/// A tool list whose JSON length was measured once (see [`BudgetedLlm::with_known_tools`]).
+struct KnownTools {
+    specs: Arc<[serde_json::Value]>,
+    json_chars: usize,
 }
 
 /// Whom a run's calls are booked to, and under which cap.
@@ -70,6 +87,7 @@ pub struct BudgetedLlm<'a> {
     outstanding: Mutex<Vec<i64>>,
     spent: AtomicU64,
     store_error: Mutex<Option<String>>,
+    known_tools: Option<KnownTools>,
 }
 
 impl<'a> BudgetedLlm<'a> {
@@ -87,7 +105,16 @@ impl<'a> BudgetedLlm<'a> {
             outstanding: Mutex::new(Vec::new()),
             spent: AtomicU64::new(0),
             store_error: Mutex::new(None),
+            known_tools: None,
         }
+    }
+
+    /// Declares that `json_chars` is the JSON length of `specs` (what
+    /// [`estimate_call_tokens`] would count), so requests carrying this very list (same
+    /// `Arc`) are estimated without serialising it again. Other lists are measured.
+    pub fn with_known_tools(mut self, specs: Arc<[serde_json::Value]>, json_chars: usize) -> Self {
+        self.known_tools = Some(KnownTools { specs, json_chars });
+        self
     }
 
     /// Tokens booked for this run so far.
@@ -194,7 +221,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait::async_trait]
 impl LlmClient for BudgetedLlm<'_> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let estimate = estimate_call_tokens(request);
+        let estimate = estimate_with_tool_chars(request, self.known_tools.as_ref());
         let reservation = self.reserve(estimate).await?;
         let started = Instant::now();
         let result = self.inner.complete(request).await;
@@ -224,7 +251,7 @@ mod tests {
         ChatRequest {
             model: None,
             messages,
-            tools,
+            tools: tools.into(),
             temperature: None,
         }
     }
@@ -270,5 +297,39 @@ mod tests {
         for (i, (req, want)) in cases.iter().enumerate() {
             assert_eq!(estimate_call_tokens(req), *want, "case {i}");
         }
+    }
+
+    #[test]
+    fn known_tools_are_used_only_for_the_same_list() {
+        let tools: Arc<[serde_json::Value]> =
+            vec![json!({"type": "function", "function": {"name": "create_task"}})].into();
+        let real: usize = tools.iter().map(|t| t.to_string().chars().count()).sum();
+        let req = ChatRequest {
+            model: None,
+            messages: vec![ChatMessage::user("abcd")],
+            tools: Arc::clone(&tools),
+            temperature: None,
+        };
+        let measured = estimate_call_tokens(&req);
+        let known = KnownTools {
+            specs: Arc::clone(&tools),
+            json_chars: real,
+        };
+        assert_eq!(estimate_with_tool_chars(&req, Some(&known)), measured);
+        // A declared length is taken as is for the very same list ...
+        let declared = KnownTools {
+            specs: Arc::clone(&tools),
+            json_chars: real + 400,
+        };
+        assert_eq!(
+            estimate_with_tool_chars(&req, Some(&declared)),
+            measured + 100
+        );
+        // ... and ignored for an equal but different list.
+        let copy = ChatRequest {
+            tools: tools.to_vec().into(),
+            ..req.clone()
+        };
+        assert_eq!(estimate_with_tool_chars(&copy, Some(&declared)), measured);
     }
 }

@@ -36,7 +36,7 @@ use mana_ai_store::records::replay_record_in;
 use mana_ai_store::{AuditStatus, DecryptAuditEntry, DueMission, StoreError};
 use serde_json::{Map, Value};
 
-use crate::Runner;
+use crate::Shared;
 
 /// How many inputs of one mission resolve at the same time (each holds a connection).
 pub(crate) const RESOLVE_CONCURRENCY: usize = 4;
@@ -125,7 +125,7 @@ impl From<StoreError> for Dropped {
     }
 }
 
-impl Runner {
+impl Shared {
     /// Resolves the mission's inputs. Never fails the mission: a failing resolver drops
     /// its input and is counted.
     pub(crate) async fn resolve_inputs(

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use mana_ai_core::chat::LlmClient;
 use mana_ai_store::{RefreshOutcome, Store};
 use serde::Serialize;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::task::JoinSet;
 
 pub use metrics::Metrics;
 pub use mission::MissionOutcome;
@@ -188,34 +190,51 @@ pub struct RunnerDeps {
 
 /// Runs tick passes. Cheap to share (`Arc`).
 pub struct Runner {
-    store: Store,
-    metrics: Metrics,
-    llm: Arc<dyn LlmClient>,
-    cfg: RunnerConfig,
-    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
     pass_lock: Mutex<()>,
-    research_http: research::ResearchHttp,
+}
+
+/// What every mission task of a pass needs: shared by the runner and its tasks, so a
+/// mission can run as its own tokio task (on any worker thread).
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
+    pub(crate) llm: Arc<dyn LlmClient>,
+    pub(crate) cfg: RunnerConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) research_http: research::ResearchHttp,
+    /// OpenAI tool specs per offered tool set (i.e. per effective policy), built once.
+    pub(crate) tool_specs: mission::ToolSpecCache,
 }
 
 impl Runner {
     pub fn new(deps: RunnerDeps, cfg: RunnerConfig) -> Self {
         Self {
-            store: deps.store,
-            metrics: deps.metrics,
-            llm: deps.llm,
-            cfg,
-            clock: deps.clock,
+            shared: Arc::new(Shared {
+                store: deps.store,
+                metrics: deps.metrics,
+                llm: deps.llm,
+                cfg,
+                clock: deps.clock,
+                research_http: research::ResearchHttp::new(),
+                tool_specs: mission::ToolSpecCache::default(),
+            }),
             pass_lock: Mutex::new(()),
-            research_http: research::ResearchHttp::new(),
         }
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.shared.store
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.shared.metrics
+    }
+
+    /// Runs one due mission (see [`MissionOutcome`]). Never panics; every path is
+    /// reported.
+    pub async fn run_mission(&self, due: mana_ai_store::DueMission) -> MissionOutcome {
+        self.shared.run_mission(due).await
     }
 
     /// True while a pass is executing.
@@ -227,15 +246,16 @@ impl Runner {
     /// Never fails: every error is counted and reported in the stats.
     pub async fn tick(&self) -> TickStats {
         let Ok(_guard) = self.pass_lock.try_lock() else {
-            return TickStats::overlap(self.clock.now());
+            return TickStats::overlap(self.shared.clock.now());
         };
         let started = Instant::now();
-        let now = self.clock.now();
+        let now = self.shared.clock.now();
         let mut stats = TickStats::empty(now);
-        self.pass(now, &mut stats).await;
+        Shared::pass(&self.shared, now, &mut stats).await;
         stats.duration_ms = started.elapsed().as_millis() as u64;
-        self.metrics.ticks_total.inc();
-        self.metrics
+        self.shared.metrics.ticks_total.inc();
+        self.shared
+            .metrics
             .tick_duration_seconds
             .observe(started.elapsed().as_secs_f64());
         stats
@@ -247,8 +267,10 @@ impl Runner {
             .await
             .is_ok()
     }
+}
 
-    async fn pass(&self, now: DateTime<Utc>, stats: &mut TickStats) {
+impl Shared {
+    async fn pass(self: &Arc<Self>, now: DateTime<Utc>, stats: &mut TickStats) {
         let refresh_started = Instant::now();
         let opts = mana_ai_store::RefreshOptions {
             batch_rows: self.cfg.refresh_batch_rows,
@@ -301,50 +323,86 @@ impl Runner {
             }
         };
         stats.due_mission_count = due.len();
-        // Plan concurrently, bounded; one slow mission never holds up the rest, and each
-        // has its own deadline inside `run_mission`.
-        use futures::StreamExt;
-        let mut results = futures::stream::iter(due.into_iter().map(|key| {
-            let id = key.mission_id.clone();
-            async move {
-                let outcome = match self.store.load_due_mission(&key).await {
-                    Ok(Some(d)) => self.run_mission(d).await,
-                    // Paused, deleted or rescheduled since it was listed.
-                    Ok(None) => MissionOutcome::Skipped("no-longer-due"),
-                    Err(e) => MissionOutcome::Error(format!("load mission: {e}")),
-                };
-                (id, outcome)
-            }
-        }))
-        .buffer_unordered(self.cfg.max_concurrent_plans.max(1));
-        while let Some((mission_id, outcome)) = results.next().await {
-            match outcome {
-                MissionOutcome::Planned { .. } => {
-                    stats.plans_produced += 1;
-                    stats.plans_written_back += 1;
-                }
-                MissionOutcome::Failed {
-                    nothing_valid,
-                    phase,
-                } => {
-                    stats.failed += 1;
-                    if nothing_valid {
-                        stats.parse_failures += 1;
+        // Plan concurrently, bounded by `max_concurrent_plans`: every mission is its own
+        // task, so their CPU work spreads over every worker thread and one slow mission
+        // never holds up the rest; each has its own deadline inside `run_mission`.
+        // Dropping the pass (shutdown after the grace period) drops the JoinSet, which
+        // aborts the missions still in flight.
+        let slots = Arc::new(Semaphore::new(self.cfg.max_concurrent_plans.max(1)));
+        let mut tasks: JoinSet<(String, MissionOutcome)> = JoinSet::new();
+        for key in due {
+            // Acquire before spawning, so at most `max_concurrent_plans` tasks exist.
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                // Unreachable: the semaphore is never closed.
+                break;
+            };
+            let shared = Arc::clone(self);
+            tasks.spawn(async move {
+                let _permit = permit;
+                let id = key.mission_id.clone();
+                let run = async {
+                    match shared.store.load_due_mission(&key).await {
+                        Ok(Some(d)) => shared.run_mission(d).await,
+                        // Paused, deleted or rescheduled since it was listed.
+                        Ok(None) => MissionOutcome::Skipped("no-longer-due"),
+                        Err(e) => MissionOutcome::Error(format!("load mission: {e}")),
                     }
-                    stats
-                        .errors
-                        .push(format!("mission={mission_id}: failed in {phase}"));
+                };
+                let outcome = std::panic::AssertUnwindSafe(run)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| MissionOutcome::Error("mission task panicked".into()));
+                (id, outcome)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                self.record_outcome(done, stats);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            self.record_outcome(done, stats);
+        }
+    }
+
+    /// Adds one finished mission task to the pass's stats and metrics.
+    fn record_outcome(
+        &self,
+        done: Result<(String, MissionOutcome), tokio::task::JoinError>,
+        stats: &mut TickStats,
+    ) {
+        let (mission_id, outcome) = match done {
+            Ok(r) => r,
+            // Panics are caught inside the task; this is a cancelled task.
+            Err(e) => (
+                "unknown".to_string(),
+                MissionOutcome::Error(format!("mission task ended: {e}")),
+            ),
+        };
+        match outcome {
+            MissionOutcome::Planned { .. } => {
+                stats.plans_produced += 1;
+                stats.plans_written_back += 1;
+            }
+            MissionOutcome::Failed {
+                nothing_valid,
+                phase,
+            } => {
+                stats.failed += 1;
+                if nothing_valid {
+                    stats.parse_failures += 1;
                 }
-                MissionOutcome::Skipped(_) => stats.skipped += 1,
-                MissionOutcome::Error(e) => {
-                    self.metrics.mission_errors_total.inc();
-                    self.metrics
-                        .mission_failures_total
-                        .with_label_values(&["internal"])
-                        .inc();
-                    tracing::error!(mission = %mission_id, error = %e, "mission run error");
-                    stats.errors.push(format!("mission={mission_id}: {e}"));
-                }
+                stats
+                    .errors
+                    .push(format!("mission={mission_id}: failed in {phase}"));
+            }
+            MissionOutcome::Skipped(_) => stats.skipped += 1,
+            MissionOutcome::Error(e) => {
+                self.metrics.mission_errors_total.inc();
+                self.metrics
+                    .mission_failures_total
+                    .with_label_values(&["internal"])
+                    .inc();
+                tracing::error!(mission = %mission_id, error = %e, "mission run error");
+                stats.errors.push(format!("mission={mission_id}: {e}"));
             }
         }
     }

@@ -21,10 +21,12 @@ use mana_ai_core::records::{
 };
 use mana_ai_store::{AgentSlot, Claim, ClaimRequest, DueMission, WriteBack, WriteOutcome};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::budget::{BudgetScope, BudgetedLlm};
 use crate::research::ResearchGate;
-use crate::Runner;
+use crate::Shared;
 
 /// How one due mission ended in this pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,55 @@ fn outcome_label(o: &CallOutcome) -> &'static str {
     }
 }
 
+/// Most distinct offered tool sets kept in a [`ToolSpecCache`]; when full it starts over.
+const TOOL_SPEC_CACHE_MAX: usize = 256;
+
+/// The OpenAI tool specs of one offered tool set, built once and shared by every round
+/// of every run that offers exactly this set.
+#[derive(Clone)]
+pub(crate) struct ToolSpecs {
+    pub(crate) specs: Arc<[Value]>,
+    /// Characters of the specs' JSON, for the token estimate of each call.
+    pub(crate) json_chars: usize,
+}
+
+/// Tool specs per offered tool set (the catalog is fixed, so the set of offered names
+/// determines the specs; each distinct agent policy yields one entry at most).
+#[derive(Default)]
+pub(crate) struct ToolSpecCache {
+    by_names: std::sync::Mutex<HashMap<String, ToolSpecs>>,
+}
+
+impl ToolSpecCache {
+    /// The specs of `offered`, built on first use.
+    pub(crate) fn get(&self, offered: &[&Tool]) -> ToolSpecs {
+        let mut key = String::with_capacity(offered.len() * 16);
+        for t in offered {
+            key.push_str(&t.name);
+            key.push('\u{1f}');
+        }
+        if let Some(hit) = self.lock().get(&key) {
+            return hit.clone();
+        }
+        // Built outside the lock; two runs racing on a new set build it twice, harmlessly.
+        let specs: Arc<[Value]> = function_specs(offered).into();
+        let json_chars = specs.iter().map(|s| s.to_string().chars().count()).sum();
+        let built = ToolSpecs { specs, json_chars };
+        let mut map = self.lock();
+        if map.len() >= TOOL_SPEC_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, built.clone());
+        built
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ToolSpecs>> {
+        // A panic while holding the lock cannot leave the map inconsistent (inserts and
+        // clears are single calls), so a poisoned lock is used as is.
+        self.by_names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Number of consecutive failed server iterations at the end of the history.
 fn trailing_failures(iterations: &[Value]) -> u32 {
     iterations
@@ -93,7 +144,7 @@ fn trailing_failures(iterations: &[Value]) -> u32 {
         .count() as u32
 }
 
-impl Runner {
+impl Shared {
     /// Runs one due mission. Never panics; every path is reported.
     pub async fn run_mission(&self, due: DueMission) -> MissionOutcome {
         let mission = MissionView::from_record(&due.user_id, &due.record);
@@ -373,7 +424,7 @@ impl Runner {
         let catalog = Catalog::builtin();
         let server = catalog.server_tools();
         let offered = filter_offered(&server, agent.policy.as_ref());
-        let specs = function_specs(&offered);
+        let ToolSpecs { specs, json_chars } = self.tool_specs.get(&offered);
         let validator = OfferedTools {
             tools: offered.clone(),
         };
@@ -399,7 +450,7 @@ impl Runner {
             system.push_str("\n\n");
             system.push_str(&render_tool_block(&specs));
         }
-        let mut input = PlannerInput::new(system, prompts.user, specs, &validator);
+        let mut input = PlannerInput::new(system, prompts.user, Arc::clone(&specs), &validator);
         input.model = Some(self.cfg.llm_model.clone());
         input.policy_mode = self.cfg.policy_mode;
         input.json_plan_fallback = self.cfg.json_plan_fallback;
@@ -421,7 +472,8 @@ impl Runner {
                 cap: agent.max_tokens_per_day,
                 reservation_ttl: self.cfg.mission_deadline + std::time::Duration::from_secs(60),
             },
-        );
+        )
+        .with_known_tools(specs, json_chars);
         let run =
             tokio::time::timeout(self.cfg.mission_deadline, run_planner(&budgeted, input)).await;
         budgeted.finish().await;
@@ -512,8 +564,37 @@ impl Runner {
 /// Compile-time check: a mission run can move between worker threads.
 #[allow(dead_code)]
 fn assert_send(
-    r: &Runner,
+    r: &Shared,
     d: DueMission,
 ) -> impl std::future::Future<Output = MissionOutcome> + Send + '_ {
     r.run_mission(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_specs_are_built_once_per_offered_set() {
+        let catalog = Catalog::builtin();
+        let server = catalog.server_tools();
+        let cache = ToolSpecCache::default();
+        let all = cache.get(&server);
+        assert_eq!(&*all.specs, function_specs(&server).as_slice());
+        let chars: usize = all
+            .specs
+            .iter()
+            .map(|s| s.to_string().chars().count())
+            .sum();
+        assert_eq!(all.json_chars, chars);
+        assert!(
+            Arc::ptr_eq(&all.specs, &cache.get(&server).specs),
+            "same set: the same shared list"
+        );
+        let fewer: Vec<&Tool> = server[1..].to_vec();
+        let part = cache.get(&fewer);
+        assert_eq!(part.specs.len(), server.len() - 1);
+        assert_eq!(&*part.specs, function_specs(&fewer).as_slice());
+        assert!(!Arc::ptr_eq(&all.specs, &part.specs));
+    }
 }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::Runner;
+use crate::Shared;
 
 /// Words that ask for shallow research (matched at a word start, case-insensitively).
 pub const DEFAULT_SHALLOW_TRIGGERS: &[&str] = &[
@@ -466,7 +466,7 @@ fn plain(s: &str) -> &str {
     }
 }
 
-impl Runner {
+impl Shared {
     /// Runs deep research, then (when that gave nothing) shallow research; appends the
     /// result to `inputs`. `Pending` means: skip this mission this tick. Never fails the
     /// mission: a research failure only means planning without research.

@@ -5,9 +5,10 @@
 //! `mana_ai.token_reservations`; the check "booked usage in the rolling 24 h window plus
 //! unexpired reservations is still below the cap" and the insert of the reservation run
 //! under one transaction-level advisory lock per `(user, agent)`, so two runners can
-//! never both see the same remaining budget. After the call the reservation is replaced
-//! by the real usage in one transaction. Reservations carry an expiry, so a runner that
-//! crashes mid-call holds budget only until then.
+//! never both see the same remaining budget; it is one statement, the `SECURITY INVOKER`
+//! function `mana_ai.reserve_tokens` of the migration (one round trip). After the call
+//! the reservation is replaced by the real usage in one statement. Reservations carry an
+//! expiry, so a runner that crashes mid-call holds budget only until then.
 //!
 //! Consequence: concurrent calls of one agent together exceed the cap by less than one
 //! call's estimate (the last reservation admitted below the cap), as long as no call uses
@@ -88,6 +89,18 @@ const COMMITTED_SQL: &str = "SELECT
     (SELECT COALESCE(SUM(tokens), 0)::bigint FROM mana_ai.token_reservations
       WHERE user_id = $1 AND agent_id = $2 AND expires_at > now())";
 
+/// One round trip: `mana_ai.reserve_tokens` takes the `(user, agent)` advisory lock,
+/// sums booked usage (24 h) and unexpired reservations, and inserts the reservation only
+/// when that sum is below the cap. Answers the new id (NULL when denied) and the sums.
+const RESERVE_SQL: &str =
+    "SELECT reservation_id, used_24h, reserved FROM mana_ai.reserve_tokens($1, $2, $3, $4, $5, $6, $7)";
+
+/// One statement, so atomic: the reservation goes, the real usage (if any) is booked.
+const SETTLE_SQL: &str = "WITH gone AS (
+        DELETE FROM mana_ai.token_reservations WHERE id = $1::bigint)
+     INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
+     SELECT $2::text, $3::text, $4::text, $5::int4 WHERE $5::int4 > 0";
+
 impl Store {
     /// Reserves `req.estimate` tokens unless booked usage (24 h) plus unexpired
     /// reservations already reach `req.cap`. A cap of 0 is always denied.
@@ -95,50 +108,40 @@ impl Store {
         &self,
         req: &ReserveRequest<'_>,
     ) -> Result<Reservation, StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, $3))",
-            &[&req.user_id, &req.agent_id, &RESERVE_LOCK_SEED],
-        )
-        .await?;
-        let row = tx
-            .query_one(COMMITTED_SQL, &[&req.user_id, &req.agent_id])
-            .await?;
-        let committed = BudgetUse {
-            used_24h: to_u64(row.get(0)),
-            reserved: to_u64(row.get(1)),
-        }
-        .committed();
-        if committed >= req.cap {
-            tx.rollback().await?;
-            return Ok(Reservation::Denied { committed });
-        }
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(RESERVE_SQL).await?;
         let ttl = req.ttl.as_secs_f64();
-        let id: i64 = tx
+        let row = c
             .query_one(
-                "INSERT INTO mana_ai.token_reservations
-                     (user_id, agent_id, mission_id, tokens, expires_at)
-                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))
-                 RETURNING id",
+                &stmt,
                 &[
                     &req.user_id,
                     &req.agent_id,
                     &req.mission_id,
+                    &to_i64(req.cap),
                     &to_i64(req.estimate),
                     &ttl,
+                    &RESERVE_LOCK_SEED,
                 ],
             )
-            .await?
-            .get(0);
-        tx.commit().await?;
-        Ok(Reservation::Granted { id })
+            .await?;
+        let id: Option<i64> = row.get(0);
+        Ok(match id {
+            Some(id) => Reservation::Granted { id },
+            None => Reservation::Denied {
+                committed: BudgetUse {
+                    used_24h: to_u64(row.get(1)),
+                    reserved: to_u64(row.get(2)),
+                }
+                .committed(),
+            },
+        })
     }
 
-    /// Replaces a reservation by the real usage of its call, in one transaction: the
-    /// reservation (if given and still present) is deleted and `tokens` (if > 0) are
-    /// booked in `token_usage`. The usage is booked even when the reservation has
-    /// already expired and been pruned.
+    /// Replaces a reservation by the real usage of its call, atomically (one
+    /// statement): the reservation (if given and still present) is deleted and `tokens`
+    /// (if > 0) are booked in `token_usage`. The usage is booked even when the
+    /// reservation has already expired and been pruned.
     pub async fn settle_tokens(
         &self,
         reservation: Option<i64>,
@@ -147,17 +150,15 @@ impl Store {
         mission_id: &str,
         tokens: u64,
     ) -> Result<(), StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        if let Some(id) = reservation {
-            tx.execute(
-                "DELETE FROM mana_ai.token_reservations WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-        }
-        insert_usage(&tx, user_id, agent_id, mission_id, tokens).await?;
-        tx.commit().await?;
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(SETTLE_SQL).await?;
+        // `tokens_used` is INT in the original schema; one call never comes near the limit.
+        let tokens = i32::try_from(tokens).unwrap_or(i32::MAX);
+        c.execute(
+            &stmt,
+            &[&reservation, &user_id, &agent_id, &mission_id, &tokens],
+        )
+        .await?;
         Ok(())
     }
 
@@ -195,7 +196,8 @@ impl Store {
         agent_id: &str,
     ) -> Result<BudgetUse, StoreError> {
         let c = self.client().await?;
-        let row = c.query_one(COMMITTED_SQL, &[&user_id, &agent_id]).await?;
+        let stmt = c.prepare_cached(COMMITTED_SQL).await?;
+        let row = c.query_one(&stmt, &[&user_id, &agent_id]).await?;
         Ok(BudgetUse {
             used_24h: to_u64(row.get(0)),
             reserved: to_u64(row.get(1)),
@@ -269,7 +271,7 @@ impl Store {
 
 /// One `token_usage` row, exactly the original's columns. Nothing for 0 tokens.
 async fn insert_usage(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     user_id: &str,
     agent_id: &str,
     mission_id: &str,
@@ -280,11 +282,13 @@ async fn insert_usage(
     }
     // `tokens_used` is INT in the original schema; one call never comes near the limit.
     let tokens = i32::try_from(tokens).unwrap_or(i32::MAX);
-    tx.execute(
-        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
-         VALUES ($1, $2, $3, $4)",
-        &[&user_id, &agent_id, &mission_id, &tokens],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&user_id, &agent_id, &mission_id, &tokens])
+        .await?;
     Ok(())
 }

@@ -4,9 +4,14 @@
 //!
 //! Architecture invariant: every statement that reads or writes a user's rows in
 //! `sync_changes` or `mana_ai.decrypt_audit` runs inside a [`UserTx`], which sets
-//! `app.current_user_id` transaction-locally and refuses an empty user id. The only
-//! cross-user reads go through the `SECURITY DEFINER` discovery functions of
+//! `app.current_user_id` transaction-locally and refuses an empty user id — or is the
+//! one-statement write-back `mana_ai.write_back_run` (`SECURITY INVOKER`), which sets
+//! the same transaction-local scope itself and refuses an empty user id the same way.
+//! The only cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
+//!
+//! Hot statements (the per-mission ones) are prepared once per pooled connection with
+//! `prepare_cached`: parsed once, executed in one round trip.
 
 pub mod audit;
 pub mod audit_read;
@@ -130,7 +135,10 @@ impl StoreConfig {
 
 /// Parses a libpq-style URL, adding the session settings the service relies on:
 /// custom plans always (the per-user queries must stay selective even for the shared
-/// `legacy:ai-default` agent id) and an `application_name`.
+/// `legacy:ai-default` agent id) and an `application_name`. Custom plans stay forced
+/// for prepared statements too: a cached statement skips the parse (and a round trip),
+/// and is planned for its actual parameters on each execution, which for these
+/// primary-key and per-user index lookups costs microseconds.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         StoreError::Config(format!("invalid database URL: {e}"))

@@ -7,6 +7,11 @@
 //! `written`/`failed` in ONE transaction that re-checks the claim under a row lock. Any
 //! number of runners may try; exactly one write lands. A crashed runner's claim expires
 //! with its lease and the run is taken over.
+//!
+//! Both the claim and the write-back are single statements calling the `SECURITY
+//! INVOKER` functions `mana_ai.claim_run` / `mana_ai.write_back_run` that the migration
+//! creates (see [`crate::schema`]): one round trip each, prepared once per pooled
+//! connection.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -76,110 +81,63 @@ pub enum WriteOutcome {
 
 const CLIENT_ID: &str = "mana-ai-runner";
 
+/// One round trip: [`schema`](crate::schema)'s `mana_ai.claim_run` does the whole claim.
+const CLAIM_SQL: &str = "SELECT mana_ai.claim_run($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// One round trip: `mana_ai.write_back_run` closes the claim and inserts the row.
+const WRITE_BACK_SQL: &str =
+    "SELECT mana_ai.write_back_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+const RELEASE_SQL: &str = "DELETE FROM mana_ai.mission_runs
+      WHERE user_id = $1 AND mission_id = $2 AND due_at = $3
+        AND runner_id = $4 AND status = 'running'";
+
 impl Store {
-    /// Claims a due run for this runner. Serialised per agent by a transaction-level
-    /// advisory lock, so the concurrency check and the insert are atomic across runners.
+    /// Claims a due run for this runner, in one statement (`mana_ai.claim_run`, one
+    /// round trip, prepared once per connection). Serialised per agent by a
+    /// transaction-level advisory lock inside it, so the slot check and the insert are
+    /// atomic across runners:
+    ///
+    /// * a run already written back (or failed) is [`Claim::AlreadyDone`];
+    /// * another runner's unexpired claim is [`Claim::HeldElsewhere`] (an expired one is
+    ///   taken over; this runner's own claim is renewed);
+    /// * [`Claim::AgentBusy`] when the agent's `max_concurrent` unexpired runs are in
+    ///   flight, or when at least as many of the agent's *older* due runs wait (due,
+    ///   unclaimed or with an expired claim, not waiting for deep research) as there are
+    ///   free slots: oldest due first, and the oldest is never held back.
     pub async fn claim_run(&self, req: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 7366720003))",
-            &[&req.user_id, &req.slot.agent_id],
-        )
-        .await?;
+        if req.user_id.is_empty() {
+            return Err(StoreError::Refused("claim: empty user id"));
+        }
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(CLAIM_SQL).await?;
         let lease_secs = req.lease.as_secs_f64();
-        let existing = tx
-            .query_opt(
-                "SELECT status, runner_id, lease_until < now() AS expired
-                   FROM mana_ai.mission_runs
-                  WHERE user_id = $1 AND mission_id = $2 AND due_at = $3
-                  FOR UPDATE",
-                &[&req.user_id, &req.mission_id, &req.due_at],
-            )
-            .await?;
-        if let Some(row) = &existing {
-            let status: String = row.get(0);
-            let runner: String = row.get(1);
-            let expired: bool = row.get(2);
-            if status != "running" {
-                return Ok(Claim::AlreadyDone);
-            }
-            if runner != req.runner_id && !expired {
-                return Ok(Claim::HeldElsewhere);
-            }
-        }
-        let in_flight: i64 = tx
+        let answer: String = c
             .query_one(
-                "SELECT count(*) FROM mana_ai.mission_runs
-                  WHERE user_id = $1 AND agent_id = $2 AND status = 'running'
-                    AND lease_until >= now()
-                    AND NOT (mission_id = $3 AND due_at = $4)",
+                &stmt,
                 &[
                     &req.user_id,
-                    &req.slot.agent_id,
                     &req.mission_id,
                     &req.due_at,
-                ],
-            )
-            .await?
-            .get(0);
-        // Oldest due first: a free slot goes to this run only if fewer older due runs of
-        // the same agent are waiting (due, unclaimed or with an expired claim) than there
-        // are free slots. The agent's oldest due run is never held back by this rule, so
-        // nobody starves. Missions waiting for a deep-research job do not hold others back.
-        let free = req.slot.max_concurrent - in_flight;
-        if free <= 0 {
-            return Ok(Claim::AgentBusy);
-        }
-        let older_waiting: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM mana_ai.mission_snapshots s
-                  WHERE s.user_id = $1 AND s.state = 'active' AND NOT s.deleted
-                    AND s.next_run_at IS NOT NULL
-                    AND (s.next_run_at, s.mission_id) < ($3, $4)
-                    AND CASE WHEN $5 THEN s.agent_id = $2
-                             ELSE s.agent_id IS NULL OR s.agent_id = '' END
-                    AND NOT EXISTS (
-                        SELECT 1 FROM mana_ai.mission_runs r
-                         WHERE r.user_id = s.user_id AND r.mission_id = s.mission_id
-                           AND r.due_at = s.next_run_at
-                           AND (r.status <> 'running' OR r.lease_until >= now()))
-                    AND NOT EXISTS (
-                        SELECT 1 FROM mana_ai.mission_research_jobs j
-                         WHERE j.user_id = s.user_id AND j.mission_id = s.mission_id)",
-                &[
-                    &req.user_id,
+                    &req.iteration_id,
                     &req.slot.agent_id,
-                    &req.due_at,
-                    &req.mission_id,
+                    &req.slot.max_concurrent,
                     &req.slot.explicit_agent,
+                    &req.runner_id,
+                    &lease_secs,
                 ],
             )
             .await?
             .get(0);
-        if older_waiting >= free {
-            return Ok(Claim::AgentBusy);
+        match answer.as_str() {
+            "claimed" => Ok(Claim::Claimed),
+            "done" => Ok(Claim::AlreadyDone),
+            "held" => Ok(Claim::HeldElsewhere),
+            "busy" => Ok(Claim::AgentBusy),
+            other => Err(StoreError::Corrupt(format!(
+                "mana_ai.claim_run answered {other:?}"
+            ))),
         }
-        tx.execute(
-            "INSERT INTO mana_ai.mission_runs
-                 (user_id, mission_id, due_at, iteration_id, agent_id, status, runner_id, lease_until)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, now() + make_interval(secs => $7::float8))
-             ON CONFLICT (user_id, mission_id, due_at) DO UPDATE
-               SET runner_id = EXCLUDED.runner_id, lease_until = EXCLUDED.lease_until,
-                   started_at = now()",
-            &[
-                &req.user_id,
-                &req.mission_id,
-                &req.due_at,
-                &req.iteration_id,
-                &req.slot.agent_id,
-                &req.runner_id,
-                &lease_secs,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Claim::Claimed)
     }
 
     /// Gives a claimed run back without writing anything (shutdown, skipped gate), so
@@ -192,60 +150,47 @@ impl Store {
         runner_id: &str,
     ) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM mana_ai.mission_runs
-              WHERE user_id = $1 AND mission_id = $2 AND due_at = $3
-                AND runner_id = $4 AND status = 'running'",
-            &[&user_id, &mission_id, &due_at, &runner_id],
-        )
-        .await?;
+        let stmt = c.prepare_cached(RELEASE_SQL).await?;
+        c.execute(&stmt, &[&user_id, &mission_id, &due_at, &runner_id])
+            .await?;
         Ok(())
     }
 
-    /// Writes the iteration row and closes the run in one RLS-scoped transaction. The
-    /// claim is re-checked under a row lock first: if this runner no longer owns a
-    /// `running` claim, nothing is written.
+    /// Writes the iteration row and closes the run atomically, in one statement
+    /// (`mana_ai.write_back_run`, one round trip, prepared once per connection). The
+    /// statement scopes its transaction to `wb.user_id` exactly as a `withUser`
+    /// transaction does (RLS applies to the insert), and writes only if this runner
+    /// still owns a `running` claim, re-checked under the claim's row lock; otherwise
+    /// nothing is written and the answer is [`WriteOutcome::ClaimLost`].
     pub async fn write_back(&self, wb: &WriteBack<'_>) -> Result<WriteOutcome, StoreError> {
-        let tx = self.begin_user(wb.user_id).await?;
-        let row = tx
-            .client()
-            .query_opt(
-                "SELECT status, runner_id FROM mana_ai.mission_runs
-                  WHERE user_id = $1 AND mission_id = $2 AND due_at = $3 FOR UPDATE",
-                &[&wb.user_id, &wb.mission_id, &wb.due_at],
-            )
-            .await?;
-        let owned = matches!(&row, Some(r) if r.get::<_, String>(0) == "running" && r.get::<_, String>(1) == wb.runner_id);
-        if !owned {
-            tx.rollback().await?;
-            return Ok(WriteOutcome::ClaimLost);
+        if wb.user_id.is_empty() {
+            return Err(StoreError::Refused("withUser: empty userID"));
         }
-        tx.client()
-            .execute(
-                "INSERT INTO sync_changes
-                   (app_id, table_name, record_id, user_id, op, data, field_meta, client_id,
-                    schema_version, actor, origin)
-                 VALUES ('ai', 'aiMissions', $1, $2, 'update', $3, $4, $5, 1, $6, 'agent')",
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(WRITE_BACK_SQL).await?;
+        let status = if wb.failed { "failed" } else { "written" };
+        let written: bool = c
+            .query_one(
+                &stmt,
                 &[
-                    &wb.mission_id,
                     &wb.user_id,
+                    &wb.mission_id,
+                    &wb.due_at,
+                    &wb.runner_id,
+                    &status,
+                    &wb.error,
                     wb.data,
                     wb.field_meta,
-                    &CLIENT_ID,
                     wb.actor,
+                    &CLIENT_ID,
                 ],
             )
-            .await?;
-        let status = if wb.failed { "failed" } else { "written" };
-        tx.client()
-            .execute(
-                "UPDATE mana_ai.mission_runs
-                    SET status = $4, finished_at = now(), error = $5
-                  WHERE user_id = $1 AND mission_id = $2 AND due_at = $3",
-                &[&wb.user_id, &wb.mission_id, &wb.due_at, &status, &wb.error],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(WriteOutcome::Written)
+            .await?
+            .get(0);
+        Ok(if written {
+            WriteOutcome::Written
+        } else {
+            WriteOutcome::ClaimLost
+        })
     }
 }

@@ -108,13 +108,15 @@ impl Store {
     /// been paused, deleted or rescheduled since it was listed).
     pub async fn load_due_mission(&self, key: &DueKey) -> Result<Option<DueMission>, StoreError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
+        let stmt = c
+            .prepare_cached(
                 "SELECT record FROM mana_ai.mission_snapshots
                   WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
                     AND next_run_at = $3",
-                &[&key.user_id, &key.mission_id, &key.next_run_at],
             )
+            .await?;
+        let row = c
+            .query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
             .await?;
         Ok(row.map(|r| DueMission {
             user_id: key.user_id.clone(),
@@ -181,13 +183,13 @@ impl Store {
         agent_id: &str,
     ) -> Result<Option<AgentSnapshot>, StoreError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
+        let stmt = c
+            .prepare_cached(
                 "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
                   WHERE user_id = $1 AND agent_id = $2 AND NOT deleted",
-                &[&user_id, &agent_id],
             )
             .await?;
+        let row = c.query_opt(&stmt, &[&user_id, &agent_id]).await?;
         Ok(row.map(|r| AgentSnapshot {
             user_id: r.get(0),
             agent_id: r.get(1),
