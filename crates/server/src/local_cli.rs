@@ -216,7 +216,7 @@ fn parse_body(body: &Value) -> Result<(ChatRequest, ToolMode), String> {
     let request = ChatRequest {
         model: body.get("model").and_then(Value::as_str).map(str::to_owned),
         messages,
-        tools,
+        tools: tools.into(),
         temperature: body
             .get("temperature")
             .and_then(Value::as_f64)

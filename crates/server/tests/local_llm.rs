@@ -83,7 +83,7 @@ fn mission(goal: &str, offered: &[&Tool]) -> ChatRequest {
             ),
             ChatMessage::user(format!("Mission: {goal}")),
         ],
-        tools: function_specs(offered),
+        tools: function_specs(offered).into(),
         temperature: Some(0.0),
     }
 }
