@@ -4,7 +4,9 @@
 //!
 //! Architecture invariant: every statement that reads or writes a user's rows in
 //! `sync_changes` or `mana_ai.decrypt_audit` runs inside a [`UserTx`], which sets
-//! `app.current_user_id` transaction-locally and refuses an empty user id. The only
+//! `app.current_user_id` transaction-locally and refuses an empty user id (the refresh's
+//! bulk read applies the same rule per user inside the `SECURITY INVOKER` function
+//! `mana_ai.read_ai_rows`, so row-level security decides what it sees). The only
 //! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 
