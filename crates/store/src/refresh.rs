@@ -27,8 +27,8 @@
 //! come out unchanged).
 //!
 //! Cost is proportional to the rows in `[C, H)` (range scans on a partial index and on
-//! the per-user index), not to the history: a refresh after a few new rows is five
-//! round trips. Concurrent runners serialise on an advisory lock; the loser skips.
+//! the per-user index), not to the history: a refresh after a few new rows is four
+//! round trips (lock with cursor and horizon; window; read; write with release). Concurrent runners serialise on an advisory lock; the loser skips.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -178,6 +178,15 @@ const WRITE_SQL: &str = "WITH m AS (
  )
  SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), (SELECT count(*) FROM c)";
 
+/// Session settings of the refresh connection, set with the lock and restored with its
+/// release: the refresh's own statements are fixed and selective, so their cached
+/// generic plans are safe and save a planning per statement (the pool's default,
+/// `force_custom_plan`, guards the per-record queries elsewhere).
+const SESSION_SQL: &str = "SET plan_cache_mode = auto";
+const RESET_SQL: &str = "RESET plan_cache_mode";
+const LOCK_SQL: &str = "SELECT pg_try_advisory_lock($1)";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
+
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
     pub async fn refresh_snapshots(
@@ -185,37 +194,87 @@ impl Store {
         opts: RefreshOptions,
     ) -> Result<RefreshOutcome, StoreError> {
         // One connection for the whole refresh: it holds the (session) lock, and its
-        // cached prepared statements save a round trip per statement.
+        // cached prepared statements save a round trip per statement. Statements that do
+        // not depend on each other's answers are pipelined; the server still runs them in
+        // order (the cursor is read after the lock is taken).
         let c = self.client().await?;
-        let lock = c.prepare_cached("SELECT pg_try_advisory_lock($1)").await?;
-        let got: bool = c.query_one(&lock, &[&REFRESH_LOCK]).await?.get(0);
+        let lock = c.prepare_cached(LOCK_SQL).await?;
+        let start = c.prepare_cached(START_SQL).await?;
+        let margin_secs = opts.safety_margin.as_secs_f64();
+        let (set, got, started) = futures::future::join3(
+            c.batch_execute(SESSION_SQL),
+            c.query_one(&lock, &[&REFRESH_LOCK]),
+            c.query_one(&start, &[&CURSOR_STREAM, &margin_secs]),
+        )
+        .await;
+        let (got, started) = match (set, got, started) {
+            (Ok(()), Ok(got), Ok(started)) => (got.get::<_, bool>(0), started),
+            (set, got, started) => {
+                // The lock may be held and the session changed: drop the connection.
+                drop(Object::take(c));
+                let e = set.err().or(got.err()).or(started.err());
+                return Err(e.map_or_else(
+                    || StoreError::Corrupt("refresh start failed".into()),
+                    StoreError::from,
+                ));
+            }
+        };
         if !got {
+            if let Err(e) = c.batch_execute(RESET_SQL).await {
+                drop(Object::take(c));
+                return Err(e.into());
+            }
             return Ok(RefreshOutcome::Busy);
         }
-        let result = refresh_locked(&c, opts).await;
-        let unlocked = async {
-            let unlock = c.prepare_cached("SELECT pg_advisory_unlock($1)").await?;
-            c.execute(&unlock, &[&REFRESH_LOCK]).await
-        };
-        if let Err(e) = unlocked.await {
-            // The lock dies with the session; make sure this one is not reused.
-            drop(Object::take(c));
-            tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+        let mut released = false;
+        let result = refresh_locked(&c, opts, &started, &mut released).await;
+        if !released {
+            if let Err(e) = release(&c, None).await {
+                // The lock dies with the session; make sure this one is not reused.
+                drop(Object::take(c));
+                tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+            }
         }
         result.map(RefreshOutcome::Done)
     }
 }
 
-async fn refresh_locked(c: &Object, opts: RefreshOptions) -> Result<RefreshStats, StoreError> {
+/// Releases the lock and restores the session, pipelined after `last` (the refresh's
+/// final write) when given. The write's own error, if any, comes back in the `Ok`.
+async fn release<'a>(
+    c: &'a Object,
+    last: Option<futures::future::BoxFuture<'a, Result<(), StoreError>>>,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let unlock = c.prepare_cached(UNLOCK_SQL).await?;
+    let last = async move {
+        match last {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    };
+    let (written, unlocked, reset) = futures::future::join3(
+        last,
+        c.execute(&unlock, &[&REFRESH_LOCK]),
+        c.batch_execute(RESET_SQL),
+    )
+    .await;
+    unlocked?;
+    reset?;
+    Ok(written)
+}
+
+async fn refresh_locked(
+    c: &Object,
+    opts: RefreshOptions,
+    started: &tokio_postgres::Row,
+    released: &mut bool,
+) -> Result<RefreshStats, StoreError> {
     let batch_rows = opts.batch_rows.max(1);
     let window_rows = batch_rows.saturating_mul(WINDOW_BATCHES);
-    let margin_secs = opts.safety_margin.as_secs_f64();
-    let start = c.prepare_cached(START_SQL).await?;
-    let row = c.query_one(&start, &[&CURSOR_STREAM, &margin_secs]).await?;
-    let mut from: DateTime<Utc> = row
+    let mut from: DateTime<Utc> = started
         .get::<_, Option<DateTime<Utc>>>(0)
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let horizon: DateTime<Utc> = row.get(1);
+    let horizon: DateTime<Utc> = started.get(1);
     let mut stats = RefreshStats {
         position: Some(from),
         ..Default::default()
@@ -237,16 +296,23 @@ async fn refresh_locked(c: &Object, opts: RefreshOptions) -> Result<RefreshStats
                 "window end {to} outside ({from}, {horizon}]"
             )));
         }
+        let final_window = to == horizon;
         let batches = split_into_batches(&users, i64::from(batch_rows));
         if batches.is_empty() {
             // Nothing changed in [from, to): just move the cursor.
-            write_batch(c, &[], &[], Some(to)).await?;
+            let pending = Pending {
+                cursor: Some(to),
+                ..Pending::default()
+            };
+            finish_batch(c, pending, final_window, released).await?;
             stats.batches += 1;
         }
         let last = batches.len().saturating_sub(1);
         for (i, batch) in batches.iter().enumerate() {
             let cursor = (i == last).then_some(to);
-            apply_batch(c, batch, from, to, cursor, &mut stats).await?;
+            let pending = apply_batch(c, batch, from, to, cursor, &mut stats).await?;
+            finish_batch(c, pending, final_window && i == last, released).await?;
+            stats.users_processed += batch.len();
             stats.batches += 1;
         }
         stats.windows += 1;
@@ -254,6 +320,23 @@ async fn refresh_locked(c: &Object, opts: RefreshOptions) -> Result<RefreshStats
         stats.position = Some(from);
     }
     Ok(stats)
+}
+
+/// Writes one batch; the refresh's final write is pipelined with the release.
+async fn finish_batch(
+    c: &Object,
+    pending: Pending,
+    is_final: bool,
+    released: &mut bool,
+) -> Result<(), StoreError> {
+    if !is_final {
+        return write_batch(c, &pending).await;
+    }
+    let write: futures::future::BoxFuture<'_, Result<(), StoreError>> =
+        Box::pin(write_batch(c, &pending));
+    let written = release(c, Some(write)).await?;
+    *released = true;
+    written
 }
 
 /// Groups users (sorted) into batches of about `batch_rows` rows; a user with more rows
@@ -276,8 +359,8 @@ fn split_into_batches(users: &[(String, i64)], batch_rows: i64) -> Vec<Vec<&str>
     out
 }
 
-/// Reads one batch of users' rows in `[from, to)` with their stored snapshots, merges,
-/// and writes what changed (plus the cursor when `cursor` is given).
+/// Reads one batch of users' rows in `[from, to)` with their stored snapshots and merges
+/// them; returns what changed (plus the cursor when `cursor` is given) for writing.
 async fn apply_batch(
     c: &Object,
     users: &[&str],
@@ -285,7 +368,7 @@ async fn apply_batch(
     to: DateTime<Utc>,
     cursor: Option<DateTime<Utc>>,
     stats: &mut RefreshStats,
-) -> Result<(), StoreError> {
+) -> Result<Pending, StoreError> {
     let read = c.prepare_cached(READ_SQL).await?;
     let answer = c.query(&read, &[&users, &from, &to]).await?;
     let wanted: HashSet<&str> = users.iter().copied().collect();
@@ -375,9 +458,20 @@ async fn apply_batch(
             agents.push(write);
         }
     }
-    write_batch(c, &missions, &agents, cursor).await?;
-    stats.users_processed += users.len();
-    Ok(())
+    Ok(Pending {
+        missions,
+        agents,
+        cursor,
+    })
+}
+
+/// The writes of one batch.
+#[derive(Default)]
+struct Pending {
+    missions: Vec<SnapshotWrite>,
+    agents: Vec<SnapshotWrite>,
+    /// The window's end, for the window's last batch.
+    cursor: Option<DateTime<Utc>>,
 }
 
 struct SnapshotWrite {
@@ -388,12 +482,12 @@ struct SnapshotWrite {
     last_at: DateTime<Utc>,
 }
 
-async fn write_batch(
-    c: &Object,
-    missions: &[SnapshotWrite],
-    agents: &[SnapshotWrite],
-    cursor: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
+async fn write_batch(c: &Object, pending: &Pending) -> Result<(), StoreError> {
+    let Pending {
+        missions,
+        agents,
+        cursor,
+    } = pending;
     if missions.is_empty() && agents.is_empty() && cursor.is_none() {
         return Ok(());
     }
@@ -468,7 +562,9 @@ mod tests {
 
     #[test]
     fn batches_hold_about_batch_rows_rows_and_every_user_once() {
-        let table: &[(&[(&str, i64)], i64, &[&[&str]])] = &[
+        /// (users with row counts, batch_rows, expected batches)
+        type Case<'a> = (&'a [(&'a str, i64)], i64, &'a [&'a [&'a str]]);
+        let table: &[Case] = &[
             (&[], 10, &[]),
             (&[("a", 3)], 10, &[&["a"]]),
             (&[("a", 3), ("b", 7)], 10, &[&["a", "b"]]),

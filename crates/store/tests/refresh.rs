@@ -758,3 +758,56 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
         "Bravo"
     );
 }
+
+/// The refresh changes its connection's plan cache mode only while it holds the lock;
+/// the pooled connection goes back with the service's `force_custom_plan`, also when
+/// another runner holds the lock.
+#[tokio::test]
+async fn refresh_restores_its_session_and_skips_while_another_holds_the_lock() {
+    let (db, _store, admin) = setup("session").await;
+    // One connection, so the refresh's connection is the one inspected afterwards.
+    let store = Store::connect(&mana_ai_store::StoreConfig {
+        max_connections: 1,
+        ..mana_ai_store::StoreConfig::new(db.service_url.clone())
+    })
+    .unwrap();
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("t", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    let mode = |store: Store| async move {
+        let tx = store.begin_user("u1").await.unwrap();
+        let mode: String = tx
+            .client()
+            .query_one("SHOW plan_cache_mode", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        mode
+    };
+    assert_eq!(refresh(&store).await.new_snapshots, 1);
+    assert_eq!(mode(store.clone()).await, "force_custom_plan");
+
+    let holder = db.admin().await;
+    holder
+        .execute("SELECT pg_advisory_lock(7366720002)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_snapshots(opts()).await.unwrap(),
+        RefreshOutcome::Busy
+    );
+    assert_eq!(mode(store.clone()).await, "force_custom_plan");
+    holder
+        .execute("SELECT pg_advisory_unlock(7366720002)", &[])
+        .await
+        .unwrap();
+    assert_eq!(refresh(&store).await.rows_applied, 0);
+}
