@@ -735,10 +735,17 @@ async fn diagnose_refresh(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow
     )
     .await?;
     println!("diagnostics: generic plan of read_ai_rows' per-user query (service role, in scope):");
+    // EXPLAIN EXECUTE takes literals, not bind parameters.
+    let lit = |t: DateTime<Utc>| mana_ai_store::schema::quote_literal(&t.to_rfc3339());
     let plan = tx
         .query(
-            "EXPLAIN (ANALYZE, BUFFERS) EXECUTE per_user($1, $2, $3)",
-            &[&users[0], &at, &to],
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS) EXECUTE per_user({}, {}, {})",
+                mana_ai_store::schema::quote_literal(&users[0]),
+                lit(at),
+                lit(to)
+            ),
+            &[],
         )
         .await?;
     for r in &plan {
