@@ -118,7 +118,8 @@ const START_SQL: &str = "SELECT (SELECT position FROM mana_ai.refresh_cursor WHE
 /// The end of the next window and who has rows in it (ids and counts only). Always at
 /// least one row; `user_id` is NULL when the window holds nothing. `e` must stay
 /// MATERIALIZED: inlined, the window-end scan would run once per output row.
-const WINDOW_SQL: &str = "WITH e AS MATERIALIZED (SELECT mana_ai.change_batch_end($1, $2, $3) AS to_at)
+const WINDOW_SQL: &str =
+    "WITH e AS MATERIALIZED (SELECT mana_ai.change_batch_end($1, $2, $3) AS to_at)
  SELECT e.to_at, u.user_id, u.row_count
    FROM e LEFT JOIN LATERAL mana_ai.changed_ai_users($1, e.to_at) AS u ON true
   ORDER BY u.user_id";
