@@ -7,7 +7,8 @@
 //! * the one-off catch-up refresh from an empty cursor;
 //! * a refresh after 100 new rows spread over 100 users (target: median < 50 ms);
 //! * a refresh with nothing new (target: median < 5 ms);
-//! * `list_due_missions(now, 10_000)` with 10,000 missions due (target: median < 100 ms);
+//! * `list_due_keys(now, 10_000)` with 10,000 missions due, the runner's keys-only path
+//!   (target: median < 100 ms), and `list_due_missions` with full records as a diagnostic;
 //! * the resident memory of the release `mana-ai serve` binary at idle (target: < 30 MB)
 //!   and after one tick pass.
 //!
@@ -430,10 +431,14 @@ async fn main() -> anyhow::Result<()> {
         "Catch-up refresh from an empty cursor (one-off)",
         "-",
         format!(
-            "{:.1} s: {} rows in {} batches → {missions} mission snapshots ({deleted} deleted, {snap_size}), {agents} agent snapshots",
+            "{:.1} s: {} rows in {} windows / {} batches, {} snapshot writes ({} new + {} rewritten) → {missions} mission snapshots ({deleted} deleted, {snap_size}), {agents} agent snapshots",
             catch_up_time.as_secs_f64(),
             catch_up.rows_applied,
-            catch_up.batches
+            catch_up.windows,
+            catch_up.batches,
+            catch_up.new_snapshots + catch_up.updated_snapshots,
+            catch_up.new_snapshots,
+            catch_up.updated_snapshots
         ),
         None,
     ));
@@ -514,6 +519,28 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // ---- (c) list 10,000 due missions ---------------------------------------------
+    // The runner's path: keys only (`list_due_keys`); a mission's record is loaded when
+    // it is about to run.
+    let mut samples = Vec::with_capacity(LIST_DUE_RUNS);
+    for _ in 0..LIST_DUE_RUNS {
+        let t = Instant::now();
+        let due = store.list_due_keys(Utc::now(), users_n).await?;
+        samples.push(t.elapsed());
+        ensure!(
+            due.len() == expected_due,
+            "{} due keys instead of {expected_due}",
+            due.len()
+        );
+    }
+    let list_keys = summarize(&samples);
+    println!("list_due_keys(now, {users_n}): {}", timing(&list_keys));
+    rows.push(row(
+        &format!("`list_due_keys(now, {users_n})` → {users_n} due missions (the runner's path)"),
+        "< 100 ms median",
+        timing(&list_keys),
+        Some(list_keys.median < Duration::from_millis(100)),
+    ));
+    // Diagnostic: the same listing with full records (`list_due_missions`).
     let mut samples = Vec::with_capacity(LIST_DUE_RUNS);
     let mut payload_bytes = 0usize;
     for _ in 0..LIST_DUE_RUNS {
@@ -534,14 +561,14 @@ async fn main() -> anyhow::Result<()> {
         payload_bytes as f64 / 1e6
     );
     rows.push(row(
-        &format!("`list_due_missions(now, {users_n})` → {users_n} records"),
-        "< 100 ms median",
+        &format!("Diagnostic: `list_due_missions(now, {users_n})` → {users_n} full records"),
+        "-",
         format!(
             "{} ({:.1} MB of record JSON)",
             timing(&list_due),
             payload_bytes as f64 / 1e6
         ),
-        Some(list_due.median < Duration::from_millis(100)),
+        None,
     ));
     store.close();
     diagnose_list_due(&db, users_n).await?;
@@ -656,25 +683,25 @@ async fn diagnose_list_due(db: &TestDb, limit: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Diagnostics for an incremental refresh: plans of the discovery query (the body of the
-/// `SECURITY DEFINER` function, as superuser) and of the per-user row read the store
-/// issues once per changed user (as the service role, inside that user's scope), both
-/// for the window holding the last 100 new rows.
+/// Diagnostics for an incremental refresh, for the window holding the last 100 new
+/// rows: the plan of the discovery query (the body of the `SECURITY DEFINER` function,
+/// as superuser); the generic plan of the per-user query inside the `SECURITY INVOKER`
+/// function `mana_ai.read_ai_rows` (as the service role, in one user's scope — the
+/// function plans it once per session); and the server time of one call of that
+/// function for all the window's users.
 async fn diagnose_refresh(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow::Result<()> {
     let last = admin
         .query_one(
-            "SELECT created_at, user_id, array_agg(record_id)
+            "SELECT created_at, array_agg(DISTINCT user_id)
                FROM sync_changes
               WHERE created_at = (SELECT max(created_at) FROM sync_changes WHERE app_id = 'ai')
                 AND app_id = 'ai'
-              GROUP BY created_at, user_id
-              LIMIT 1",
+              GROUP BY created_at",
             &[],
         )
         .await?;
     let at: DateTime<Utc> = last.get(0);
-    let user: String = last.get(1);
-    let ids: Vec<String> = last.get(2);
+    let users: Vec<String> = last.get(1);
     let to = at + chrono::Duration::milliseconds(1);
     println!("diagnostics: changed_ai_records body for the last 100-row window:");
     let plan = admin
@@ -694,29 +721,53 @@ async fn diagnose_refresh(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow
     let tx = c.transaction().await?;
     tx.execute(
         "SELECT set_config('app.current_user_id', $1, true)",
-        &[&user],
+        &[&users[0]],
     )
     .await?;
-    println!("diagnostics: the per-user row read of one changed user (service role, in scope):");
+    tx.batch_execute(
+        "SET LOCAL plan_cache_mode = force_generic_plan;
+         PREPARE per_user(text, timestamptz, timestamptz) AS
+         SELECT s.user_id, s.table_name, s.record_id, s.op, s.data, s.field_meta, s.created_at
+           FROM public.sync_changes s
+          WHERE s.user_id = $1 AND s.app_id = 'ai'
+            AND s.table_name IN ('aiMissions', 'agents')
+            AND s.created_at >= $2 AND s.created_at < $3",
+    )
+    .await?;
+    println!("diagnostics: generic plan of read_ai_rows' per-user query (service role, in scope):");
+    // EXPLAIN EXECUTE takes literals, not bind parameters.
+    let lit = |t: DateTime<Utc>| mana_ai_store::schema::quote_literal(&t.to_rfc3339());
     let plan = tx
         .query(
-            "EXPLAIN (ANALYZE, BUFFERS)
-             SELECT current_setting('app.current_user_id', true) AS scope,
-                    coalesce(json_agg(json_build_object(
-                        't', s.table_name, 'r', s.record_id, 'op', s.op, 'd', s.data,
-                        'm', s.field_meta, 'at', s.created_at)), '[]'::json) AS rows
-               FROM sync_changes s
-              WHERE s.user_id = $1 AND s.app_id = 'ai'
-                AND s.table_name IN ('aiMissions', 'agents')
-                AND s.record_id = ANY($2)
-                AND s.created_at >= $3 AND s.created_at < $4",
-            &[&user, &ids, &at, &to],
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS) EXECUTE per_user({}, {}, {})",
+                mana_ai_store::schema::quote_literal(&users[0]),
+                lit(at),
+                lit(to)
+            ),
+            &[],
         )
         .await?;
     for r in &plan {
         println!("    {}", r.get::<_, String>(0));
     }
+    tx.batch_execute("DEALLOCATE per_user").await?;
     tx.rollback().await?;
+    for call in ["first (plans the query)", "second (cached plan)"] {
+        println!(
+            "diagnostics: {call} read_ai_rows call in a session, the window's {} users (service role):",
+            users.len()
+        );
+        let plan = c
+            .query(
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM mana_ai.read_ai_rows($1::text[], $2, $3)",
+                &[&users, &at, &to],
+            )
+            .await?;
+        for r in &plan {
+            println!("    {}", r.get::<_, String>(0));
+        }
+    }
     Ok(())
 }
 

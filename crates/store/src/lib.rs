@@ -4,10 +4,11 @@
 //!
 //! Architecture invariant: every statement that reads or writes a user's rows in
 //! `sync_changes` or `mana_ai.decrypt_audit` runs inside a [`UserTx`], which sets
-//! `app.current_user_id` transaction-locally and refuses an empty user id — or is the
-//! one-statement write-back `mana_ai.write_back_run` (`SECURITY INVOKER`), which sets
-//! the same transaction-local scope itself and refuses an empty user id the same way.
-//! The only cross-user reads go through the `SECURITY DEFINER` discovery functions of
+//! `app.current_user_id` transaction-locally and refuses an empty user id — or is one of
+//! the `SECURITY INVOKER` functions that apply the same rule themselves: the one-statement
+//! write-back `mana_ai.write_back_run`, and the refresh's bulk read `mana_ai.read_ai_rows`
+//! (scoped per user, so row-level security decides what it sees). The only
+//! cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 //!
 //! Hot statements (the per-mission ones) are prepared once per pooled connection with

@@ -6,33 +6,50 @@
 //!    started before `H` has finished, so every row with `created_at < H` is already
 //!    visible — `created_at` is the inserting transaction's start time, which is why a
 //!    plain "max(created_at) seen" cursor loses rows of transactions that commit late;
-//! 2. walks `[C, H)` in batches of about `batch_rows` rows; for each batch it asks the
-//!    discovery function which records changed (ids only), reads those rows per user
-//!    inside `withUser` scope, merges them into the stored snapshots with the core LWW
-//!    merge, writes only snapshots whose content changed, and advances the cursor — all
-//!    in one transaction, so a crash repeats a batch (the merge is idempotent) and never
-//!    skips one.
+//! 2. walks `[C, H)` in *windows* of up to `WINDOW_BATCHES × batch_rows` rows. For each
+//!    window the `SECURITY DEFINER` discovery function `mana_ai.changed_ai_users` says
+//!    which users have new rows and how many (ids and counts, never contents);
+//! 3. splits those users into *batches* of about `batch_rows` rows. One statement per
+//!    batch reads the rows through the `SECURITY INVOKER` function
+//!    `mana_ai.read_ai_rows`, which scopes itself to each user in turn
+//!    (`set_config('app.current_user_id', user, true)`, the `withUser` rule), so
+//!    row-level security decides what the service sees, and returns the stored snapshots
+//!    of the touched records with them;
+//! 4. merges with the core LWW merge and writes, in one statement, only the snapshots
+//!    whose content changed. The last batch of a window also moves the cursor to the
+//!    window's end in that statement.
 //!
-//! Cost is proportional to the rows in `[C, H)` (a range scan on a partial index), not
-//! to the history. Concurrent runners serialise on an advisory lock; the loser skips.
+//! Each record is merged over the whole window in memory and written at most once per
+//! window (a catch-up of a long backlog no longer rewrites a snapshot once per
+//! `batch_rows` rows), while memory stays bounded by one batch. A crash before a window
+//! is finished leaves the cursor at the window's start; the next refresh repeats it,
+//! which is harmless because the merge is idempotent (snapshots already written simply
+//! come out unchanged).
+//!
+//! Cost is proportional to the rows in `[C, H)` (range scans on a partial index and on
+//! the per-user index), not to the history: a refresh after a few new rows is four
+//! round trips (lock with cursor and horizon; window; read; write with release). Concurrent runners serialise on an advisory lock; the loser skips.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
 use mana_ai_core::lww::{ChangeRow, Op, RecordState};
 use serde_json::Value;
 
-use crate::{Store, StoreError, UserTx};
+use crate::{Store, StoreError};
 
 const CURSOR_STREAM: &str = "ai";
 const REFRESH_LOCK: i64 = 7_366_720_002;
 const MISSIONS: &str = "aiMissions";
 const AGENTS: &str = "agents";
+/// A window spans at most this many batches' worth of rows.
+const WINDOW_BATCHES: i32 = 100;
 
 /// What one refresh did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshStats {
-    /// Distinct users whose rows were read.
+    /// Distinct users whose rows were read (summed over windows).
     pub users_processed: usize,
     /// Snapshot rows created (missions + agents).
     pub new_snapshots: usize,
@@ -44,8 +61,11 @@ pub struct RefreshStats {
     pub rows_applied: usize,
     /// Mission snapshots created or changed (subset of new + updated).
     pub missions_changed: usize,
-    /// Batches processed.
+    /// Batches processed (one read and one write statement each; a window with nothing
+    /// new counts one batch, the write that moves the cursor).
     pub batches: usize,
+    /// Windows walked (the cursor moves once per window).
+    pub windows: usize,
     /// The cursor after the refresh.
     pub position: Option<DateTime<Utc>>,
 }
@@ -73,7 +93,8 @@ struct Existing {
 /// Tuning of one refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshOptions {
-    /// Rows per batch (one transaction each).
+    /// Rows read and merged at once (a batch of users); a window spans up to
+    /// `WINDOW_BATCHES` (100) times as many rows.
     pub batch_rows: i32,
     /// How far behind the clock the horizon stays even when no transaction is open
     /// (covers the instant between a backend taking its start time and publishing it).
@@ -89,310 +110,370 @@ impl Default for RefreshOptions {
     }
 }
 
+/// Cursor and horizon in one statement. The horizon is read in its own statement (and
+/// snapshot), strictly before any row is read.
+const START_SQL: &str = "SELECT (SELECT position FROM mana_ai.refresh_cursor WHERE stream = $1),
+        mana_ai.change_horizon(make_interval(secs => $2::float8))";
+
+/// The end of the next window and who has rows in it (ids and counts only). Always at
+/// least one row; `user_id` is NULL when the window holds nothing. `e` must stay
+/// MATERIALIZED: inlined, the window-end scan would run once per output row.
+const WINDOW_SQL: &str =
+    "WITH e AS MATERIALIZED (SELECT mana_ai.change_batch_end($1, $2, $3) AS to_at)
+ SELECT e.to_at, u.user_id, u.row_count
+   FROM e LEFT JOIN LATERAL mana_ai.changed_ai_users($1, e.to_at) AS u ON true
+  ORDER BY u.user_id";
+
+/// One batch: the users' rows in `[$2, $3)`, read under each user's RLS scope by the
+/// invoker function, followed by the stored snapshots of the records they touch.
+const READ_SQL: &str = "WITH r AS MATERIALIZED (
+   SELECT * FROM mana_ai.read_ai_rows($1::text[], $2::timestamptz, $3::timestamptz)
+ ), k AS (
+   SELECT DISTINCT r.user_id, r.table_name, r.record_id FROM r
+ )
+ SELECT false AS snap, r.user_id, r.table_name, r.record_id, r.op, r.data, r.field_meta,
+        r.created_at, false AS deleted
+   FROM r
+ UNION ALL
+ SELECT true, s.user_id, 'aiMissions', s.mission_id, NULL::text, s.record, NULL::jsonb,
+        NULL::timestamptz, s.deleted
+   FROM mana_ai.mission_snapshots s
+   JOIN k ON k.table_name = 'aiMissions' AND s.user_id = k.user_id AND s.mission_id = k.record_id
+ UNION ALL
+ SELECT true, s.user_id, 'agents', s.agent_id, NULL::text, s.record, NULL::jsonb,
+        NULL::timestamptz, s.deleted
+   FROM mana_ai.agent_snapshots s
+   JOIN k ON k.table_name = 'agents' AND s.user_id = k.user_id AND s.agent_id = k.record_id";
+
+/// Every write of one batch in one statement (atomic without an explicit transaction):
+/// mission upserts, agent upserts and — for the last batch of a window — the cursor.
+const WRITE_SQL: &str = "WITH m AS (
+   INSERT INTO mana_ai.mission_snapshots
+       (user_id, mission_id, record, last_applied_at, updated_at, deleted, state, next_run_at, agent_id)
+   SELECT u, m, r, l, now(), d, s, n, a
+     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::bool[],
+                 $6::text[], $7::timestamptz[], $8::text[]) AS t(u, m, r, l, d, s, n, a)
+   ON CONFLICT (user_id, mission_id) DO UPDATE SET
+       record = EXCLUDED.record,
+       last_applied_at = GREATEST(mana_ai.mission_snapshots.last_applied_at, EXCLUDED.last_applied_at),
+       updated_at = now(), deleted = EXCLUDED.deleted, state = EXCLUDED.state,
+       next_run_at = EXCLUDED.next_run_at, agent_id = EXCLUDED.agent_id
+   RETURNING 1
+ ), a AS (
+   INSERT INTO mana_ai.agent_snapshots
+       (user_id, agent_id, record, last_applied_at, updated_at, deleted)
+   SELECT u, a, r, l, now(), d
+     FROM unnest($9::text[], $10::text[], $11::jsonb[], $12::timestamptz[], $13::bool[])
+          AS t(u, a, r, l, d)
+   ON CONFLICT (user_id, agent_id) DO UPDATE SET
+       record = EXCLUDED.record,
+       last_applied_at = GREATEST(mana_ai.agent_snapshots.last_applied_at, EXCLUDED.last_applied_at),
+       updated_at = now(), deleted = EXCLUDED.deleted
+   RETURNING 1
+ ), c AS (
+   INSERT INTO mana_ai.refresh_cursor (stream, position, updated_at)
+   SELECT $14::text, $15::timestamptz, now() WHERE $15::timestamptz IS NOT NULL
+   ON CONFLICT (stream) DO UPDATE SET
+       position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position),
+       updated_at = now()
+   RETURNING 1
+ )
+ SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), (SELECT count(*) FROM c)";
+
+/// Session settings of the refresh connection, set with the lock and restored with its
+/// release: the refresh's own statements are fixed and selective, so their cached
+/// generic plans are safe and save a planning per statement (the pool's default,
+/// `force_custom_plan`, guards the per-record queries elsewhere).
+const SESSION_SQL: &str = "SET plan_cache_mode = auto";
+const RESET_SQL: &str = "RESET plan_cache_mode";
+const LOCK_SQL: &str = "SELECT pg_try_advisory_lock($1)";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
+
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
     pub async fn refresh_snapshots(
         &self,
         opts: RefreshOptions,
     ) -> Result<RefreshOutcome, StoreError> {
-        let lock_client = self.client().await?;
-        let got: bool = lock_client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&REFRESH_LOCK])
-            .await?
-            .get(0);
+        // One connection for the whole refresh: it holds the (session) lock, and its
+        // cached prepared statements save a round trip per statement. Statements that do
+        // not depend on each other's answers are pipelined; the server still runs them in
+        // order (the cursor is read after the lock is taken).
+        let c = self.client().await?;
+        let lock = c.prepare_cached(LOCK_SQL).await?;
+        let start = c.prepare_cached(START_SQL).await?;
+        let margin_secs = opts.safety_margin.as_secs_f64();
+        let (set, got, started) = futures::future::join3(
+            c.batch_execute(SESSION_SQL),
+            c.query_one(&lock, &[&REFRESH_LOCK]),
+            c.query_one(&start, &[&CURSOR_STREAM, &margin_secs]),
+        )
+        .await;
+        let (got, started) = match (set, got, started) {
+            (Ok(()), Ok(got), Ok(started)) => (got.get::<_, bool>(0), started),
+            (set, got, started) => {
+                // The lock may be held and the session changed: drop the connection.
+                drop(Object::take(c));
+                let e = set.err().or(got.err()).or(started.err());
+                return Err(e.map_or_else(
+                    || StoreError::Corrupt("refresh start failed".into()),
+                    StoreError::from,
+                ));
+            }
+        };
         if !got {
+            if let Err(e) = c.batch_execute(RESET_SQL).await {
+                drop(Object::take(c));
+                return Err(e.into());
+            }
             return Ok(RefreshOutcome::Busy);
         }
-        let result = self.refresh_locked(opts).await;
-        if let Err(e) = lock_client
-            .execute("SELECT pg_advisory_unlock($1)", &[&REFRESH_LOCK])
-            .await
-        {
-            // The lock dies with the session; make sure this one is not reused.
-            drop(deadpool_postgres::Object::take(lock_client));
-            tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+        let mut released = false;
+        let result = refresh_locked(&c, opts, &started, &mut released).await;
+        if !released {
+            if let Err(e) = release(&c, None).await {
+                // The lock dies with the session; make sure this one is not reused.
+                drop(Object::take(c));
+                tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+            }
         }
         result.map(RefreshOutcome::Done)
     }
-
-    async fn refresh_locked(&self, opts: RefreshOptions) -> Result<RefreshStats, StoreError> {
-        let batch_rows = opts.batch_rows.max(1);
-        let margin_secs = opts.safety_margin.as_secs_f64();
-        let c = self.client().await?;
-        let mut from: DateTime<Utc> = c
-            .query_opt(
-                "SELECT position FROM mana_ai.refresh_cursor WHERE stream = $1",
-                &[&CURSOR_STREAM],
-            )
-            .await?
-            .map(|r| r.get(0))
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        // Its own statement (and snapshot), strictly before the reads below.
-        let horizon: DateTime<Utc> = c
-            .query_one(
-                "SELECT mana_ai.change_horizon(make_interval(secs => $1::float8))",
-                &[&margin_secs],
-            )
-            .await?
-            .get(0);
-        drop(c);
-        let mut stats = RefreshStats {
-            position: Some(from),
-            ..Default::default()
-        };
-        while from < horizon {
-            let c = self.client().await?;
-            let to: DateTime<Utc> = c
-                .query_one(
-                    "SELECT mana_ai.change_batch_end($1, $2, $3)",
-                    &[&from, &horizon, &batch_rows],
-                )
-                .await?
-                .get(0);
-            let to = to.clamp(from, horizon);
-            let changed = c
-                .query(
-                    "SELECT user_id, table_name, record_id FROM mana_ai.changed_ai_records($1, $2)",
-                    &[&from, &to],
-                )
-                .await?;
-            drop(c);
-            let keys: Vec<Key> = changed
-                .iter()
-                .map(|r| Key {
-                    user_id: r.get(0),
-                    table: r.get(1),
-                    record_id: r.get(2),
-                })
-                .collect();
-            self.apply_batch(&keys, from, to, &mut stats).await?;
-            stats.batches += 1;
-            if to <= from {
-                break; // defensive: no progress possible
-            }
-            from = to;
-            stats.position = Some(from);
-        }
-        Ok(stats)
-    }
-
-    async fn apply_batch(
-        &self,
-        keys: &[Key],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        stats: &mut RefreshStats,
-    ) -> Result<(), StoreError> {
-        let mut by_user: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
-        for k in keys {
-            by_user.entry(k.user_id.as_str()).or_default().push(k);
-        }
-        let Some(first_user) = by_user.keys().next().copied() else {
-            // Nothing changed in [from, to): just move the cursor.
-            let c = self.client().await?;
-            write_cursor(&c, to).await?;
-            return Ok(());
-        };
-        let tx = self.begin_user(first_user).await?;
-        let rows = read_rows_per_user(&tx, &by_user, from, to).await?;
-        let existing = load_existing(&tx, keys).await?;
-
-        let mut mission_writes = Vec::new();
-        let mut agent_writes = Vec::new();
-        for key in keys {
-            let Some(key_rows) = rows.get(key) else {
-                continue;
-            };
-            let prior = existing.get(key);
-            let mut state = match prior {
-                Some(e) if e.deleted => RecordState::Deleted,
-                Some(e) => RecordState::from_snapshot(&e.record),
-                None => RecordState::Absent,
-            };
-            let mut last_at = DateTime::<Utc>::UNIX_EPOCH;
-            for (row, at) in key_rows {
-                state.apply(row);
-                last_at = last_at.max(*at);
-            }
-            stats.rows_applied += key_rows.len();
-            let deleted = state.is_deleted();
-            let record = state
-                .to_record(&key.record_id)
-                .unwrap_or_else(|| serde_json::json!({ "id": key.record_id, "__deleted": true }));
-            if matches!(state, RecordState::Absent) {
-                continue;
-            }
-            match prior {
-                Some(e) if e.deleted == deleted && e.record == record => {
-                    stats.unchanged_snapshots += 1;
-                    continue;
-                }
-                Some(_) => stats.updated_snapshots += 1,
-                None => stats.new_snapshots += 1,
-            }
-            let write = SnapshotWrite {
-                user_id: key.user_id.clone(),
-                id: key.record_id.clone(),
-                record,
-                deleted,
-                last_at,
-            };
-            if key.table == MISSIONS {
-                stats.missions_changed += 1;
-                mission_writes.push(write);
-            } else {
-                agent_writes.push(write);
-            }
-        }
-        write_missions(&tx, &mission_writes).await?;
-        write_agents(&tx, &agent_writes).await?;
-        write_cursor(tx.client(), to).await?;
-        tx.commit().await?;
-        stats.users_processed += by_user.len();
-        Ok(())
-    }
 }
 
-type KeyRows = HashMap<Key, Vec<(ChangeRow, DateTime<Utc>)>>;
+/// Releases the lock and restores the session, pipelined after `last` (the refresh's
+/// final write) when given. The write's own error, if any, comes back in the `Ok`.
+async fn release<'a>(
+    c: &'a Object,
+    last: Option<futures::future::BoxFuture<'a, Result<(), StoreError>>>,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let unlock = c.prepare_cached(UNLOCK_SQL).await?;
+    let last = async move {
+        match last {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    };
+    let (written, unlocked, reset) = futures::future::join3(
+        last,
+        c.execute(&unlock, &[&REFRESH_LOCK]),
+        c.batch_execute(RESET_SQL),
+    )
+    .await;
+    unlocked?;
+    reset?;
+    Ok(written)
+}
 
-/// Reads the batch's rows user by user, each under that user's RLS scope. The
-/// statements are pipelined on one connection; every answer carries the scope it ran
-/// under and is checked, so a reordering could never silently return nothing.
-async fn read_rows_per_user(
-    tx: &UserTx,
-    by_user: &BTreeMap<&str, Vec<&Key>>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<KeyRows, StoreError> {
-    let client = tx.client();
-    let set_scope = client
-        .prepare("SELECT set_config('app.current_user_id', $1, true)")
-        .await?;
-    let read = client
-        .prepare(
-            "SELECT current_setting('app.current_user_id', true) AS scope,
-                    coalesce(json_agg(json_build_object(
-                        't', s.table_name, 'r', s.record_id, 'op', s.op, 'd', s.data,
-                        'm', s.field_meta, 'at', s.created_at)), '[]'::json) AS rows
-               FROM sync_changes s
-              WHERE s.user_id = $1 AND s.app_id = 'ai'
-                AND s.table_name IN ('aiMissions', 'agents')
-                AND s.record_id = ANY($2)
-                AND s.created_at >= $3 AND s.created_at < $4",
-        )
-        .await?;
-    let mut futs = Vec::with_capacity(by_user.len());
-    for (user, keys) in by_user {
-        let ids: Vec<&str> = keys.iter().map(|k| k.record_id.as_str()).collect();
-        let user = *user;
-        let set_scope = &set_scope;
-        let read = &read;
-        futs.push(async move {
-            let scope_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user];
-            let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&user, &ids, &from, &to];
-            let scoped = client.execute(set_scope, &scope_params);
-            let rows = client.query_one(read, &read_params);
-            let (s, r) = futures::future::join(scoped, rows).await;
-            s?;
-            Ok::<_, StoreError>((user, r?))
-        });
-    }
-    let answers = futures::future::try_join_all(futs).await?;
-    let mut out: KeyRows = HashMap::new();
-    for (user, row) in answers {
-        let scope: Option<String> = row.get(0);
-        if scope.as_deref() != Some(user) {
+async fn refresh_locked(
+    c: &Object,
+    opts: RefreshOptions,
+    started: &tokio_postgres::Row,
+    released: &mut bool,
+) -> Result<RefreshStats, StoreError> {
+    let batch_rows = opts.batch_rows.max(1);
+    let window_rows = batch_rows.saturating_mul(WINDOW_BATCHES);
+    let mut from: DateTime<Utc> = started
+        .get::<_, Option<DateTime<Utc>>>(0)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let horizon: DateTime<Utc> = started.get(1);
+    let mut stats = RefreshStats {
+        position: Some(from),
+        ..Default::default()
+    };
+    let window = c.prepare_cached(WINDOW_SQL).await?;
+    while from < horizon {
+        let rows = c.query(&window, &[&from, &horizon, &window_rows]).await?;
+        let mut to: Option<DateTime<Utc>> = None;
+        let mut users: Vec<(String, i64)> = Vec::new();
+        for r in &rows {
+            to = Some(r.get(0));
+            if let Some(user) = r.get::<_, Option<String>>(1) {
+                users.push((user, r.get(2)));
+            }
+        }
+        let to = to.ok_or_else(|| StoreError::Corrupt("window query returned nothing".into()))?;
+        if to <= from || to > horizon {
             return Err(StoreError::Corrupt(format!(
-                "refresh read ran under scope {scope:?} instead of the requested user"
+                "window end {to} outside ({from}, {horizon}]"
             )));
         }
-        let rows: Value = row.get(1);
-        let Value::Array(items) = rows else {
-            return Err(StoreError::Corrupt(
-                "json_agg did not return an array".into(),
-            ));
-        };
-        for item in items {
-            let table = str_field(&item, "t")?;
-            let record_id = str_field(&item, "r")?;
-            let op: Op = str_field(&item, "op")?
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("unknown op in record {record_id}")))?;
-            let at_raw = str_field(&item, "at")?;
-            let at = parse_pg_timestamp(&at_raw)?;
-            let change = ChangeRow {
-                op,
-                data: item.get("d").cloned().filter(|v| !v.is_null()),
-                field_meta: item.get("m").cloned().filter(|v| !v.is_null()),
-                created_at: at,
+        let final_window = to == horizon;
+        let batches = split_into_batches(&users, i64::from(batch_rows));
+        if batches.is_empty() {
+            // Nothing changed in [from, to): just move the cursor.
+            let pending = Pending {
+                cursor: Some(to),
+                ..Pending::default()
             };
-            out.entry(Key {
-                user_id: user.to_string(),
-                table,
-                record_id,
-            })
-            .or_default()
-            .push((change, at));
+            finish_batch(c, pending, final_window, released).await?;
+            stats.batches += 1;
         }
+        let last = batches.len().saturating_sub(1);
+        for (i, batch) in batches.iter().enumerate() {
+            let cursor = (i == last).then_some(to);
+            let pending = apply_batch(c, batch, from, to, cursor, &mut stats).await?;
+            finish_batch(c, pending, final_window && i == last, released).await?;
+            stats.users_processed += batch.len();
+            stats.batches += 1;
+        }
+        stats.windows += 1;
+        from = to;
+        stats.position = Some(from);
     }
-    Ok(out)
+    Ok(stats)
 }
 
-fn str_field(v: &Value, key: &str) -> Result<String, StoreError> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| StoreError::Corrupt(format!("row field {key} missing")))
+/// Writes one batch; the refresh's final write is pipelined with the release.
+async fn finish_batch(
+    c: &Object,
+    pending: Pending,
+    is_final: bool,
+    released: &mut bool,
+) -> Result<(), StoreError> {
+    if !is_final {
+        return write_batch(c, &pending).await;
+    }
+    let write: futures::future::BoxFuture<'_, Result<(), StoreError>> =
+        Box::pin(write_batch(c, &pending));
+    let written = release(c, Some(write)).await?;
+    *released = true;
+    written
 }
 
-/// `json_build_object` renders timestamptz like `2026-01-01T00:00:01.123456+00:00`.
-fn parse_pg_timestamp(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%#z"))
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt(format!("unparseable created_at {s:?}")))
-}
-
-async fn load_existing(tx: &UserTx, keys: &[Key]) -> Result<HashMap<Key, Existing>, StoreError> {
-    let mut out = HashMap::new();
-    for (table, sql) in [
-        (
-            MISSIONS,
-            "SELECT s.user_id, s.mission_id, s.record, s.deleted
-               FROM mana_ai.mission_snapshots s
-               JOIN unnest($1::text[], $2::text[]) AS k(u, r) ON s.user_id = k.u AND s.mission_id = k.r",
-        ),
-        (
-            AGENTS,
-            "SELECT s.user_id, s.agent_id, s.record, s.deleted
-               FROM mana_ai.agent_snapshots s
-               JOIN unnest($1::text[], $2::text[]) AS k(u, r) ON s.user_id = k.u AND s.agent_id = k.r",
-        ),
-    ] {
-        let (users, ids): (Vec<&str>, Vec<&str>) = keys
-            .iter()
-            .filter(|k| k.table == table)
-            .map(|k| (k.user_id.as_str(), k.record_id.as_str()))
-            .unzip();
-        if users.is_empty() {
-            continue;
+/// Groups users (sorted) into batches of about `batch_rows` rows; a user with more rows
+/// than that forms a batch alone (a window bounds it).
+fn split_into_batches(users: &[(String, i64)], batch_rows: i64) -> Vec<Vec<&str>> {
+    let mut out: Vec<Vec<&str>> = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut rows = 0i64;
+    for (user, n) in users {
+        if !current.is_empty() && rows.saturating_add(*n) > batch_rows {
+            out.push(std::mem::take(&mut current));
+            rows = 0;
         }
-        for row in tx.client().query(sql, &[&users, &ids]).await? {
-            out.insert(
-                Key {
-                    user_id: row.get(0),
-                    table: table.to_string(),
-                    record_id: row.get(1),
-                },
+        current.push(user.as_str());
+        rows = rows.saturating_add(*n);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Reads one batch of users' rows in `[from, to)` with their stored snapshots and merges
+/// them; returns what changed (plus the cursor when `cursor` is given) for writing.
+async fn apply_batch(
+    c: &Object,
+    users: &[&str],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    cursor: Option<DateTime<Utc>>,
+    stats: &mut RefreshStats,
+) -> Result<Pending, StoreError> {
+    let read = c.prepare_cached(READ_SQL).await?;
+    let answer = c.query(&read, &[&users, &from, &to]).await?;
+    let wanted: HashSet<&str> = users.iter().copied().collect();
+    let mut changes: BTreeMap<Key, Vec<ChangeRow>> = BTreeMap::new();
+    let mut existing: HashMap<Key, Existing> = HashMap::new();
+    for r in answer {
+        let is_snapshot: bool = r.get(0);
+        let key = Key {
+            user_id: r.get(1),
+            table: r.get(2),
+            record_id: r.get(3),
+        };
+        if !wanted.contains(key.user_id.as_str()) {
+            return Err(StoreError::Corrupt(format!(
+                "refresh read returned a row of user {:?}, which it did not ask for",
+                key.user_id
+            )));
+        }
+        if is_snapshot {
+            let record: Option<Value> = r.get(5);
+            existing.insert(
+                key,
                 Existing {
-                    record: row.get(2),
-                    deleted: row.get(3),
+                    record: record.unwrap_or(Value::Null),
+                    deleted: r.get(8),
                 },
             );
+            continue;
+        }
+        let op_text: Option<String> = r.get(4);
+        let op: Op = op_text.as_deref().unwrap_or("").parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "unknown op {op_text:?} in record {}",
+                key.record_id
+            ))
+        })?;
+        let change = ChangeRow {
+            op,
+            data: r.get::<_, Option<Value>>(5).filter(|v| !v.is_null()),
+            field_meta: r.get::<_, Option<Value>>(6).filter(|v| !v.is_null()),
+            created_at: r.get(7),
+        };
+        changes.entry(key).or_default().push(change);
+    }
+
+    let mut missions = Vec::new();
+    let mut agents = Vec::new();
+    for (key, key_rows) in changes {
+        let prior = existing.get(&key);
+        let mut state = match prior {
+            Some(e) if e.deleted => RecordState::Deleted,
+            Some(e) => RecordState::from_snapshot(&e.record),
+            None => RecordState::Absent,
+        };
+        let mut last_at = DateTime::<Utc>::UNIX_EPOCH;
+        for row in &key_rows {
+            state.apply(row);
+            last_at = last_at.max(row.created_at);
+        }
+        stats.rows_applied += key_rows.len();
+        if matches!(state, RecordState::Absent) {
+            continue;
+        }
+        let deleted = state.is_deleted();
+        let record = state
+            .to_record(&key.record_id)
+            .unwrap_or_else(|| serde_json::json!({ "id": key.record_id, "__deleted": true }));
+        match prior {
+            Some(e) if e.deleted == deleted && e.record == record => {
+                stats.unchanged_snapshots += 1;
+                continue;
+            }
+            Some(_) => stats.updated_snapshots += 1,
+            None => stats.new_snapshots += 1,
+        }
+        let write = SnapshotWrite {
+            user_id: key.user_id,
+            id: key.record_id,
+            record,
+            deleted,
+            last_at,
+        };
+        if key.table == MISSIONS {
+            stats.missions_changed += 1;
+            missions.push(write);
+        } else if key.table == AGENTS {
+            agents.push(write);
         }
     }
-    Ok(out)
+    Ok(Pending {
+        missions,
+        agents,
+        cursor,
+    })
+}
+
+/// The writes of one batch.
+#[derive(Default)]
+struct Pending {
+    missions: Vec<SnapshotWrite>,
+    agents: Vec<SnapshotWrite>,
+    /// The window's end, for the window's last batch.
+    cursor: Option<DateTime<Utc>>,
 }
 
 struct SnapshotWrite {
@@ -403,20 +484,25 @@ struct SnapshotWrite {
     last_at: DateTime<Utc>,
 }
 
-async fn write_missions(tx: &UserTx, writes: &[SnapshotWrite]) -> Result<(), StoreError> {
-    if writes.is_empty() {
+async fn write_batch(c: &Object, pending: &Pending) -> Result<(), StoreError> {
+    let Pending {
+        missions,
+        agents,
+        cursor,
+    } = pending;
+    if missions.is_empty() && agents.is_empty() && cursor.is_none() {
         return Ok(());
     }
-    let users: Vec<&str> = writes.iter().map(|w| w.user_id.as_str()).collect();
-    let ids: Vec<&str> = writes.iter().map(|w| w.id.as_str()).collect();
-    let records: Vec<&Value> = writes.iter().map(|w| &w.record).collect();
-    let deleted: Vec<bool> = writes.iter().map(|w| w.deleted).collect();
-    let last: Vec<DateTime<Utc>> = writes.iter().map(|w| w.last_at).collect();
-    let states: Vec<Option<&str>> = writes
+    let m_users: Vec<&str> = missions.iter().map(|w| w.user_id.as_str()).collect();
+    let m_ids: Vec<&str> = missions.iter().map(|w| w.id.as_str()).collect();
+    let m_records: Vec<&Value> = missions.iter().map(|w| &w.record).collect();
+    let m_last: Vec<DateTime<Utc>> = missions.iter().map(|w| w.last_at).collect();
+    let m_deleted: Vec<bool> = missions.iter().map(|w| w.deleted).collect();
+    let m_states: Vec<Option<&str>> = missions
         .iter()
         .map(|w| w.record.get("state").and_then(Value::as_str))
         .collect();
-    let next: Vec<Option<DateTime<Utc>>> = writes
+    let m_next: Vec<Option<DateTime<Utc>>> = missions
         .iter()
         .map(|w| {
             w.record
@@ -425,60 +511,83 @@ async fn write_missions(tx: &UserTx, writes: &[SnapshotWrite]) -> Result<(), Sto
                 .and_then(mana_ai_core::iso::parse_iso)
         })
         .collect();
-    let agents: Vec<Option<&str>> = writes
+    let m_agents: Vec<Option<&str>> = missions
         .iter()
         .map(|w| w.record.get("agentId").and_then(Value::as_str))
         .collect();
-    tx.client()
-        .execute(
-            "INSERT INTO mana_ai.mission_snapshots
-                 (user_id, mission_id, record, last_applied_at, updated_at, deleted, state, next_run_at, agent_id)
-             SELECT u, m, r, l, now(), d, s, n, a
-               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::bool[],
-                           $6::text[], $7::timestamptz[], $8::text[]) AS t(u, m, r, l, d, s, n, a)
-             ON CONFLICT (user_id, mission_id) DO UPDATE SET
-                 record = EXCLUDED.record,
-                 last_applied_at = GREATEST(mana_ai.mission_snapshots.last_applied_at, EXCLUDED.last_applied_at),
-                 updated_at = now(), deleted = EXCLUDED.deleted, state = EXCLUDED.state,
-                 next_run_at = EXCLUDED.next_run_at, agent_id = EXCLUDED.agent_id",
-            &[&users, &ids, &records, &last, &deleted, &states, &next, &agents],
+    let a_users: Vec<&str> = agents.iter().map(|w| w.user_id.as_str()).collect();
+    let a_ids: Vec<&str> = agents.iter().map(|w| w.id.as_str()).collect();
+    let a_records: Vec<&Value> = agents.iter().map(|w| &w.record).collect();
+    let a_last: Vec<DateTime<Utc>> = agents.iter().map(|w| w.last_at).collect();
+    let a_deleted: Vec<bool> = agents.iter().map(|w| w.deleted).collect();
+    let write = c.prepare_cached(WRITE_SQL).await?;
+    let row = c
+        .query_one(
+            &write,
+            &[
+                &m_users,
+                &m_ids,
+                &m_records,
+                &m_last,
+                &m_deleted,
+                &m_states,
+                &m_next,
+                &m_agents,
+                &a_users,
+                &a_ids,
+                &a_records,
+                &a_last,
+                &a_deleted,
+                &CURSOR_STREAM,
+                &cursor,
+            ],
         )
         .await?;
-    Ok(())
-}
-
-async fn write_agents(tx: &UserTx, writes: &[SnapshotWrite]) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
+    let (m, a): (i64, i64) = (row.get(0), row.get(1));
+    if m as usize != missions.len() || a as usize != agents.len() {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot write stored {m} missions and {a} agents instead of {} and {}",
+            missions.len(),
+            agents.len()
+        )));
     }
-    let users: Vec<&str> = writes.iter().map(|w| w.user_id.as_str()).collect();
-    let ids: Vec<&str> = writes.iter().map(|w| w.id.as_str()).collect();
-    let records: Vec<&Value> = writes.iter().map(|w| &w.record).collect();
-    let deleted: Vec<bool> = writes.iter().map(|w| w.deleted).collect();
-    let last: Vec<DateTime<Utc>> = writes.iter().map(|w| w.last_at).collect();
-    tx.client()
-        .execute(
-            "INSERT INTO mana_ai.agent_snapshots
-                 (user_id, agent_id, record, last_applied_at, updated_at, deleted)
-             SELECT u, a, r, l, now(), d
-               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::bool[]) AS t(u, a, r, l, d)
-             ON CONFLICT (user_id, agent_id) DO UPDATE SET
-                 record = EXCLUDED.record,
-                 last_applied_at = GREATEST(mana_ai.agent_snapshots.last_applied_at, EXCLUDED.last_applied_at),
-                 updated_at = now(), deleted = EXCLUDED.deleted",
-            &[&users, &ids, &records, &last, &deleted],
-        )
-        .await?;
     Ok(())
 }
 
-async fn write_cursor(c: &tokio_postgres::Client, to: DateTime<Utc>) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT INTO mana_ai.refresh_cursor (stream, position, updated_at) VALUES ($1, $2, now())
-         ON CONFLICT (stream) DO UPDATE SET position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position),
-                                            updated_at = now()",
-        &[&CURSOR_STREAM, &to],
-    )
-    .await?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::split_into_batches;
+
+    fn users(spec: &[(&str, i64)]) -> Vec<(String, i64)> {
+        spec.iter().map(|(u, n)| (u.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn batches_hold_about_batch_rows_rows_and_every_user_once() {
+        /// (users with row counts, batch_rows, expected batches)
+        type Case<'a> = (&'a [(&'a str, i64)], i64, &'a [&'a [&'a str]]);
+        let table: &[Case] = &[
+            (&[], 10, &[]),
+            (&[("a", 3)], 10, &[&["a"]]),
+            (&[("a", 3), ("b", 7)], 10, &[&["a", "b"]]),
+            (&[("a", 3), ("b", 8)], 10, &[&["a"], &["b"]]),
+            (&[("a", 25), ("b", 1), ("c", 1)], 10, &[&["a"], &["b", "c"]]),
+            (
+                &[("a", 1), ("b", 25), ("c", 1)],
+                10,
+                &[&["a"], &["b"], &["c"]],
+            ),
+            (
+                &[("a", 1), ("b", 1), ("c", 1)],
+                1,
+                &[&["a"], &["b"], &["c"]],
+            ),
+        ];
+        for (spec, rows, expected) in table {
+            let input = users(spec);
+            let got = split_into_batches(&input, *rows);
+            let want: Vec<Vec<&str>> = expected.iter().map(|b| b.to_vec()).collect();
+            assert_eq!(got, want, "{spec:?} with {rows}");
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //!   `SECURITY DEFINER` functions that let the service discover *which* records changed
 //!   across users without reading their contents;
 //! * the **service role** (ordinary, no `BYPASSRLS`) does everything else, always inside
-//!   a `withUser` transaction when it touches a user's rows.
+//!   a `withUser` scope when it touches a user's rows — a [`crate::UserTx`], or for the
+//!   refresh's bulk read the `SECURITY INVOKER` function `mana_ai.read_ai_rows`, which
+//!   sets that scope per user inside the database (row-level security stays in force).
 //!
 //! When both are the same role (the original's single-DSN deployment) the migration
 //! still works if that role is privileged; if it is not, [`verify_discovery`] fails boot
@@ -373,7 +375,9 @@ UPDATE mana_ai.mission_snapshots
 /// * `mana_ai.changed_ai_records(from, to)` returns only `(user_id, table_name,
 ///   record_id, last_at)` for `app_id = 'ai'` missions and agents with
 ///   `from <= created_at < to` — ids and positions, never contents.
-/// * `mana_ai.change_batch_end(from, to, n)` bounds one refresh batch to about `n` rows.
+/// * `mana_ai.changed_ai_users(from, to)` returns only `(user_id, row_count)` for the
+///   same rows — which users to read, and how many rows each, never contents.
+/// * `mana_ai.change_batch_end(from, to, n)` bounds one refresh window to about `n` rows.
 const DISCOVERY_DDL: &str = r#"
 CREATE INDEX IF NOT EXISTS mana_ai_sync_changes_ai_position ON public.sync_changes (created_at)
   WHERE app_id = 'ai' AND table_name IN ('aiMissions', 'agents');
@@ -411,6 +415,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
    GROUP BY s.user_id, s.table_name, s.record_id
 $$;
 
+CREATE OR REPLACE FUNCTION mana_ai.changed_ai_users(p_from TIMESTAMPTZ, p_to TIMESTAMPTZ)
+RETURNS TABLE (user_id TEXT, row_count BIGINT)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+  SELECT s.user_id, count(*)
+    FROM public.sync_changes s
+   WHERE s.app_id = 'ai' AND s.table_name IN ('aiMissions', 'agents')
+     AND s.created_at >= p_from AND s.created_at < p_to
+   GROUP BY s.user_id
+$$;
+
 CREATE OR REPLACE FUNCTION mana_ai.change_batch_end(p_from TIMESTAMPTZ, p_to TIMESTAMPTZ, p_rows INT)
 RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -440,6 +454,49 @@ END $$;
 REVOKE ALL ON FUNCTION mana_ai.change_horizon(INTERVAL) FROM PUBLIC;
 REVOKE ALL ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) FROM PUBLIC;
 REVOKE ALL ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) FROM PUBLIC;
+REVOKE ALL ON FUNCTION mana_ai.changed_ai_users(TIMESTAMPTZ, TIMESTAMPTZ) FROM PUBLIC;
+"#;
+
+/// The refresh's row read: `mana_ai.read_ai_rows(users, from, to)`, a `SECURITY
+/// INVOKER` function (it runs with the caller's rights, so row-level security on
+/// `sync_changes` applies to the service role exactly as for its own queries). For each
+/// user in turn it does what a `withUser` transaction does — refuses an empty id and
+/// sets `app.current_user_id` transaction-locally — and reads that user's `ai` mission
+/// and agent rows in `[from, to)`; the `user_id = uid` filter also keeps rows that a
+/// space-membership policy would show out of another user's answer. At the end the
+/// caller's scope is restored. One call replaces two statements per user, and its
+/// query is planned once per session (`plan_cache_mode = force_generic_plan`: the
+/// query always pins one user, so the generic plan is the per-user index scan; the
+/// session's `force_custom_plan` guard is for record-id lookups, which this is not).
+const READ_DDL: &str = r#"
+CREATE OR REPLACE FUNCTION mana_ai.read_ai_rows(p_users TEXT[], p_from TIMESTAMPTZ, p_to TIMESTAMPTZ)
+RETURNS TABLE (user_id TEXT, table_name TEXT, record_id TEXT, op TEXT, data JSONB,
+               field_meta JSONB, created_at TIMESTAMPTZ)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  uid TEXT;
+  outer_scope TEXT := pg_catalog.current_setting('app.current_user_id', true);
+BEGIN
+  FOREACH uid IN ARRAY coalesce(p_users, '{}'::TEXT[]) LOOP
+    IF uid IS NULL OR uid = '' THEN
+      RAISE EXCEPTION 'mana_ai.read_ai_rows: withUser: empty userID'
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_catalog.set_config('app.current_user_id', uid, true);
+    RETURN QUERY
+      SELECT s.user_id, s.table_name, s.record_id, s.op, s.data, s.field_meta, s.created_at
+        FROM public.sync_changes s
+       WHERE s.user_id = uid AND s.app_id = 'ai'
+         AND s.table_name IN ('aiMissions', 'agents')
+         AND s.created_at >= p_from AND s.created_at < p_to;
+  END LOOP;
+  PERFORM pg_catalog.set_config('app.current_user_id', coalesce(outer_scope, ''), true);
+  RETURN;
+END $$;
+REVOKE ALL ON FUNCTION mana_ai.read_ai_rows(TEXT[], TIMESTAMPTZ, TIMESTAMPTZ) FROM PUBLIC;
 "#;
 
 /// Grants the service role what it needs — and nothing more: no UPDATE/DELETE on the
@@ -456,6 +513,8 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA mana_ai TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.change_horizon(INTERVAL) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.changed_ai_records(TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.change_batch_end(TIMESTAMPTZ, TIMESTAMPTZ, INT) TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.changed_ai_users(TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
+GRANT EXECUTE ON FUNCTION mana_ai.read_ai_rows(TEXT[], TIMESTAMPTZ, TIMESTAMPTZ) TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON mana_ai.token_reservations TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.claim_run(TEXT, TEXT, TIMESTAMPTZ, TEXT, TEXT, BIGINT, BOOLEAN, TEXT, FLOAT8) TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.write_back_run(TEXT, TEXT, TIMESTAMPTZ, TEXT, TEXT, TEXT, JSONB, JSONB, JSONB, TEXT) TO {role};
@@ -517,6 +576,10 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
             "change discovery (needs a role that owns sync_changes or is superuser; set MANA_AI_MIGRATION_DATABASE_URL)",
             e,
         ))?;
+    client
+        .batch_execute(READ_DDL)
+        .await
+        .map_err(|e| StoreError::migration("refresh read function", e))?;
     if let Some(role) = service_role {
         let me: String = client
             .query_one("SELECT current_user::text", &[])

@@ -473,7 +473,10 @@ async fn batches_walk_the_whole_range() {
     };
     assert_eq!(s.rows_applied, 25);
     assert_eq!(s.new_snapshots, 25);
-    assert!(s.batches >= 6, "{s:?}");
+    // Each user has 6 or 7 rows, more than a batch's 4, so each is read alone; the
+    // window (100 batches' worth of rows) holds all 25.
+    assert_eq!(s.batches, 4, "{s:?}");
+    assert_eq!(s.windows, 1, "{s:?}");
     assert_eq!(
         store
             .list_due_missions(Utc::now(), 100)
@@ -521,4 +524,290 @@ async fn migration_is_idempotent_and_keeps_data() {
         store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
         1
     );
+}
+
+#[tokio::test]
+async fn windows_walk_a_long_backlog_and_write_each_record_once_per_window() {
+    let (_db, store, admin) = setup("windows").await;
+    // 5 users × 2 missions; 250 rows interleaved across users, as many users' edits
+    // arrive. batch_rows = 1 makes a window 100 rows, so the backlog takes 3 windows.
+    for u in 0..5 {
+        for m in 0..2 {
+            push(
+                &admin,
+                &format!("u{u}"),
+                "aiMissions",
+                &format!("m{m}"),
+                "insert",
+                mission("t0", "2020-01-01T00:00:00.000Z"),
+                json!({}),
+            )
+            .await;
+        }
+    }
+    for i in 1..=24 {
+        for u in 0..5 {
+            for m in 0..2 {
+                let stamp = format!("2026-01-01T00:00:{i:02}.000Z");
+                push(
+                    &admin,
+                    &format!("u{u}"),
+                    "aiMissions",
+                    &format!("m{m}"),
+                    "update",
+                    json!({"title": format!("t{i}")}),
+                    json!({"title": stamp}),
+                )
+                .await;
+            }
+        }
+    }
+    let s = match store
+        .refresh_snapshots(RefreshOptions {
+            batch_rows: 1,
+            safety_margin: Duration::ZERO,
+        })
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Done(s) => s,
+        RefreshOutcome::Busy => panic!("busy"),
+    };
+    assert_eq!(s.rows_applied, 250, "{s:?}");
+    assert_eq!(s.windows, 3, "{s:?}");
+    assert_eq!(s.new_snapshots, 10, "{s:?}");
+    // Every record changes in every window, and is written once per window — not once
+    // per row or per batch.
+    assert_eq!(s.updated_snapshots, 20, "{s:?}");
+    for u in 0..5 {
+        let ms = store.user_missions(&format!("u{u}")).await.unwrap();
+        assert_eq!(ms.len(), 2);
+        for m in ms {
+            assert_eq!(m.record["title"], "t24", "{m:?}");
+        }
+    }
+    let again = refresh(&store).await;
+    assert_eq!(again.rows_applied, 0);
+}
+
+/// The refresh reads rows through `mana_ai.read_ai_rows`, a SECURITY INVOKER function:
+/// row-level security still decides what the service role sees, per user.
+#[tokio::test]
+async fn refresh_reads_stay_under_row_level_security_per_user() {
+    let (db, store, admin) = setup("invoker").await;
+    // Two users with records of the same ids (the shared default agent id, and a
+    // mission id), different contents.
+    for (user, name) in [("ua", "Alpha"), ("ub", "Bravo")] {
+        push(
+            &admin,
+            user,
+            "agents",
+            "legacy:ai-default",
+            "insert",
+            json!({"name": name, "role": "r", "state": "active"}),
+            json!({}),
+        )
+        .await;
+        push(
+            &admin,
+            user,
+            "aiMissions",
+            "same-id",
+            "insert",
+            mission(name, "2020-01-01T00:00:00.000Z"),
+            json!({}),
+        )
+        .await;
+    }
+    let s = refresh(&store).await;
+    assert_eq!((s.new_snapshots, s.users_processed), (4, 2), "{s:?}");
+    for (user, name) in [("ua", "Alpha"), ("ub", "Bravo")] {
+        let agents = store.user_agents(user).await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].record["name"], name, "{user}");
+        let missions = store.user_missions(user).await.unwrap();
+        assert_eq!(missions.len(), 1);
+        assert_eq!(missions[0].record["title"], name, "{user}");
+    }
+
+    // The function is not a definer function: it runs with the caller's rights.
+    let definer: bool = admin
+        .query_one(
+            "SELECT prosecdef FROM pg_proc
+              WHERE oid = 'mana_ai.read_ai_rows(text[],timestamptz,timestamptz)'::regprocedure",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!definer, "read_ai_rows must be SECURITY INVOKER");
+
+    // A policy that hides ub's rows from the service role is obeyed inside the
+    // function, whatever user list the caller forges.
+    admin
+        .batch_execute(
+            "CREATE POLICY hide_ub ON sync_changes AS RESTRICTIVE FOR SELECT TO mana_ai_svc
+               USING (user_id <> 'ub')",
+        )
+        .await
+        .unwrap();
+    let svc = mana_ai_store::connect_once(&db.service_url).await.unwrap();
+    let read_users = |users: Vec<&'static str>| {
+        let svc = &svc;
+        async move {
+            svc.query(
+                "SELECT user_id FROM mana_ai.read_ai_rows($1::text[], '-infinity', 'infinity')",
+                &[&users],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    assert_eq!(
+        read_users(vec!["ua", "ub"]).await.unwrap(),
+        vec!["ua".to_string(), "ua".to_string()]
+    );
+    assert!(read_users(vec!["ub"]).await.unwrap().is_empty());
+    // An empty user id is refused, as by withUser.
+    let err = read_users(vec!["ua", ""]).await.unwrap_err();
+    assert!(
+        mana_ai_store::db_message(&err).contains("empty userID"),
+        "{err:?}"
+    );
+
+    // Space membership does not leak another user's rows into a user's answer.
+    admin
+        .execute(
+            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, space_id)
+             VALUES ('ai', 'aiMissions', 'in-space', 'uc', 'insert', $1, '{}', 'device-1', 'sp-shared')",
+            &[&mission("shared space", "2020-01-01T00:00:00.000Z")],
+        )
+        .await
+        .unwrap();
+    let mut svc_tx_client = mana_ai_store::connect_once(&db.service_url).await.unwrap();
+    let tx = svc_tx_client.transaction().await.unwrap();
+    tx.batch_execute(
+        "SELECT set_config('app.current_user_id', 'ua', true),
+                set_config('app.current_user_space_ids', 'sp-shared', true)",
+    )
+    .await
+    .unwrap();
+    let visible: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM sync_changes WHERE user_id = 'uc'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 1, "the space policy shows uc's row to a member");
+    let leaked: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['ua'], '-infinity', 'infinity')
+              WHERE user_id <> 'ua'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "another user's row came back in ua's answer");
+    // The caller's scope is restored after the call.
+    let read: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['uc'], '-infinity', 'infinity')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(read, 1);
+    let scope: String = tx
+        .query_one("SELECT current_setting('app.current_user_id', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scope, "ua");
+    tx.rollback().await.unwrap();
+
+    // And the refresh itself obeys the hiding policy: ub's new row is not projected,
+    // ua's is.
+    for user in ["ua", "ub"] {
+        push(
+            &admin,
+            user,
+            "aiMissions",
+            "same-id",
+            "update",
+            json!({"title": format!("{user} renamed")}),
+            json!({"title": "2026-06-01T00:00:00.000Z"}),
+        )
+        .await;
+    }
+    let s = refresh(&store).await;
+    assert_eq!(s.rows_applied, 2, "ua's update and uc's insert: {s:?}");
+    assert_eq!(
+        store.user_missions("ua").await.unwrap()[0].record["title"],
+        "ua renamed"
+    );
+    assert_eq!(
+        store.user_missions("ub").await.unwrap()[0].record["title"],
+        "Bravo"
+    );
+}
+
+/// The refresh changes its connection's plan cache mode only while it holds the lock;
+/// the pooled connection goes back with the service's `force_custom_plan`, also when
+/// another runner holds the lock.
+#[tokio::test]
+async fn refresh_restores_its_session_and_skips_while_another_holds_the_lock() {
+    let (db, _store, admin) = setup("session").await;
+    // One connection, so the refresh's connection is the one inspected afterwards.
+    let store = Store::connect(&mana_ai_store::StoreConfig {
+        max_connections: 1,
+        ..mana_ai_store::StoreConfig::new(db.service_url.clone())
+    })
+    .unwrap();
+    push(
+        &admin,
+        "u1",
+        "aiMissions",
+        "m1",
+        "insert",
+        mission("t", "2020-01-01T00:00:00.000Z"),
+        json!({}),
+    )
+    .await;
+    let mode = |store: Store| async move {
+        let tx = store.begin_user("u1").await.unwrap();
+        let mode: String = tx
+            .client()
+            .query_one("SHOW plan_cache_mode", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        mode
+    };
+    assert_eq!(refresh(&store).await.new_snapshots, 1);
+    assert_eq!(mode(store.clone()).await, "force_custom_plan");
+
+    let holder = db.admin().await;
+    holder
+        .execute("SELECT pg_advisory_lock(7366720002)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_snapshots(opts()).await.unwrap(),
+        RefreshOutcome::Busy
+    );
+    assert_eq!(mode(store.clone()).await, "force_custom_plan");
+    holder
+        .execute("SELECT pg_advisory_unlock(7366720002)", &[])
+        .await
+        .unwrap();
+    assert_eq!(refresh(&store).await.rows_applied, 0);
 }
