@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolCall, Usage};
+use mana_ai_core::chat::{
+    ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage,
+};
 
 use crate::constrain::{Decision, ToolMode};
 use crate::engine::{Generation, LocalModel};
@@ -72,6 +74,18 @@ impl LocalLlm {
             total_tokens: prompt_tokens + completion_tokens,
         };
         let response = match &generation.outcome.decision {
+            Decision::Call { name, arguments } if is_repeat(&request.messages, name, arguments) => {
+                // A small model tends to repeat its last call round after round; the planner
+                // would only drop the duplicate and ask again. Ending the turn saves those
+                // rounds (each re-reads the whole prompt on the CPU).
+                tracing::debug!(tool = %name, "local model repeated an earlier call; ending the turn");
+                ChatResponse {
+                    content: Some(REPEAT_ANSWER.to_string()),
+                    tool_calls: Vec::new(),
+                    finish_reason: Some("stop".into()),
+                    usage,
+                }
+            }
             Decision::Call { name, arguments } => {
                 let n = self.calls.fetch_add(1, Ordering::Relaxed);
                 ChatResponse {
@@ -96,11 +110,78 @@ impl LocalLlm {
     }
 }
 
+/// The final answer given instead of a repeated call.
+pub const REPEAT_ANSWER: &str = "No further steps: the proposals above cover the mission.";
+
+/// Whether an earlier assistant turn of the conversation already made this exact call
+/// (same tool, same arguments as JSON values).
+pub fn is_repeat(messages: &[ChatMessage], name: &str, arguments: &str) -> bool {
+    let args: Option<serde_json::Value> = serde_json::from_str(arguments).ok();
+    messages
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+        .flat_map(|m| &m.tool_calls)
+        .any(|c| {
+            c.name == name
+                && match (
+                    &args,
+                    serde_json::from_str::<serde_json::Value>(&c.arguments),
+                ) {
+                    (Some(a), Ok(b)) => *a == b,
+                    _ => c.arguments.trim() == arguments.trim(),
+                }
+        })
+}
+
 #[async_trait::async_trait]
 impl LlmClient for LocalLlm {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         self.complete_with(request, ToolMode::Auto)
             .await
             .map(|(r, _)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str, args: &str) -> ToolCall {
+        ToolCall {
+            id: "c".into(),
+            name: name.into(),
+            arguments: args.into(),
+        }
+    }
+
+    #[test]
+    fn repeats_are_the_same_tool_with_equal_json_arguments() {
+        let messages = vec![
+            ChatMessage::user(r#"{"title":"a"}"#),
+            ChatMessage::assistant(None, vec![call("create_task", r#"{"title":"a","due":1}"#)]),
+            ChatMessage::tool_result("c", "ok"),
+        ];
+        assert!(is_repeat(
+            &messages,
+            "create_task",
+            r#"{"due":1, "title":"a"}"#
+        ));
+        assert!(!is_repeat(
+            &messages,
+            "create_task",
+            r#"{"title":"b","due":1}"#
+        ));
+        assert!(!is_repeat(
+            &messages,
+            "create_note",
+            r#"{"title":"a","due":1}"#
+        ));
+        // User text that looks like a call is not a call.
+        assert!(!is_repeat(
+            &messages[..1],
+            "create_task",
+            r#"{"title":"a"}"#
+        ));
+        assert!(!is_repeat(&[], "create_task", "{}"));
     }
 }
