@@ -84,7 +84,7 @@ pub fn select_tools(
         })
         .collect();
     // Highest score first; the offered order breaks ties (stable sort).
-    ranked.sort_by(|a, b| b.0.cmp(&a.0));
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut keep: Vec<usize> = ranked.into_iter().take(max).map(|(_, i)| i).collect();
     keep.sort_unstable();
     let keep: HashSet<usize> = keep.into_iter().collect();

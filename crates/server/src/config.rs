@@ -903,7 +903,9 @@ mod tests {
             ),
             (vec![("MANA_LLM_URL", "localhost:3020")], "MANA_LLM_URL"),
         ] {
-            let e = Config::from_env(&env(&pairs)).err().expect("must fail");
+            let Err(e) = Config::from_env(&env(&pairs)) else {
+                panic!("{pairs:?} must fail");
+            };
             assert_eq!(e.var, var, "{pairs:?}");
         }
         let c = Config::from_env(&env(&[
