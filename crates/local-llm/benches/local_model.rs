@@ -139,11 +139,16 @@ fn model_path() -> PathBuf {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A `kB` line of `/proc/self/status`, in MiB.
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -233,7 +238,11 @@ fn main() {
         "time per planned mission (one constrained call): {:.2} s",
         total.as_secs_f64() / n as f64
     );
-    println!("peak RSS: {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak RSS: {:.0} MiB (resident now: {:.0} MiB)",
+        peak_rss_mib(),
+        status_mib("VmRSS:")
+    );
     println!(
         "runs with >=1 tool call: {calls}/{n}; schema-valid calls: {valid}/{calls}; sensible: {sensible}/{n}"
     );
