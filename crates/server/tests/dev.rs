@@ -190,6 +190,14 @@ async fn wait_healthy(
     }
 }
 
+/// The entry of `list` (`missions` or `agents`) in an ops-view body with this id.
+fn listed<'a>(body: &'a Value, list: &str, id: &str) -> &'a Value {
+    body[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["id"] == id))
+        .unwrap_or_else(|| panic!("{id} not in {list}: {body}"))
+}
+
 /// Polls the ops view until it lists the demo mission and agent.
 async fn wait_demo_listed(http: &reqwest::Client, port: u16, within: Duration) -> Value {
     let started = Instant::now();
@@ -282,21 +290,11 @@ async fn dev_demo_serves_seeds_stops_cleanly_and_restarts_on_the_same_cluster() 
     let fresh = wait_healthy(&http, &mut first, port, Duration::from_secs(50)).await;
     eprintln!("mana-ai dev --demo healthy on a fresh data dir after {fresh:?}");
     let body = wait_demo_listed(&http, port, Duration::from_secs(20)).await;
-    let agent = body["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == "demo-agent")
-        .unwrap();
+    let agent = listed(&body, "agents", "demo-agent");
     assert_eq!(agent["name"], "Mana Demo");
     assert_eq!(agent["state"], "active");
     assert_eq!(agent["maxTokensPerDay"], 50000);
-    let mission = body["missions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "demo-mission")
-        .unwrap();
+    let mission = listed(&body, "missions", "demo-mission");
     assert_eq!(mission["agentId"], "demo-agent");
     assert_eq!(mission["state"], "active");
 
@@ -493,12 +491,7 @@ async fn dev_demo_plans_with_the_local_model_by_default() {
         dev.output()
     );
     let body = wait_demo_listed(&http, port, Duration::from_secs(20)).await;
-    let mission = body["missions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "demo-mission")
-        .unwrap();
+    let mission = listed(&body, "missions", "demo-mission");
     assert!(mission["iterationCount"].as_u64() >= Some(1), "{mission}");
     let last = &mission["lastIteration"];
     assert_ne!(last["overallStatus"], "failed", "{mission}\n{out}");

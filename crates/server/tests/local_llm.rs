@@ -148,6 +148,22 @@ async fn local_client_emits_a_valid_tool_call() {
     assert!(calls >= 1, "no mission produced a tool call");
 }
 
+/// POSTs a JSON body and returns the JSON answer (any failure fails the test).
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    http.post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_serve_speaks_openai_to_the_http_client() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -185,19 +201,16 @@ async fn llm_serve_speaks_openai_to_the_http_client() {
     // tool_choice: a named function is obeyed, "none" answers in text.
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/v1/chat/completions");
-    let named: serde_json::Value = http
-        .post(&url)
-        .json(&serde_json::json!({
+    let named = post_json(
+        &http,
+        &url,
+        serde_json::json!({
             "messages": [{"role": "user", "content": "Note: the wifi password changed."}],
             "tools": function_specs(&offered),
             "tool_choice": {"type": "function", "function": {"name": "create_note"}},
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        }),
+    )
+    .await;
     let call = &named["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "create_note", "{named}");
     let args = call["function"]["arguments"].as_str().unwrap_or_default();
@@ -205,19 +218,16 @@ async fn llm_serve_speaks_openai_to_the_http_client() {
     assert_eq!(named["choices"][0]["finish_reason"], "tool_calls");
     assert!(named["usage"]["total_tokens"].as_u64().unwrap_or(0) > 0);
 
-    let none: serde_json::Value = http
-        .post(&url)
-        .json(&serde_json::json!({
+    let none = post_json(
+        &http,
+        &url,
+        serde_json::json!({
             "messages": [{"role": "user", "content": "Say hello."}],
             "tools": function_specs(&offered),
             "tool_choice": "none",
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        }),
+    )
+    .await;
     let message = &none["choices"][0]["message"];
     assert!(
         message["content"].as_str().is_some_and(|c| !c.is_empty()),

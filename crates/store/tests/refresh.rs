@@ -16,7 +16,16 @@ fn opts() -> RefreshOptions {
 }
 
 async fn refresh(store: &Store) -> RefreshStats {
-    match store.refresh_snapshots(opts()).await.expect("refresh") {
+    refresh_in_batches(store, opts().batch_rows).await
+}
+
+/// A refresh with no safety margin and the given batch size; busy is a failure.
+async fn refresh_in_batches(store: &Store, batch_rows: i32) -> RefreshStats {
+    let opts = RefreshOptions {
+        batch_rows,
+        ..opts()
+    };
+    match store.refresh_snapshots(opts).await.expect("refresh") {
         RefreshOutcome::Done(s) => s,
         RefreshOutcome::Busy => panic!("unexpected busy"),
     }
@@ -460,17 +469,7 @@ async fn batches_walk_the_whole_range() {
         )
         .await;
     }
-    let s = match store
-        .refresh_snapshots(RefreshOptions {
-            batch_rows: 4,
-            safety_margin: Duration::ZERO,
-        })
-        .await
-        .unwrap()
-    {
-        RefreshOutcome::Done(s) => s,
-        RefreshOutcome::Busy => panic!("busy"),
-    };
+    let s = refresh_in_batches(&store, 4).await;
     assert_eq!(s.rows_applied, 25);
     assert_eq!(s.new_snapshots, 25);
     // Each user has 6 or 7 rows, more than a batch's 4, so each is read alone; the
@@ -562,17 +561,7 @@ async fn windows_walk_a_long_backlog_and_write_each_record_once_per_window() {
             }
         }
     }
-    let s = match store
-        .refresh_snapshots(RefreshOptions {
-            batch_rows: 1,
-            safety_margin: Duration::ZERO,
-        })
-        .await
-        .unwrap()
-    {
-        RefreshOutcome::Done(s) => s,
-        RefreshOutcome::Busy => panic!("busy"),
-    };
+    let s = refresh_in_batches(&store, 1).await;
     assert_eq!(s.rows_applied, 250, "{s:?}");
     assert_eq!(s.windows, 3, "{s:?}");
     assert_eq!(s.new_snapshots, 10, "{s:?}");
