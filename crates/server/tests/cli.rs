@@ -443,9 +443,16 @@ async fn serve_as_service_role_only(service_url: &str) -> (Output, String) {
     assert!(!all.contains("listening"), "{all}");
     // Nothing of the service URL's secret in the message.
     assert!(!all.contains("svc-test-password"), "{all}");
+    // Logs share stderr with the fatal error; the error is one line, and the last one.
     let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one error line: {stderr:?}");
-    (out, stderr)
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("mana-ai:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr:?}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr:?}");
+    let error = errors[0].to_string();
+    (out, error)
 }
 
 #[tokio::test]
