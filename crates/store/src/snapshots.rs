@@ -45,6 +45,23 @@ pub struct AgentSnapshot {
     pub record: Value,
 }
 
+/// The due-missions query with the given columns: active, not deleted, `nextRunAt` at or
+/// before `$1` (instants), oldest first, at most `$2` rows; served by the partial index
+/// `idx_mission_snapshots_due_at`. One predicate for every due listing.
+macro_rules! due_query {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM mana_ai.mission_snapshots
+              WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL
+                AND next_run_at <= $1
+              ORDER BY next_run_at, user_id, mission_id
+              LIMIT $2"
+        )
+    };
+}
+
 impl Store {
     /// Due missions, oldest `nextRunAt` first, compared as instants, at most `limit`.
     /// Served by the partial index `idx_mission_snapshots_due_at`.
@@ -56,12 +73,7 @@ impl Store {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT user_id, mission_id, record, next_run_at
-                   FROM mana_ai.mission_snapshots
-                  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL
-                    AND next_run_at <= $1
-                  ORDER BY next_run_at, user_id, mission_id
-                  LIMIT $2",
+                due_query!("user_id, mission_id, record, next_run_at"),
                 &[&now, &limit.max(0)],
             )
             .await?;
@@ -85,12 +97,7 @@ impl Store {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT user_id, mission_id, next_run_at
-                   FROM mana_ai.mission_snapshots
-                  WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL
-                    AND next_run_at <= $1
-                  ORDER BY next_run_at, user_id, mission_id
-                  LIMIT $2",
+                due_query!("user_id, mission_id, next_run_at"),
                 &[&now, &limit.max(0)],
             )
             .await?;
