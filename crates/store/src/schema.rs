@@ -581,18 +581,7 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
         .await
         .map_err(|e| StoreError::migration("refresh read function", e))?;
     if let Some(role) = service_role {
-        let me: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .map_err(|e| StoreError::migration("current_user", e))?
-            .get(0);
-        if me != role {
-            let sql = GRANTS_DDL.replace("{role}", &quote_ident(role));
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| StoreError::migration("grants for the service role", e))?;
-        }
+        grant_to_service_role(client, role, GRANTS_DDL, "grants for the service role").await?;
     }
     harden_audit(client, service_role).await?;
     client
@@ -729,24 +718,41 @@ GRANT SELECT, INSERT ON mana_ai.decrypt_audit TO {role};
 GRANT EXECUTE ON FUNCTION mana_ai.prune_decrypt_audit(INT) TO {role};
 "#;
 
+/// Runs `ddl` with `{role}` replaced by the quoted service role, unless the migration runs
+/// as that role itself (granting to oneself is pointless and may be refused).
+async fn grant_to_service_role(
+    client: &Client,
+    role: &str,
+    ddl: &str,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let me: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(|e| StoreError::migration("current_user", e))?
+        .get(0);
+    if me != role {
+        client
+            .batch_execute(&ddl.replace("{role}", &quote_ident(role)))
+            .await
+            .map_err(|e| StoreError::migration(what, e))?;
+    }
+    Ok(())
+}
+
 async fn harden_audit(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
     client
         .batch_execute(AUDIT_HARDENING_DDL)
         .await
         .map_err(|e| StoreError::migration("decrypt audit hardening", e))?;
     if let Some(role) = service_role {
-        let me: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .map_err(|e| StoreError::migration("current_user", e))?
-            .get(0);
-        if me != role {
-            let sql = AUDIT_GRANTS_DDL.replace("{role}", &quote_ident(role));
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| StoreError::migration("audit grants for the service role", e))?;
-        }
+        grant_to_service_role(
+            client,
+            role,
+            AUDIT_GRANTS_DDL,
+            "audit grants for the service role",
+        )
+        .await?;
     }
     Ok(())
 }
