@@ -204,3 +204,116 @@ impl Store {
         })
     }
 }
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    //! The default agent as the claim sees it: the refresh stores the resolved agent id,
+    //! so missions without `agentId` are found by the default agent's id.
+
+    use chrono::{DateTime, Duration, Utc};
+    use mana_ai_core::records::DEFAULT_AGENT_ID;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::testkit::{fresh_db, SERVICE_ROLE};
+    use crate::RefreshOptions;
+
+    const USER: &str = "u-default";
+
+    async fn push_mission(admin: &tokio_postgres::Client, id: &str, data: Value) {
+        admin
+            .execute(
+                "INSERT INTO sync_changes
+                     (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+                 VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, '{}', 'device-1')",
+                &[&id, &USER, &data],
+            )
+            .await
+            .expect("push mission");
+    }
+
+    async fn agent_column(admin: &tokio_postgres::Client, id: &str) -> Option<String> {
+        admin
+            .query_one(
+                "SELECT agent_id FROM mana_ai.mission_snapshots
+                  WHERE user_id = $1 AND mission_id = $2",
+                &[&USER, &id],
+            )
+            .await
+            .expect("snapshot")
+            .get(0)
+    }
+
+    fn claim<'a>(mission: &'a str, due: DateTime<Utc>) -> ClaimRequest<'a> {
+        ClaimRequest {
+            user_id: USER,
+            mission_id: mission,
+            due_at: due,
+            iteration_id: mission,
+            runner_id: "runner-1",
+            lease: std::time::Duration::from_secs(60),
+            slot: AgentSlot {
+                agent_id: DEFAULT_AGENT_ID.into(),
+                max_concurrent: 1,
+                explicit_agent: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn missions_without_agent_id_are_claimed_as_the_default_agents() {
+        let db = fresh_db("runs_default_agent").await;
+        let (store, admin) = (db.service_store(), db.admin().await);
+        // Due times as the snapshots hold them (milliseconds).
+        let iso = |t: DateTime<Utc>| mana_ai_core::iso::to_iso_ms(t);
+        let old = mana_ai_core::iso::parse_iso(&iso(Utc::now() - Duration::hours(2))).unwrap();
+        let new = old + Duration::hours(1);
+        push_mission(
+            &admin,
+            "m-old",
+            json!({"state": "active", "nextRunAt": iso(old)}),
+        )
+        .await;
+        let empty = json!({"state": "active", "nextRunAt": iso(new), "agentId": ""});
+        push_mission(&admin, "m-new", empty).await;
+        let opts = RefreshOptions {
+            safety_margin: std::time::Duration::ZERO,
+            ..RefreshOptions::default()
+        };
+        store.refresh_snapshots(opts).await.expect("refresh");
+        for id in ["m-old", "m-new"] {
+            assert_eq!(
+                agent_column(&admin, id).await.as_deref(),
+                Some(DEFAULT_AGENT_ID)
+            );
+        }
+        // Oldest due first within the default agent: the newer run waits for the older.
+        assert_eq!(
+            store.claim_run(&claim("m-new", new)).await.unwrap(),
+            Claim::AgentBusy
+        );
+        assert_eq!(
+            store.claim_run(&claim("m-old", old)).await.unwrap(),
+            Claim::Claimed
+        );
+
+        // Rows of earlier versions (NULL or empty column) are resolved by the migration.
+        admin
+            .execute(
+                "UPDATE mana_ai.mission_snapshots SET agent_id = CASE mission_id
+                     WHEN 'm-old' THEN NULL ELSE '' END",
+                &[],
+            )
+            .await
+            .expect("old-style columns");
+        crate::schema::migrate(&admin, Some(SERVICE_ROLE))
+            .await
+            .expect("migrate again");
+        for id in ["m-old", "m-new"] {
+            assert_eq!(
+                agent_column(&admin, id).await.as_deref(),
+                Some(DEFAULT_AGENT_ID)
+            );
+        }
+    }
+}

@@ -74,24 +74,18 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DueMission>, StoreError> {
         let sql = due_query!("user_id, mission_id, record, next_run_at");
-        let rows = self
-            .client()
-            .await?
-            .query(sql, &[&now, &limit.max(0)])
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(from_row!(
-                    r,
-                    DueMission {
-                        user_id,
-                        mission_id,
-                        record,
-                        next_run_at
-                    }
-                ))
-            })
-            .collect()
+        self.list_due(sql, now, limit, |r| {
+            Ok(from_row!(
+                r,
+                DueMission {
+                    user_id,
+                    mission_id,
+                    record,
+                    next_run_at
+                }
+            ))
+        })
+        .await
     }
 
     /// Keys of due missions, oldest `nextRunAt` first, at most `limit` (index-served).
@@ -101,23 +95,30 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DueKey>, StoreError> {
         let sql = due_query!("user_id, mission_id, next_run_at");
-        let rows = self
-            .client()
-            .await?
-            .query(sql, &[&now, &limit.max(0)])
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(from_row!(
-                    r,
-                    DueKey {
-                        user_id,
-                        mission_id,
-                        next_run_at
-                    }
-                ))
-            })
-            .collect()
+        self.list_due(sql, now, limit, |r| {
+            Ok(from_row!(
+                r,
+                DueKey {
+                    user_id,
+                    mission_id,
+                    next_run_at
+                }
+            ))
+        })
+        .await
+    }
+
+    /// Runs a [`due_query!`] and decodes its rows.
+    async fn list_due<T>(
+        &self,
+        sql: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let c = self.client().await?;
+        let rows = c.query(sql, &[&now, &limit.max(0)]).await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Loads a due mission's record, if it is still due at the same time (it may have

@@ -32,8 +32,8 @@
 //! Concurrent runners serialise on an advisory lock ([`crate::locks::REFRESH`]); the
 //! loser skips.
 //!
-//! Files: this one walks the windows and holds the lock; [`batch`] reads and merges one
-//! batch; [`write`] writes it (the indexed mission columns come from
+//! Files: this one walks the windows and holds the lock; `batch.rs` reads and merges one
+//! batch; `write.rs` writes it (the indexed mission columns come from
 //! [`mana_ai_core::records::MissionIndex`]).
 
 mod batch;
