@@ -30,8 +30,9 @@ pub const SYSTEM_BOOTSTRAP: &str = "system:bootstrap";
 
 /// Principal of changes attributed to an unknown user.
 pub const LEGACY_USER_PRINCIPAL: &str = "legacy:user";
-/// Principal of the implicit default agent (same value as the default agent id).
-pub const LEGACY_AI_PRINCIPAL: &str = "legacy:ai-default";
+/// Principal of the implicit default agent: the default agent's id
+/// ([`crate::records::DEFAULT_AGENT_ID`], which owns the value).
+pub const LEGACY_AI_PRINCIPAL: &str = crate::records::DEFAULT_AGENT_ID;
 /// Principal of system changes whose source is unknown.
 pub const LEGACY_SYSTEM_PRINCIPAL: &str = "legacy:system";
 /// Display name used when the real one is unknown.

@@ -3,13 +3,20 @@
 //! Records come from many client versions and are only loosely typed, so these views
 //! never fail: every field has a documented fallback. Text fields are kept exactly as
 //! stored, including `enc:1:` ciphertext, which the views do not interpret.
+//!
+//! This module is the one reading of a mission record: [`MissionView`] for the runner,
+//! and [`MissionIndex`] for the columns the store indexes a mission snapshot by (state,
+//! `nextRunAt`, agent). Both read those fields through the same helpers, and the rule
+//! "a mission without an `agentId` runs under the default agent" lives here only
+//! ([`explicit_agent_id`], [`agent_id_or_default`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::iso::parse_iso;
 
-/// Id of the implicit agent that owns missions without `agentId`.
+/// Id of the implicit agent that owns missions without `agentId` (also its actor
+/// principal, [`crate::actor::LEGACY_AI_PRINCIPAL`]).
 pub const DEFAULT_AGENT_ID: &str = "legacy:ai-default";
 /// Display name of the implicit default agent.
 pub const DEFAULT_AGENT_NAME: &str = "Mana";
@@ -26,6 +33,56 @@ fn text_or(record: &Value, key: &str, default: &str) -> String {
     str_field(record, key).unwrap_or(default).to_owned()
 }
 
+/// A mission's `state` when it is a string.
+fn state_text(record: &Value) -> Option<&str> {
+    str_field(record, "state")
+}
+
+/// A mission's `nextRunAt` as stored (when a string) and parsed as an instant.
+fn next_run_at(record: &Value) -> (Option<&str>, Option<DateTime<Utc>>) {
+    let raw = str_field(record, "nextRunAt");
+    (raw, raw.and_then(parse_iso))
+}
+
+/// The agent a mission names: `agentId` when a non-empty string. `None` (absent, empty
+/// or not a string) means the mission runs under the default agent.
+pub fn explicit_agent_id(record: &Value) -> Option<&str> {
+    str_field(record, "agentId").filter(|s| !s.is_empty())
+}
+
+/// The agent a mission runs under: the one it names, else [`DEFAULT_AGENT_ID`].
+pub fn agent_id_or_default(explicit: Option<&str>) -> &str {
+    explicit.unwrap_or(DEFAULT_AGENT_ID)
+}
+
+/// The columns the store indexes a mission snapshot by, read the way [`MissionView`]
+/// reads the same fields (without building the whole view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissionIndex<'a> {
+    /// `state` when a string, else `None` (stored as NULL).
+    pub state: Option<&'a str>,
+    /// `nextRunAt` parsed as an instant; `None` when absent, not a string or unparseable.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The agent the mission runs under, resolved ([`agent_id_or_default`]): never empty.
+    pub agent_id: &'a str,
+}
+
+impl<'a> MissionIndex<'a> {
+    /// Reads the indexed columns of a merged mission record; never fails.
+    pub fn from_record(record: &'a Value) -> MissionIndex<'a> {
+        MissionIndex {
+            state: state_text(record),
+            next_run_at: next_run_at(record).1,
+            agent_id: agent_id_or_default(explicit_agent_id(record)),
+        }
+    }
+
+    /// True when the state is `active` (the due listing's state filter).
+    pub fn is_active(&self) -> bool {
+        self.state == Some(MissionState::Active.as_str())
+    }
+}
+
 /// Life-cycle state of a mission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissionState {
@@ -38,8 +95,8 @@ pub enum MissionState {
 }
 
 impl MissionState {
-    fn from_value(v: Option<&Value>) -> Self {
-        match v.and_then(Value::as_str) {
+    fn from_text(v: Option<&str>) -> Self {
+        match v {
             Some("active") => MissionState::Active,
             Some("paused") => MissionState::Paused,
             Some("done") => MissionState::Done,
@@ -104,7 +161,8 @@ pub struct MissionView {
     pub iterations: Vec<Value>,
     /// `grant` unless absent or `null` (revoked).
     pub grant: Option<Value>,
-    /// `agentId` when a non-empty string.
+    /// `agentId` when a non-empty string ([`explicit_agent_id`]); `None` means the
+    /// default agent ([`MissionView::agent_id_or_default`]).
     pub agent_id: Option<String>,
     /// `timezone` when a string.
     pub timezone: Option<String>,
@@ -115,16 +173,16 @@ pub struct MissionView {
 impl MissionView {
     /// Builds the view; never fails.
     pub fn from_record(user_id: &str, record: &Value) -> MissionView {
-        let next_run_at_raw = str_field(record, "nextRunAt").map(str::to_owned);
+        let (next_run_at_raw, next_run_at) = next_run_at(record);
         MissionView {
             id: text_or(record, "id", ""),
             user_id: user_id.to_owned(),
             title: text_or(record, "title", ""),
             objective: text_or(record, "objective", ""),
             concept_markdown: text_or(record, "conceptMarkdown", ""),
-            state: MissionState::from_value(record.get("state")),
-            next_run_at: next_run_at_raw.as_deref().and_then(parse_iso),
-            next_run_at_raw,
+            state: MissionState::from_text(state_text(record)),
+            next_run_at,
+            next_run_at_raw: next_run_at_raw.map(str::to_owned),
             inputs: record
                 .get("inputs")
                 .and_then(Value::as_array)
@@ -137,20 +195,15 @@ impl MissionView {
                 .cloned()
                 .unwrap_or_default(),
             grant: record.get("grant").filter(|g| !g.is_null()).cloned(),
-            agent_id: str_field(record, "agentId")
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            agent_id: explicit_agent_id(record).map(str::to_owned),
             timezone: str_field(record, "timezone").map(str::to_owned),
             deleted_at: str_field(record, "deletedAt").map(str::to_owned),
         }
     }
 
-    /// Due at `now`: active, not deleted, and `nextRunAt` parsed and not after `now`.
-    /// (Compared as instants, not as text.)
-    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
-        self.state == MissionState::Active
-            && self.deleted_at.is_none()
-            && self.next_run_at.is_some_and(|t| t <= now)
+    /// The agent this mission runs under: its `agentId`, else [`DEFAULT_AGENT_ID`].
+    pub fn agent_id_or_default(&self) -> &str {
+        agent_id_or_default(self.agent_id.as_deref())
     }
 }
 
@@ -408,8 +461,16 @@ mod tests {
 
     #[test]
     fn mission_is_due() {
+        // What the store's due listing decides from a snapshot: the indexed columns
+        // (active, `nextRunAt` not after `now`, as instants) and the `deleted` flag the
+        // refresh derives with the LWW merge.
         let now = parse_iso("2026-01-01T00:00:00.000Z").unwrap();
-        let due = |rec: Value| MissionView::from_record("u", &rec).is_due(now);
+        let due = |rec: Value| {
+            let index = MissionIndex::from_record(&rec);
+            index.is_active()
+                && index.next_run_at.is_some_and(|t| t <= now)
+                && !crate::lww::RecordState::from_snapshot(&rec).is_deleted()
+        };
         assert!(due(
             json!({"state": "active", "nextRunAt": "2026-01-01T00:00:00.000Z"})
         ));
@@ -428,6 +489,41 @@ mod tests {
             json!({"state": "active", "nextRunAt": "2025-01-01T00:00:00.000Z",
                             "deletedAt": "2025-06-01T00:00:00.000Z"})
         ));
+    }
+
+    #[test]
+    fn mission_index_reads_what_the_view_reads() {
+        let rec = json!({"state": "active", "nextRunAt": "2026-01-01T01:00:00+01:00",
+                         "agentId": "a1"});
+        let index = MissionIndex::from_record(&rec);
+        let view = MissionView::from_record("u", &rec);
+        assert_eq!(index.state, Some(view.state.as_str()));
+        assert_eq!(index.next_run_at, view.next_run_at);
+        assert_eq!(index.agent_id, view.agent_id_or_default());
+        assert_eq!(index.agent_id, "a1");
+        assert!(index.is_active());
+        for rec in [
+            json!({}),
+            json!({"agentId": ""}),
+            json!({"agentId": null}),
+            json!({"agentId": 7}),
+        ] {
+            let index = MissionIndex::from_record(&rec);
+            assert_eq!(index.agent_id, DEFAULT_AGENT_ID, "{rec}");
+            assert_eq!(
+                MissionView::from_record("u", &rec).agent_id_or_default(),
+                DEFAULT_AGENT_ID
+            );
+            assert_eq!(explicit_agent_id(&rec), None, "{rec}");
+        }
+        let odd = json!({"state": 3, "nextRunAt": "soon"});
+        let index = MissionIndex::from_record(&odd);
+        assert_eq!((index.state, index.next_run_at), (None, None));
+        assert!(!index.is_active());
+        assert_eq!(
+            MissionIndex::from_record(&json!({"state": "paused"})).state,
+            Some("paused")
+        );
     }
 
     #[test]

@@ -1,11 +1,18 @@
 //! The decrypt audit (`mana_ai.decrypt_audit`): one row per attempt to read an encrypted
 //! input record under a mission key grant — `ok`, `failed` or `scope-violation`.
 //!
+//! This module owns the table: writing a row, the user-facing read
+//! (`GET /api/v1/me/ai-audit`, newest first) and retention.
+//!
 //! Every statement runs inside a `withUser` transaction (the table has FORCE row-level
-//! security scoped by `app.current_user_id`). The service role may only SELECT and INSERT;
-//! rows are removed solely by retention, through the `SECURITY DEFINER` function
-//! `mana_ai.prune_decrypt_audit(days)` owned by the migration role (see [`crate::schema`]).
+//! security scoped by `app.current_user_id`); the read also filters on `user_id`
+//! explicitly. The service role may only SELECT and INSERT; rows are removed solely by
+//! retention, through the `SECURITY DEFINER` function `mana_ai.prune_decrypt_audit(days)`
+//! owned by the migration role (see [`crate::schema`]).
 
+use chrono::{DateTime, Utc};
+
+use crate::row::from_row;
 use crate::{Store, StoreError, UserTx};
 
 /// Outcome recorded by an audit row (the `status` column).
@@ -42,6 +49,31 @@ pub struct DecryptAuditEntry<'a> {
     /// A stable reason label (never key material or plaintext).
     pub reason: Option<&'a str>,
 }
+
+/// One audit row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub mission_id: String,
+    pub iteration_id: Option<String>,
+    pub table_name: String,
+    pub record_id: String,
+    /// `ok`, `failed` or `scope-violation`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub ts: DateTime<Utc>,
+}
+
+/// Largest page the read returns.
+pub const MAX_AUDIT_LIMIT: i64 = 1000;
+
+/// The newest rows of `$1`, of mission `$2` unless it is NULL, at most `$3`. Planned per
+/// execution (the pool forces custom plans), so a NULL `$2` drops the filter.
+const READ_SQL: &str =
+    "SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
+   FROM mana_ai.decrypt_audit
+  WHERE user_id = $1 AND ($2::text IS NULL OR mission_id = $2)
+  ORDER BY ts DESC, id DESC LIMIT $3";
 
 /// Smallest retention `mana_ai.prune_decrypt_audit` accepts, in days: even a compromised
 /// service role can never erase the recent audit trail through it.
@@ -88,6 +120,41 @@ impl Store {
         let id = insert_decrypt_audit(&tx, entry).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// The newest `limit` (clamped to 1..=1000) audit rows of `user_id`, optionally of one
+    /// mission, ordered by `ts DESC` (ties: newest id first, so rows written in one
+    /// transaction keep a stable order).
+    pub async fn read_decrypt_audit(
+        &self,
+        user_id: &str,
+        mission_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let limit = limit.clamp(1, MAX_AUDIT_LIMIT);
+        let tx = self.begin_user(user_id).await?;
+        let rows = tx
+            .client()
+            .query(READ_SQL, &[&user_id, &mission_id, &limit])
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(from_row!(
+                    r,
+                    AuditRow {
+                        id,
+                        mission_id,
+                        iteration_id,
+                        table_name,
+                        record_id,
+                        status,
+                        reason,
+                        ts
+                    }
+                ))
+            })
+            .collect()
     }
 
     /// Deletes audit rows older than `retention_days` (all users) through

@@ -6,7 +6,8 @@
 //! unexpired reservations is still below the cap" and the insert of the reservation run
 //! under one transaction-level advisory lock per `(user, agent)`, so two runners can
 //! never both see the same remaining budget; it is one statement, the `SECURITY INVOKER`
-//! function `mana_ai.reserve_tokens` of the migration (one round trip). After the call
+//! function `mana_ai.reserve_tokens` of the migration (one round trip; SQL in
+//! `schema/budget.sql`, lock seed [`locks::RESERVE_SEED`]). After the call
 //! the reservation is replaced by the real usage in one statement. Reservations carry an
 //! expiry, so a runner that crashes mid-call holds budget only until then.
 //!
@@ -17,10 +18,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::{Store, StoreError};
+use crate::{locks, Store, StoreError};
 
-/// Seed of the advisory lock that serialises reservations of one `(user, agent)`.
-const RESERVE_LOCK_SEED: i64 = 7_366_720_004;
 /// Rows deleted per statement when pruning, so one pass stays cheap.
 const PRUNE_BATCH: i64 = 10_000;
 
@@ -121,7 +120,7 @@ impl Store {
                     &to_i64(req.cap),
                     &to_i64(req.estimate),
                     &ttl,
-                    &RESERVE_LOCK_SEED,
+                    &locks::RESERVE_SEED,
                 ],
             )
             .await?;

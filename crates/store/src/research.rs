@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::row::from_row;
 use crate::{Store, StoreError};
 
 /// Where a job stands.
@@ -92,25 +93,32 @@ pub struct RemovedResearchJob {
     pub state: ResearchJobState,
 }
 
-const COLUMNS: &str = "user_id, mission_id, task_id, provider_id, submitted_at, last_polled_at,
-                       due_at, idempotency_key, state, poll_failures, result";
+/// The mission's job row (`$1` user, `$2` mission), its columns in [`ResearchJob`] order.
+const SELECT_JOB_SQL: &str = "SELECT user_id, mission_id, task_id, provider_id, submitted_at,
+        last_polled_at, due_at, idempotency_key, state, poll_failures, result
+   FROM mana_ai.mission_research_jobs WHERE user_id = $1 AND mission_id = $2";
 
+/// A stored state text as a [`ResearchJobState`] (unknown text is a corrupt row).
+fn parse_state(state: String) -> Result<ResearchJobState, StoreError> {
+    ResearchJobState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("research job state {state:?}")))
+}
+
+/// A row of [`SELECT_JOB_SQL`].
 fn job_from_row(r: &tokio_postgres::Row) -> Result<ResearchJob, StoreError> {
-    let state: String = r.try_get(8)?;
-    Ok(ResearchJob {
-        user_id: r.try_get(0)?,
-        mission_id: r.try_get(1)?,
-        task_id: r.try_get(2)?,
-        provider_id: r.try_get(3)?,
-        submitted_at: r.try_get(4)?,
-        last_polled_at: r.try_get(5)?,
-        due_at: r.try_get(6)?,
-        idempotency_key: r.try_get(7)?,
-        state: ResearchJobState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("research job state {state:?}")))?,
-        poll_failures: r.try_get(9)?,
-        result: r.try_get(10)?,
-    })
+    Ok(from_row!(r, ResearchJob {
+        user_id,
+        mission_id,
+        task_id,
+        provider_id,
+        submitted_at,
+        last_polled_at,
+        due_at,
+        idempotency_key,
+        state => parse_state,
+        poll_failures,
+        result,
+    }))
 }
 
 fn refuse_empty(user_id: &str, mission_id: &str) -> Result<(), StoreError> {
@@ -130,13 +138,7 @@ impl Store {
         refuse_empty(user_id, mission_id)?;
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM mana_ai.mission_research_jobs
-                      WHERE user_id = $1 AND mission_id = $2"
-                ),
-                &[&user_id, &mission_id],
-            )
+            .query_opt(SELECT_JOB_SQL, &[&user_id, &mission_id])
             .await?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -164,13 +166,7 @@ impl Store {
         )
         .await?;
         let row = c
-            .query_one(
-                &format!(
-                    "SELECT {COLUMNS} FROM mana_ai.mission_research_jobs
-                      WHERE user_id = $1 AND mission_id = $2"
-                ),
-                &[&job.user_id, &job.mission_id],
-            )
+            .query_one(SELECT_JOB_SQL, &[&job.user_id, &job.mission_id])
             .await?;
         job_from_row(&row)
     }
@@ -301,13 +297,10 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let state: String = r.try_get(1)?;
-                Ok(RemovedResearchJob {
-                    provider_id: r.try_get(0)?,
-                    state: ResearchJobState::parse(&state).ok_or_else(|| {
-                        StoreError::Corrupt(format!("research job state {state:?}"))
-                    })?,
-                })
+                Ok(from_row!(r, RemovedResearchJob {
+                    provider_id,
+                    state => parse_state,
+                }))
             })
             .collect()
     }

@@ -10,8 +10,8 @@
 //!
 //! Both the claim and the write-back are single statements calling the `SECURITY
 //! INVOKER` functions `mana_ai.claim_run` / `mana_ai.write_back_run` that the migration
-//! creates (see [`crate::schema`]): one round trip each, prepared once per pooled
-//! connection.
+//! creates (see [`crate::schema`], SQL in `schema/runs.sql`): one round trip each,
+//! prepared once per pooled connection. This module owns `mana_ai.mission_runs`.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -21,23 +21,32 @@ use crate::{Store, StoreError};
 /// Per-agent concurrency limit checked while claiming.
 #[derive(Debug, Clone)]
 pub struct AgentSlot {
+    /// The agent the mission runs under, resolved (the default agent's id for a mission
+    /// without `agentId`, as [`mana_ai_core::records::agent_id_or_default`] gives it).
+    /// The claim finds the agent's other due missions by this id, which the refresh
+    /// stores resolved in the snapshot's `agent_id` column.
     pub agent_id: String,
     /// How many of this agent's runs may be `running` (unexpired) at once.
     pub max_concurrent: i64,
-    /// True when the mission names its agent (`agentId`); false for missions of the
-    /// default agent (no `agentId`). Used to find the agent's other due missions.
+    /// Whether the mission names its agent. No longer read: `agent_id` alone identifies
+    /// the agent's missions now. Kept so existing callers compile; to be removed.
     pub explicit_agent: bool,
 }
 
 /// A claim request.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
+    /// The due run: `(user_id, mission_id, due_at)`.
     pub user_id: &'a str,
     pub mission_id: &'a str,
     pub due_at: DateTime<Utc>,
+    /// The iteration this run writes (derived from the mission and the due time).
     pub iteration_id: &'a str,
+    /// Who claims; a claim of the same runner is renewed.
     pub runner_id: &'a str,
+    /// How long the claim holds without being renewed or written back.
     pub lease: std::time::Duration,
+    /// The agent's concurrency limit.
     pub slot: AgentSlot,
 }
 
@@ -57,9 +66,11 @@ pub enum Claim {
 /// One iteration write-back.
 #[derive(Debug, Clone)]
 pub struct WriteBack<'a> {
+    /// The claimed run: `(user_id, mission_id, due_at)`, claimed by `runner_id`.
     pub user_id: &'a str,
     pub mission_id: &'a str,
     pub due_at: DateTime<Utc>,
+    /// Writes only while this runner still owns the run's `running` claim.
     pub runner_id: &'a str,
     /// `sync_changes.data`: `{"iterations": [...], "nextRunAt": ...}`.
     pub data: &'a Value,
@@ -82,7 +93,7 @@ pub enum WriteOutcome {
 const CLIENT_ID: &str = "mana-ai-runner";
 
 /// One round trip: [`schema`](crate::schema)'s `mana_ai.claim_run` does the whole claim.
-const CLAIM_SQL: &str = "SELECT mana_ai.claim_run($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const CLAIM_SQL: &str = "SELECT mana_ai.claim_run($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// One round trip: `mana_ai.write_back_run` closes the claim and inserts the row.
 const WRITE_BACK_SQL: &str =
@@ -122,7 +133,6 @@ impl Store {
                     &req.iteration_id,
                     &req.slot.agent_id,
                     &req.slot.max_concurrent,
-                    &req.slot.explicit_agent,
                     &req.runner_id,
                     &lease_secs,
                 ],
@@ -192,5 +202,118 @@ impl Store {
         } else {
             WriteOutcome::ClaimLost
         })
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    //! The default agent as the claim sees it: the refresh stores the resolved agent id,
+    //! so missions without `agentId` are found by the default agent's id.
+
+    use chrono::{DateTime, Duration, Utc};
+    use mana_ai_core::records::DEFAULT_AGENT_ID;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::testkit::{fresh_db, SERVICE_ROLE};
+    use crate::RefreshOptions;
+
+    const USER: &str = "u-default";
+
+    async fn push_mission(admin: &tokio_postgres::Client, id: &str, data: Value) {
+        admin
+            .execute(
+                "INSERT INTO sync_changes
+                     (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+                 VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, '{}', 'device-1')",
+                &[&id, &USER, &data],
+            )
+            .await
+            .expect("push mission");
+    }
+
+    async fn agent_column(admin: &tokio_postgres::Client, id: &str) -> Option<String> {
+        admin
+            .query_one(
+                "SELECT agent_id FROM mana_ai.mission_snapshots
+                  WHERE user_id = $1 AND mission_id = $2",
+                &[&USER, &id],
+            )
+            .await
+            .expect("snapshot")
+            .get(0)
+    }
+
+    fn claim<'a>(mission: &'a str, due: DateTime<Utc>) -> ClaimRequest<'a> {
+        ClaimRequest {
+            user_id: USER,
+            mission_id: mission,
+            due_at: due,
+            iteration_id: mission,
+            runner_id: "runner-1",
+            lease: std::time::Duration::from_secs(60),
+            slot: AgentSlot {
+                agent_id: DEFAULT_AGENT_ID.into(),
+                max_concurrent: 1,
+                explicit_agent: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn missions_without_agent_id_are_claimed_as_the_default_agents() {
+        let db = fresh_db("runs_default_agent").await;
+        let (store, admin) = (db.service_store(), db.admin().await);
+        // Due times as the snapshots hold them (milliseconds).
+        let iso = |t: DateTime<Utc>| mana_ai_core::iso::to_iso_ms(t);
+        let old = mana_ai_core::iso::parse_iso(&iso(Utc::now() - Duration::hours(2))).unwrap();
+        let new = old + Duration::hours(1);
+        push_mission(
+            &admin,
+            "m-old",
+            json!({"state": "active", "nextRunAt": iso(old)}),
+        )
+        .await;
+        let empty = json!({"state": "active", "nextRunAt": iso(new), "agentId": ""});
+        push_mission(&admin, "m-new", empty).await;
+        let opts = RefreshOptions {
+            safety_margin: std::time::Duration::ZERO,
+            ..RefreshOptions::default()
+        };
+        store.refresh_snapshots(opts).await.expect("refresh");
+        for id in ["m-old", "m-new"] {
+            assert_eq!(
+                agent_column(&admin, id).await.as_deref(),
+                Some(DEFAULT_AGENT_ID)
+            );
+        }
+        // Oldest due first within the default agent: the newer run waits for the older.
+        assert_eq!(
+            store.claim_run(&claim("m-new", new)).await.unwrap(),
+            Claim::AgentBusy
+        );
+        assert_eq!(
+            store.claim_run(&claim("m-old", old)).await.unwrap(),
+            Claim::Claimed
+        );
+
+        // Rows of earlier versions (NULL or empty column) are resolved by the migration.
+        admin
+            .execute(
+                "UPDATE mana_ai.mission_snapshots SET agent_id = CASE mission_id
+                     WHEN 'm-old' THEN NULL ELSE '' END",
+                &[],
+            )
+            .await
+            .expect("old-style columns");
+        crate::schema::migrate(&admin, Some(SERVICE_ROLE))
+            .await
+            .expect("migrate again");
+        for id in ["m-old", "m-new"] {
+            assert_eq!(
+                agent_column(&admin, id).await.as_deref(),
+                Some(DEFAULT_AGENT_ID)
+            );
+        }
     }
 }

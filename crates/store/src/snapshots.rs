@@ -1,9 +1,12 @@
-//! Reads of the projected snapshots: due missions, one user's missions and agents.
+//! Reads of the projected snapshots (`mana_ai.mission_snapshots`,
+//! `mana_ai.agent_snapshots`; the refresh writes them): the due listing and the loading of
+//! a due mission for the runner, and one user's missions and agents for the ops views.
 //! Snapshot tables hold no RLS of their own; callers scope by user explicitly.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::row::from_row;
 use crate::{Store, StoreError};
 
 /// A mission that is due: active, not deleted, `nextRunAt` at or before `now`.
@@ -70,22 +73,19 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueMission>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                due_query!("user_id, mission_id, record, next_run_at"),
-                &[&now, &limit.max(0)],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DueMission {
-                user_id: r.get(0),
-                mission_id: r.get(1),
-                record: r.get(2),
-                next_run_at: r.get(3),
-            })
-            .collect())
+        let sql = due_query!("user_id, mission_id, record, next_run_at");
+        self.list_due(sql, now, limit, |r| {
+            Ok(from_row!(
+                r,
+                DueMission {
+                    user_id,
+                    mission_id,
+                    record,
+                    next_run_at
+                }
+            ))
+        })
+        .await
     }
 
     /// Keys of due missions, oldest `nextRunAt` first, at most `limit` (index-served).
@@ -94,34 +94,38 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueKey>, StoreError> {
+        let sql = due_query!("user_id, mission_id, next_run_at");
+        self.list_due(sql, now, limit, |r| {
+            Ok(from_row!(
+                r,
+                DueKey {
+                    user_id,
+                    mission_id,
+                    next_run_at
+                }
+            ))
+        })
+        .await
+    }
+
+    /// Runs a [`due_query!`] and decodes its rows.
+    async fn list_due<T>(
+        &self,
+        sql: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                due_query!("user_id, mission_id, next_run_at"),
-                &[&now, &limit.max(0)],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DueKey {
-                user_id: r.get(0),
-                mission_id: r.get(1),
-                next_run_at: r.get(2),
-            })
-            .collect())
+        let rows = c.query(sql, &[&now, &limit.max(0)]).await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Loads a due mission's record, if it is still due at the same time (it may have
     /// been paused, deleted or rescheduled since it was listed).
     pub async fn load_due_mission(&self, key: &DueKey) -> Result<Option<DueMission>, StoreError> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT record FROM mana_ai.mission_snapshots
-                  WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
-                    AND next_run_at = $3",
-            )
-            .await?;
+        let stmt = c.prepare_cached(LOAD_DUE_SQL).await?;
         let row = c
             .query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
             .await?;
@@ -135,52 +139,39 @@ impl Store {
 
     /// All mission snapshots of one user (deleted ones included, flagged).
     pub async fn user_missions(&self, user_id: &str) -> Result<Vec<MissionSnapshot>, StoreError> {
-        if user_id.is_empty() {
-            return Err(StoreError::Refused("empty user id"));
-        }
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at
-                   FROM mana_ai.mission_snapshots WHERE user_id = $1 ORDER BY mission_id",
-                &[&user_id],
-            )
+        refuse_empty(user_id)?;
+        let rows = self
+            .client()
+            .await?
+            .query(USER_MISSIONS_SQL, &[&user_id])
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| MissionSnapshot {
-                user_id: r.get(0),
-                mission_id: r.get(1),
-                record: r.get(2),
-                deleted: r.get(3),
-                next_run_at: r.get(4),
-                last_applied_at: r.get(5),
-                updated_at: r.get(6),
+        rows.iter()
+            .map(|r| {
+                Ok(from_row!(
+                    r,
+                    MissionSnapshot {
+                        user_id,
+                        mission_id,
+                        record,
+                        deleted,
+                        next_run_at,
+                        last_applied_at,
+                        updated_at,
+                    }
+                ))
             })
-            .collect())
+            .collect()
     }
 
     /// Live (not deleted) agents of one user, including paused and archived ones.
     pub async fn user_agents(&self, user_id: &str) -> Result<Vec<AgentSnapshot>, StoreError> {
-        if user_id.is_empty() {
-            return Err(StoreError::Refused("empty user id"));
-        }
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
-                  WHERE user_id = $1 AND NOT deleted ORDER BY agent_id",
-                &[&user_id],
-            )
+        refuse_empty(user_id)?;
+        let rows = self
+            .client()
+            .await?
+            .query(USER_AGENTS_SQL, &[&user_id])
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AgentSnapshot {
-                user_id: r.get(0),
-                agent_id: r.get(1),
-                record: r.get(2),
-            })
-            .collect())
+        rows.iter().map(agent_from_row).collect()
     }
 
     /// One live agent, if it exists and is not deleted.
@@ -190,17 +181,40 @@ impl Store {
         agent_id: &str,
     ) -> Result<Option<AgentSnapshot>, StoreError> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
-                  WHERE user_id = $1 AND agent_id = $2 AND NOT deleted",
-            )
-            .await?;
+        let stmt = c.prepare_cached(AGENT_SQL).await?;
         let row = c.query_opt(&stmt, &[&user_id, &agent_id]).await?;
-        Ok(row.map(|r| AgentSnapshot {
-            user_id: r.get(0),
-            agent_id: r.get(1),
-            record: r.get(2),
-        }))
+        row.as_ref().map(agent_from_row).transpose()
     }
+}
+
+const LOAD_DUE_SQL: &str = "SELECT record FROM mana_ai.mission_snapshots
+  WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
+    AND next_run_at = $3";
+
+const USER_MISSIONS_SQL: &str =
+    "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at
+   FROM mana_ai.mission_snapshots WHERE user_id = $1 ORDER BY mission_id";
+
+const USER_AGENTS_SQL: &str = "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+  WHERE user_id = $1 AND NOT deleted ORDER BY agent_id";
+
+const AGENT_SQL: &str = "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+  WHERE user_id = $1 AND agent_id = $2 AND NOT deleted";
+
+fn agent_from_row(r: &tokio_postgres::Row) -> Result<AgentSnapshot, StoreError> {
+    Ok(from_row!(
+        r,
+        AgentSnapshot {
+            user_id,
+            agent_id,
+            record
+        }
+    ))
+}
+
+fn refuse_empty(user_id: &str) -> Result<(), StoreError> {
+    if user_id.is_empty() {
+        return Err(StoreError::Refused("empty user id"));
+    }
+    Ok(())
 }

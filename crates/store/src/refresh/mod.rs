@@ -28,19 +28,25 @@
 //!
 //! Cost is proportional to the rows in `[C, H)` (range scans on a partial index and on
 //! the per-user index), not to the history: a refresh after a few new rows is four
-//! round trips (lock with cursor and horizon; window; read; write with release). Concurrent runners serialise on an advisory lock; the loser skips.
+//! round trips (lock with cursor and horizon; window; read; write with release).
+//! Concurrent runners serialise on an advisory lock ([`crate::locks::REFRESH`]); the
+//! loser skips.
+//!
+//! Files: this one walks the windows and holds the lock; `batch.rs` reads and merges one
+//! batch; `write.rs` writes it (the indexed mission columns come from
+//! [`mana_ai_core::records::MissionIndex`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod batch;
+mod write;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use mana_ai_core::lww::{ChangeRow, Op, RecordState};
-use serde_json::Value;
 
-use crate::{Store, StoreError};
+use crate::{locks, Store, StoreError};
+use batch::apply_batch;
+use write::{write_batch, Pending};
 
 const CURSOR_STREAM: &str = "ai";
-const REFRESH_LOCK: i64 = 7_366_720_002;
 const MISSIONS: &str = "aiMissions";
 const AGENTS: &str = "agents";
 /// A window spans at most this many batches' worth of rows.
@@ -78,18 +84,6 @@ pub enum RefreshOutcome {
     Busy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Key {
-    user_id: String,
-    table: String,
-    record_id: String,
-}
-
-struct Existing {
-    record: Value,
-    deleted: bool,
-}
-
 /// Tuning of one refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshOptions {
@@ -124,62 +118,6 @@ const WINDOW_SQL: &str =
    FROM e LEFT JOIN LATERAL mana_ai.changed_ai_users($1, e.to_at) AS u ON true
   ORDER BY u.user_id";
 
-/// One batch: the users' rows in `[$2, $3)`, read under each user's RLS scope by the
-/// invoker function, followed by the stored snapshots of the records they touch.
-const READ_SQL: &str = "WITH r AS MATERIALIZED (
-   SELECT * FROM mana_ai.read_ai_rows($1::text[], $2::timestamptz, $3::timestamptz)
- ), k AS (
-   SELECT DISTINCT r.user_id, r.table_name, r.record_id FROM r
- )
- SELECT false AS snap, r.user_id, r.table_name, r.record_id, r.op, r.data, r.field_meta,
-        r.created_at, false AS deleted
-   FROM r
- UNION ALL
- SELECT true, s.user_id, 'aiMissions', s.mission_id, NULL::text, s.record, NULL::jsonb,
-        NULL::timestamptz, s.deleted
-   FROM mana_ai.mission_snapshots s
-   JOIN k ON k.table_name = 'aiMissions' AND s.user_id = k.user_id AND s.mission_id = k.record_id
- UNION ALL
- SELECT true, s.user_id, 'agents', s.agent_id, NULL::text, s.record, NULL::jsonb,
-        NULL::timestamptz, s.deleted
-   FROM mana_ai.agent_snapshots s
-   JOIN k ON k.table_name = 'agents' AND s.user_id = k.user_id AND s.agent_id = k.record_id";
-
-/// Every write of one batch in one statement (atomic without an explicit transaction):
-/// mission upserts, agent upserts and — for the last batch of a window — the cursor.
-const WRITE_SQL: &str = "WITH m AS (
-   INSERT INTO mana_ai.mission_snapshots
-       (user_id, mission_id, record, last_applied_at, updated_at, deleted, state, next_run_at, agent_id)
-   SELECT u, m, r, l, now(), d, s, n, a
-     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::bool[],
-                 $6::text[], $7::timestamptz[], $8::text[]) AS t(u, m, r, l, d, s, n, a)
-   ON CONFLICT (user_id, mission_id) DO UPDATE SET
-       record = EXCLUDED.record,
-       last_applied_at = GREATEST(mana_ai.mission_snapshots.last_applied_at, EXCLUDED.last_applied_at),
-       updated_at = now(), deleted = EXCLUDED.deleted, state = EXCLUDED.state,
-       next_run_at = EXCLUDED.next_run_at, agent_id = EXCLUDED.agent_id
-   RETURNING 1
- ), a AS (
-   INSERT INTO mana_ai.agent_snapshots
-       (user_id, agent_id, record, last_applied_at, updated_at, deleted)
-   SELECT u, a, r, l, now(), d
-     FROM unnest($9::text[], $10::text[], $11::jsonb[], $12::timestamptz[], $13::bool[])
-          AS t(u, a, r, l, d)
-   ON CONFLICT (user_id, agent_id) DO UPDATE SET
-       record = EXCLUDED.record,
-       last_applied_at = GREATEST(mana_ai.agent_snapshots.last_applied_at, EXCLUDED.last_applied_at),
-       updated_at = now(), deleted = EXCLUDED.deleted
-   RETURNING 1
- ), c AS (
-   INSERT INTO mana_ai.refresh_cursor (stream, position, updated_at)
-   SELECT $14::text, $15::timestamptz, now() WHERE $15::timestamptz IS NOT NULL
-   ON CONFLICT (stream) DO UPDATE SET
-       position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position),
-       updated_at = now()
-   RETURNING 1
- )
- SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), (SELECT count(*) FROM c)";
-
 /// Session settings of the refresh connection, set with the lock and restored with its
 /// release: the refresh's own statements are fixed and selective, so their cached
 /// generic plans are safe and save a planning per statement (the pool's default,
@@ -205,7 +143,7 @@ impl Store {
         let margin_secs = opts.safety_margin.as_secs_f64();
         let (set, got, started) = futures::future::join3(
             c.batch_execute(SESSION_SQL),
-            c.query_one(&lock, &[&REFRESH_LOCK]),
+            c.query_one(&lock, &[&locks::REFRESH]),
             c.query_one(&start, &[&CURSOR_STREAM, &margin_secs]),
         )
         .await;
@@ -256,7 +194,7 @@ async fn release<'a>(
     };
     let (written, unlocked, reset) = futures::future::join3(
         last,
-        c.execute(&unlock, &[&REFRESH_LOCK]),
+        c.execute(&unlock, &[&locks::REFRESH]),
         c.batch_execute(RESET_SQL),
     )
     .await;
@@ -359,199 +297,6 @@ fn split_into_batches(users: &[(String, i64)], batch_rows: i64) -> Vec<Vec<&str>
         out.push(current);
     }
     out
-}
-
-/// Reads one batch of users' rows in `[from, to)` with their stored snapshots and merges
-/// them; returns what changed (plus the cursor when `cursor` is given) for writing.
-async fn apply_batch(
-    c: &Object,
-    users: &[&str],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    cursor: Option<DateTime<Utc>>,
-    stats: &mut RefreshStats,
-) -> Result<Pending, StoreError> {
-    let read = c.prepare_cached(READ_SQL).await?;
-    let answer = c.query(&read, &[&users, &from, &to]).await?;
-    let wanted: HashSet<&str> = users.iter().copied().collect();
-    let mut changes: BTreeMap<Key, Vec<ChangeRow>> = BTreeMap::new();
-    let mut existing: HashMap<Key, Existing> = HashMap::new();
-    for r in answer {
-        let is_snapshot: bool = r.get(0);
-        let key = Key {
-            user_id: r.get(1),
-            table: r.get(2),
-            record_id: r.get(3),
-        };
-        if !wanted.contains(key.user_id.as_str()) {
-            return Err(StoreError::Corrupt(format!(
-                "refresh read returned a row of user {:?}, which it did not ask for",
-                key.user_id
-            )));
-        }
-        if is_snapshot {
-            let record: Option<Value> = r.get(5);
-            existing.insert(
-                key,
-                Existing {
-                    record: record.unwrap_or(Value::Null),
-                    deleted: r.get(8),
-                },
-            );
-            continue;
-        }
-        let op_text: Option<String> = r.get(4);
-        let op: Op = op_text.as_deref().unwrap_or("").parse().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "unknown op {op_text:?} in record {}",
-                key.record_id
-            ))
-        })?;
-        let change = ChangeRow {
-            op,
-            data: r.get::<_, Option<Value>>(5).filter(|v| !v.is_null()),
-            field_meta: r.get::<_, Option<Value>>(6).filter(|v| !v.is_null()),
-            created_at: r.get(7),
-        };
-        changes.entry(key).or_default().push(change);
-    }
-
-    let mut missions = Vec::new();
-    let mut agents = Vec::new();
-    for (key, key_rows) in changes {
-        let prior = existing.get(&key);
-        let mut state = match prior {
-            Some(e) if e.deleted => RecordState::Deleted,
-            Some(e) => RecordState::from_snapshot(&e.record),
-            None => RecordState::Absent,
-        };
-        let mut last_at = DateTime::<Utc>::UNIX_EPOCH;
-        for row in &key_rows {
-            state.apply(row);
-            last_at = last_at.max(row.created_at);
-        }
-        stats.rows_applied += key_rows.len();
-        if matches!(state, RecordState::Absent) {
-            continue;
-        }
-        let deleted = state.is_deleted();
-        let record = state
-            .to_record(&key.record_id)
-            .unwrap_or_else(|| serde_json::json!({ "id": key.record_id, "__deleted": true }));
-        match prior {
-            Some(e) if e.deleted == deleted && e.record == record => {
-                stats.unchanged_snapshots += 1;
-                continue;
-            }
-            Some(_) => stats.updated_snapshots += 1,
-            None => stats.new_snapshots += 1,
-        }
-        let write = SnapshotWrite {
-            user_id: key.user_id,
-            id: key.record_id,
-            record,
-            deleted,
-            last_at,
-        };
-        if key.table == MISSIONS {
-            stats.missions_changed += 1;
-            missions.push(write);
-        } else if key.table == AGENTS {
-            agents.push(write);
-        }
-    }
-    Ok(Pending {
-        missions,
-        agents,
-        cursor,
-    })
-}
-
-/// The writes of one batch.
-#[derive(Default)]
-struct Pending {
-    missions: Vec<SnapshotWrite>,
-    agents: Vec<SnapshotWrite>,
-    /// The window's end, for the window's last batch.
-    cursor: Option<DateTime<Utc>>,
-}
-
-struct SnapshotWrite {
-    user_id: String,
-    id: String,
-    record: Value,
-    deleted: bool,
-    last_at: DateTime<Utc>,
-}
-
-async fn write_batch(c: &Object, pending: &Pending) -> Result<(), StoreError> {
-    let Pending {
-        missions,
-        agents,
-        cursor,
-    } = pending;
-    if missions.is_empty() && agents.is_empty() && cursor.is_none() {
-        return Ok(());
-    }
-    let m_users: Vec<&str> = missions.iter().map(|w| w.user_id.as_str()).collect();
-    let m_ids: Vec<&str> = missions.iter().map(|w| w.id.as_str()).collect();
-    let m_records: Vec<&Value> = missions.iter().map(|w| &w.record).collect();
-    let m_last: Vec<DateTime<Utc>> = missions.iter().map(|w| w.last_at).collect();
-    let m_deleted: Vec<bool> = missions.iter().map(|w| w.deleted).collect();
-    let m_states: Vec<Option<&str>> = missions
-        .iter()
-        .map(|w| w.record.get("state").and_then(Value::as_str))
-        .collect();
-    let m_next: Vec<Option<DateTime<Utc>>> = missions
-        .iter()
-        .map(|w| {
-            w.record
-                .get("nextRunAt")
-                .and_then(Value::as_str)
-                .and_then(mana_ai_core::iso::parse_iso)
-        })
-        .collect();
-    let m_agents: Vec<Option<&str>> = missions
-        .iter()
-        .map(|w| w.record.get("agentId").and_then(Value::as_str))
-        .collect();
-    let a_users: Vec<&str> = agents.iter().map(|w| w.user_id.as_str()).collect();
-    let a_ids: Vec<&str> = agents.iter().map(|w| w.id.as_str()).collect();
-    let a_records: Vec<&Value> = agents.iter().map(|w| &w.record).collect();
-    let a_last: Vec<DateTime<Utc>> = agents.iter().map(|w| w.last_at).collect();
-    let a_deleted: Vec<bool> = agents.iter().map(|w| w.deleted).collect();
-    let write = c.prepare_cached(WRITE_SQL).await?;
-    let row = c
-        .query_one(
-            &write,
-            &[
-                &m_users,
-                &m_ids,
-                &m_records,
-                &m_last,
-                &m_deleted,
-                &m_states,
-                &m_next,
-                &m_agents,
-                &a_users,
-                &a_ids,
-                &a_records,
-                &a_last,
-                &a_deleted,
-                &CURSOR_STREAM,
-                &cursor,
-            ],
-        )
-        .await?;
-    let (m, a): (i64, i64) = (row.get(0), row.get(1));
-    if m as usize != missions.len() || a as usize != agents.len() {
-        return Err(StoreError::Corrupt(format!(
-            "snapshot write stored {m} missions and {a} agents instead of {} and {}",
-            missions.len(),
-            agents.len()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! The store's error type, [`StoreError`], and how database errors are rendered (the
+//! server's message with detail and hint; never a connection password).
+
+/// Errors of the store. Messages never contain connection passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    #[error(
+        "migration step '{step}' failed: {}{}",
+        db_message(cause),
+        migration_hint(cause)
+    )]
+    Migration {
+        step: String,
+        cause: tokio_postgres::Error,
+    },
+    #[error("database error: {}", db_message(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("refused: {0}")]
+    Refused(&'static str),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// The server's message (with detail and hint) instead of tokio-postgres' bare "db error".
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+fn migration_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code() {
+        Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+            " — the role in SYNC_DATABASE_URL may not create the mana_ai schema or the change-discovery functions; set MANA_AI_MIGRATION_DATABASE_URL to a superuser (or BYPASSRLS owner) URL"
+        }
+        _ => "",
+    }
+}
+
+impl StoreError {
+    pub(crate) fn migration(step: &str, source: tokio_postgres::Error) -> Self {
+        StoreError::Migration {
+            step: step.to_string(),
+            cause: source,
+        }
+    }
+
+    /// True for errors worth retrying as a whole transaction (serialization failure,
+    /// deadlock, lost connection).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(e) => {
+                e.is_closed()
+                    || matches!(
+                        e.code(),
+                        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
+                            | Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+                    )
+            }
+            _ => false,
+        }
+    }
+}
