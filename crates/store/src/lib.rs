@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod audit_read;
 pub mod budget;
+pub mod dev;
 pub mod records;
 pub mod refresh;
 pub mod research;
