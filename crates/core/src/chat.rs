@@ -15,6 +15,19 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The wire and prompt spelling (`system`, `user`, `assistant`, `tool`); the same as
+    /// the serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// One function call the model asked for. `arguments` is the raw JSON text the model
 /// produced; it is validated by the planner, never trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +91,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The one rule for a call's total: never below `prompt + completion` (providers may
+    /// omit `total_tokens`, or report one that undercounts). Budgets, the planner's sums
+    /// and the LLM adapters all book this value.
+    pub fn normalised(self) -> Usage {
+        let sum = self.prompt_tokens.saturating_add(self.completion_tokens);
+        Usage {
+            total_tokens: self.total_tokens.max(sum),
+            ..self
+        }
+    }
+
     pub fn add(&mut self, other: Usage) {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
@@ -156,4 +180,39 @@ impl LlmError {
 #[async_trait::async_trait]
 pub trait LlmClient: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_match_the_serde_names() {
+        for role in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            let json = serde_json::to_value(role).unwrap();
+            assert_eq!(json, serde_json::Value::from(role.as_str()));
+        }
+    }
+
+    #[test]
+    fn usage_total_is_never_below_the_sum() {
+        let u = |p, c, t| Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: t,
+        };
+        for (given, want) in [
+            (u(10, 5, 0), 15),
+            (u(10, 5, 40), 40),
+            (u(10, 5, 3), 15),
+            (u(7, 0, 7), 7),
+            (u(0, 0, 0), 0),
+            (u(u64::MAX, 1, 0), u64::MAX),
+        ] {
+            let got = given.normalised();
+            assert_eq!(got.total_tokens, want, "{given:?}");
+            assert_eq!(got.prompt_tokens, given.prompt_tokens);
+            assert_eq!(got.completion_tokens, given.completion_tokens);
+        }
+    }
 }

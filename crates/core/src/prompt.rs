@@ -18,8 +18,9 @@ use std::sync::OnceLock;
 
 use crate::iso::to_iso_ms;
 
-/// Prefix of the `enc:1:` ciphertext wire format. Such values are never put into a prompt.
-pub const CIPHERTEXT_PREFIX: &str = "enc:1:";
+/// Prefix of the `enc:1:` ciphertext wire format (owned by [`crate::crypto`]). Such values
+/// are never put into a prompt.
+pub use crate::crypto::ENC_PREFIX as CIPHERTEXT_PREFIX;
 
 /// How many of the most recent iterations the mission message shows.
 pub const ITERATION_HISTORY_LEN: usize = 3;
@@ -100,10 +101,9 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
     }
 }
 
-/// True when `value` is `enc:1:` ciphertext (which the planner never decrypts).
-pub fn is_ciphertext(value: &str) -> bool {
-    value.starts_with(CIPHERTEXT_PREFIX)
-}
+/// True when `value` is `enc:1:` ciphertext (which the planner never decrypts); the
+/// crypto module's [`crate::crypto::is_encrypted`] under the name the prompt code uses.
+pub use crate::crypto::is_encrypted as is_ciphertext;
 
 fn user_data_tag() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();

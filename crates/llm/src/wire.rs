@@ -4,7 +4,7 @@
 //! matters and is fixed by the field order of the private wire structs), decode a 2xx
 //! body into a [`ChatResponse`], and turn a non-2xx body into [`LlmError::Provider`].
 
-use mana_ai_core::chat::{ChatMessage, ChatRequest, ChatResponse, LlmError, Role, ToolCall, Usage};
+use mana_ai_core::chat::{ChatMessage, ChatRequest, ChatResponse, LlmError, ToolCall, Usage};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -49,18 +49,9 @@ struct WireFunction<'a> {
     arguments: &'a str,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
-}
-
 fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
     WireMessage {
-        role: role_name(message.role),
+        role: message.role.as_str(),
         content: message.content.as_deref(),
         tool_call_id: message.tool_call_id.as_deref().filter(|id| !id.is_empty()),
         tool_calls: message
@@ -231,22 +222,19 @@ pub(crate) fn normalise_finish_reason(raw: Option<&str>) -> &'static str {
     }
 }
 
-/// Usage with `total_tokens` taken from the provider when given, else the sum.
-/// Absent usage is all zeros.
+/// The provider's usage, normalised by [`Usage::normalised`] (a missing or undercounting
+/// `total_tokens` becomes `prompt + completion`). Absent usage is all zeros.
 fn decode_usage(raw: Option<&Value>) -> Usage {
     let Some(usage) = raw.filter(|u| u.is_object()) else {
         return Usage::default();
     };
-    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
-    let prompt_tokens = field("prompt_tokens").unwrap_or(0);
-    let completion_tokens = field("completion_tokens").unwrap_or(0);
-    let total_tokens =
-        field("total_tokens").unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens));
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
     Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens,
+        prompt_tokens: field("prompt_tokens"),
+        completion_tokens: field("completion_tokens"),
+        total_tokens: field("total_tokens"),
     }
+    .normalised()
 }
 
 /// Builds the provider error for a non-2xx answer.
@@ -459,6 +447,11 @@ mod tests {
                 (10, 5, 40),
             ),
             (json!({"prompt_tokens": 7, "total_tokens": null}), (7, 0, 7)),
+            // An undercounting total is raised to the sum (`Usage::normalised`).
+            (
+                json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 3}),
+                (10, 5, 15),
+            ),
         ];
         for (usage, (p, c, t)) in table {
             let mut body = json!({"choices":[{"message":{"content":"x"}}]});

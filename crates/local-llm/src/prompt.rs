@@ -25,15 +25,6 @@ const MAX_TOOL_DESCRIPTION: usize = 90;
 /// Above this many tools only signatures are listed (keeps the prompt short).
 const DESCRIBE_UP_TO: usize = 24;
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
-}
-
 fn kind_hint(kind: &Kind) -> String {
     match kind {
         Kind::String { enum_values } if !enum_values.is_empty() => enum_values.join("|"),
@@ -124,7 +115,7 @@ pub fn render(messages: &[ChatMessage], tools: &[ToolSchema], mode: &ToolMode) -
             Role::Assistant => assistant_text(m),
             _ => m.content.clone().unwrap_or_default(),
         };
-        out.push(Segment::Open(role_name(m.role)));
+        out.push(Segment::Open(m.role.as_str()));
         out.push(Segment::Text(text));
         out.push(Segment::Close);
     }

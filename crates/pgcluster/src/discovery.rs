@@ -31,6 +31,26 @@ pub fn find_pg_bindir() -> Result<PathBuf, ClusterError> {
     )
 }
 
+/// The binaries directory for a cluster: `explicit` when the caller's configuration names
+/// one (the service reads `MANA_AI_PG_BINDIR` in its `config` module and passes it here;
+/// an error names that variable if the directory is wrong), else [`find_pg_bindir`].
+pub fn resolve_pg_bindir(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+    match explicit.filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => checked_bindir(dir.to_path_buf()),
+        None => find_pg_bindir(),
+    }
+}
+
+/// An explicitly named directory: used as is when it holds the binaries, an error naming
+/// [`BINDIR_ENV`] otherwise.
+fn checked_bindir(dir: PathBuf) -> Result<PathBuf, ClusterError> {
+    if is_bindir(&dir) {
+        Ok(dir)
+    } else {
+        Err(ClusterError::BindirEnvInvalid { path: dir })
+    }
+}
+
 /// The discovery algorithm with every input injected (for tests).
 fn discover(
     env_bindir: Option<&OsStr>,
@@ -39,12 +59,7 @@ fn discover(
     versioned_root: &Path,
 ) -> Result<PathBuf, ClusterError> {
     if let Some(dir) = env_bindir.filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return if is_bindir(&dir) {
-            Ok(dir)
-        } else {
-            Err(ClusterError::BindirEnvInvalid { path: dir })
-        };
+        return checked_bindir(PathBuf::from(dir));
     }
     if let Some(dir) = initdb_on_path(path_var) {
         return Ok(dir);

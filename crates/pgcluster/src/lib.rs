@@ -2,7 +2,8 @@
 //! `mana-ai dev` (one persistent cluster per developer) and for integration tests
 //! (throwaway clusters, see [`testkit`]).
 //!
-//! - [`find_pg_bindir`] locates `initdb`/`pg_ctl`.
+//! - [`find_pg_bindir`] locates `initdb`/`pg_ctl`; [`resolve_pg_bindir`] prefers a directory
+//!   the caller configured (`ClusterConfig::bindir`).
 //! - [`Cluster::start`] creates (initdb) and starts a cluster described by a
 //!   [`ClusterConfig`], or reuses a running persistent one. The server listens on
 //!   127.0.0.1 only, with scram-sha-256 auth and a random `postgres` superuser password.
@@ -17,10 +18,11 @@
 mod cluster;
 mod discovery;
 mod error;
+mod host;
 mod runas;
 pub mod testkit;
 
 pub use cluster::{Cluster, ClusterConfig};
-pub use discovery::{find_pg_bindir, BINDIR_ENV};
+pub use discovery::{find_pg_bindir, resolve_pg_bindir, BINDIR_ENV};
 pub use error::ClusterError;
 pub use runas::DEFAULT_OS_USER;

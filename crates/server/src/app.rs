@@ -10,13 +10,18 @@ use mana_ai_core::crypto::GrantPrivateKey;
 use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
 use mana_ai_store::{schema, Store, StoreConfig};
 
-use crate::config::{Config, LlmBackend, PolicyModeSetting};
+use crate::config::{Config, LlmBackend};
 use crate::http::{self, AppState};
-use mana_ai_core::plan::PolicyMode;
 
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// `MANA_AI_AUDIT_RETENTION_DAYS` is read and validated by the configuration now.
+pub use crate::config::audit_retention_days;
+
+/// Installs the log subscriber: `filter` is `RUST_LOG` from the configuration (unset or
+/// invalid ⇒ `info`), `json` selects JSON lines.
+pub fn init_logging(json: bool, filter: Option<&str>) {
+    let filter = filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -102,22 +107,6 @@ pub fn grant_key_for(cfg: &Config) -> anyhow::Result<Option<Arc<GrantPrivateKey>
     Ok(Some(Arc::new(key)))
 }
 
-/// Reads `MANA_AI_AUDIT_RETENTION_DAYS`: how long decrypt-audit rows are kept. Unset ⇒
-/// 365; `0` ⇒ keep forever; otherwise an integer of at least 7 (the floor the database
-/// function enforces, so the service can never erase the recent trail).
-pub fn audit_retention_days(raw: Option<&str>) -> anyhow::Result<Option<u32>> {
-    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(Some(mana_ai_store::audit::DEFAULT_RETENTION_DAYS));
-    };
-    match raw.parse::<u32>() {
-        Ok(0) => Ok(None),
-        Ok(d) if (mana_ai_store::audit::MIN_RETENTION_DAYS..=36_500).contains(&d) => Ok(Some(d)),
-        _ => Err(anyhow::anyhow!(
-            "MANA_AI_AUDIT_RETENTION_DAYS must be 0 (keep forever) or 7..=36500 days, got {raw:?}"
-        )),
-    }
-}
-
 /// Prunes the decrypt audit once a day (first run right away) until aborted. Deletion
 /// runs inside `mana_ai.prune_decrypt_audit`, owned by the migration role.
 fn spawn_audit_retention(store: Store, days: u32) -> tokio::task::JoinHandle<()> {
@@ -161,19 +150,12 @@ pub fn runner_with_llm(
             max_concurrent_plans: cfg.max_concurrent_plans,
             mission_deadline: cfg.mission_deadline,
             llm_model: cfg.llm_model.clone(),
-            policy_mode: match cfg.policy_mode {
-                PolicyModeSetting::Off => PolicyMode::Off,
-                PolicyModeSetting::LogOnly => PolicyMode::LogOnly,
-                PolicyModeSetting::Enforce => PolicyMode::Enforce,
-            },
+            policy_mode: cfg.policy_mode,
             context_window_tokens: match cfg.llm_backend {
                 LlmBackend::Http => cfg.compact_max_ctx,
                 LlmBackend::Local => cfg.compact_max_ctx.min(LOCAL_CONTEXT_TOKENS),
             },
-            default_timezone: cfg
-                .default_timezone
-                .parse()
-                .map_err(|_| anyhow::anyhow!("invalid MANA_AI_DEFAULT_TIMEZONE"))?,
+            default_timezone: cfg.default_timezone,
             json_plan_fallback: cfg.json_plan_fallback,
             retry_base: cfg.retry_base,
             retry_cap: cfg.retry_cap,
@@ -215,11 +197,7 @@ pub async fn serve_with(
     cfg: Config,
     llm: Option<Arc<dyn mana_ai_core::chat::LlmClient>>,
 ) -> anyhow::Result<()> {
-    let retention = audit_retention_days(
-        std::env::var("MANA_AI_AUDIT_RETENTION_DAYS")
-            .ok()
-            .as_deref(),
-    )?;
+    let retention = cfg.audit_retention_days;
     let llm = match llm {
         Some(llm) => llm,
         None => llm_for(&cfg).await?,
@@ -260,7 +238,7 @@ pub async fn serve_with(
             })
             .await
     });
-    wait_for_signal().await;
+    crate::signal::shutdown_signal().await;
     // One grace period for the whole shutdown, shared by its phases.
     let deadline = tokio::time::Instant::now() + cfg.shutdown_grace;
     tracing::info!("shutdown: no new work is taken");
@@ -309,30 +287,6 @@ fn remaining(deadline: tokio::time::Instant) -> std::time::Duration {
     deadline.saturating_duration_since(tokio::time::Instant::now())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,33 +318,6 @@ mod tests {
                 .to_string();
             assert!(e.contains("MANA_AI_PRIVATE_KEY_PEM"), "{e}");
             assert!(!e.contains("AAAA"), "{e}");
-        }
-    }
-
-    #[test]
-    fn audit_retention_setting() {
-        let cases: [(Option<&str>, Option<Option<u32>>); 9] = [
-            (None, Some(Some(365))),
-            (Some(""), Some(Some(365))),
-            (Some("0"), Some(None)),
-            (Some("7"), Some(Some(7))),
-            (Some(" 30 "), Some(Some(30))),
-            (Some("36500"), Some(Some(36_500))),
-            (Some("6"), None),
-            (Some("-1"), None),
-            (Some("ten"), None),
-        ];
-        for (raw, want) in cases {
-            match (audit_retention_days(raw), want) {
-                (Ok(got), Some(w)) => assert_eq!(got, w, "{raw:?}"),
-                (Err(e), None) => {
-                    assert!(
-                        e.to_string().contains("MANA_AI_AUDIT_RETENTION_DAYS"),
-                        "{e}"
-                    )
-                }
-                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
-            }
         }
     }
 }

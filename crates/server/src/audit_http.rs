@@ -20,7 +20,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{AuthError, AuthSetupError, Authenticator, JwtConfig, JwtVerifier};
 use crate::config::Config;
-use crate::http::json_error;
+use crate::json_error::json_error;
 
 /// Path of the audit read endpoint.
 pub const AUDIT_PATH: &str = "/api/v1/me/ai-audit";

@@ -13,7 +13,11 @@
 //! Every failure maps to one of three client-facing messages (see [`AuthError`]); details
 //! go to the debug log only, never the token itself.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// The tokio clock (the system monotonic clock unless a test pauses time), so the cache TTL
+// and the refresh cooldown can be tested without waiting for them.
+use tokio::time::Instant;
 
 use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

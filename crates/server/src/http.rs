@@ -1,6 +1,7 @@
 //! HTTP surface (axum): `/health`, `/metrics`, `/internal/tick`,
-//! `/internal/missions/{userId}`, and the user API under `/api` (see [`crate::audit_http`]). Errors are JSON everywhere; request bodies are size
-//! limited; the service key is compared in constant time.
+//! `/internal/missions/{userId}`, and the user API under `/api` (see [`crate::audit_http`]).
+//! Errors are JSON everywhere ([`crate::json_error`]); request bodies are size limited; the
+//! service key is compared in constant time. Imports go one way: `http` → `audit_http`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,10 +61,7 @@ pub fn router_with_api(
         .with_state(state)
 }
 
-/// JSON error body `{"error": message}` with a status.
-pub fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
+pub use crate::json_error::json_error;
 
 async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not found")

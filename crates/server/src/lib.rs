@@ -8,5 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod json_error;
 pub mod local_cli;
 pub mod ops_cli;
+pub mod signal;

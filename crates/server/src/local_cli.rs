@@ -89,31 +89,9 @@ pub async fn llm_serve(addr: SocketAddr, model_path: &Path) -> anyhow::Result<()
         listener.local_addr()?
     );
     axum::serve(listener, router(llm))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(crate::signal::shutdown_signal())
         .await
         .context("server failed")
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[derive(Clone)]
@@ -137,64 +115,66 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
     (status, Json(body)).into_response()
 }
 
+/// One OpenAI chat message (`developer` is read as `system`; content parts are joined).
+fn parse_message(m: &Value) -> Result<ChatMessage, String> {
+    let role = match m.get("role").and_then(Value::as_str) {
+        Some("system" | "developer") => Role::System,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool") => Role::Tool,
+        other => return Err(format!("unsupported role {other:?}")),
+    };
+    let content = match m.get("content") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(parts)) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<String>(),
+        ),
+        Some(_) => return Err("`content` must be a string, null or parts".into()),
+    };
+    let text_at = |c: &Value, pointer: &str| -> String {
+        c.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into()
+    };
+    let tool_calls = m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| ToolCall {
+                    id: text_at(c, "/id"),
+                    name: text_at(c, "/function/name"),
+                    arguments: text_at(c, "/function/arguments"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ChatMessage {
+        role,
+        content,
+        tool_call_id: m
+            .get("tool_call_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        tool_calls,
+    })
+}
+
 /// Reads an OpenAI request body into a [`ChatRequest`] and the tool mode.
 fn parse_body(body: &Value) -> Result<(ChatRequest, ToolMode), String> {
-    let raw_messages = body
+    let messages = body
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or("`messages` must be an array")?;
-    let mut messages = Vec::with_capacity(raw_messages.len());
-    for m in raw_messages {
-        let role = match m.get("role").and_then(Value::as_str) {
-            Some("system" | "developer") => Role::System,
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            Some("tool") => Role::Tool,
-            other => return Err(format!("unsupported role {other:?}")),
-        };
-        let content = match m.get("content") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(parts)) => Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect::<String>(),
-            ),
-            Some(_) => return Err("`content` must be a string, null or parts".into()),
-        };
-        let tool_calls = m
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .map(|calls| {
-                calls
-                    .iter()
-                    .map(|c| ToolCall {
-                        id: c.get("id").and_then(Value::as_str).unwrap_or("").into(),
-                        name: c
-                            .pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .into(),
-                        arguments: c
-                            .pointer("/function/arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .into(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        messages.push(ChatMessage {
-            role,
-            content,
-            tool_call_id: m
-                .get("tool_call_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            tool_calls,
-        });
-    }
+        .ok_or("`messages` must be an array")?
+        .iter()
+        .map(parse_message)
+        .collect::<Result<Vec<_>, _>>()?;
     let tools = match body.get("tools") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(t)) => t.clone(),

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    app::init_logging(cfg.log_json);
+    app::init_logging(cfg.log_json, cfg.log_filter.as_deref());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

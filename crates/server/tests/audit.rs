@@ -1,29 +1,23 @@
 //! `GET /api/v1/me/ai-audit` over real HTTP against a fresh database (service role, RLS),
 //! with tokens signed by a test Ed25519 key whose JWKS is served by wiremock; the JWKS
-//! cache and refresh rules on the verifier itself; CORS; and the operator commands
-//! `keys generate` / `grant mint` on the real binary.
+//! cache and refresh rules on the verifier itself (on a paused tokio clock); and CORS.
+//! The operator commands `keys generate` / `grant mint` are tested in `cli.rs`.
+
+mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mana_ai::audit_http::ApiState;
 use mana_ai::auth::{AuthError, Authenticator, JwtConfig, JwtVerifier};
-use mana_ai::config::Config;
-use mana_ai::{app, http};
-use mana_ai_core::crypto::{
-    derive_mission_data_key, unwrap_grant, GrantDerivation, GrantPrivateKey,
-};
-use mana_ai_runner::Metrics;
 use mana_ai_store::testkit::{fresh_db, TestDb};
-use mana_ai_store::{Store, StoreConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use support::{Api, App};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -111,30 +105,6 @@ async fn jwks_hits(server: &MockServer) -> usize {
 
 // ---------------------------------------------------------------- app harness
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-impl App {
-    async fn audit(&self, query: &str, token: Option<&str>) -> reqwest::Response {
-        let mut req = self
-            .http
-            .get(format!("{}/api/v1/me/ai-audit{query}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().await.expect("GET ai-audit")
-    }
-}
-
 fn base_env(db_url: &str, auth_url: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = [
         ("SYNC_DATABASE_URL", db_url),
@@ -151,36 +121,14 @@ fn base_env(db_url: &str, auth_url: &str, extra: &[(&str, &str)]) -> BTreeMap<St
     m
 }
 
-/// Builds the router as `serve` does (with `api` overriding the config-built API state).
+/// Builds the router as `serve` does, `/api` included (`api` overrides the API state
+/// built from the configuration).
 async fn spawn(env: &BTreeMap<String, String>, api: Option<ApiState>) -> App {
-    let cfg = Config::from_env(env).expect("valid config");
-    let store = Store::connect(&StoreConfig::new(cfg.sync_database_url.clone())).expect("pool");
-    let runner = Arc::new(
-        app::runner_for(&cfg, store, Metrics::new())
-            .await
-            .expect("runner"),
-    );
-    let state = app::app_state(&cfg, runner);
     let api = match api {
-        Some(a) => a,
-        None => ApiState::from_config(&cfg).expect("api state"),
+        Some(a) => Api::Given(a),
+        None => Api::FromConfig,
     };
-    let router = http::router_with_api(state, cfg.body_limit_bytes, Some(Arc::new(api)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("serve");
-    });
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        server,
-    }
+    App::spawn(env, api).await
 }
 
 /// One seeded audit row: (user, mission, table, record, status, reason, seconds after a
@@ -614,12 +562,8 @@ async fn cors_preflight_and_headers_on_api_only() {
 
     // Actual responses carry CORS too, including the 401, so the web app can read it.
     let r = app
-        .http
-        .get(&url)
-        .header("Origin", "https://mana.how")
-        .send()
-        .await
-        .unwrap();
+        .get_from_origin("/api/v1/me/ai-audit", "https://mana.how")
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         h(&r, "access-control-allow-origin").as_deref(),
@@ -641,24 +585,14 @@ async fn cors_preflight_and_headers_on_api_only() {
 
     // Unknown /api paths: JSON 404 with CORS; outside /api: no CORS at all.
     let r = app
-        .http
-        .get(format!("{}/api/v1/nope", app.base))
-        .header("Origin", "https://mana.how")
-        .send()
-        .await
-        .unwrap();
+        .get_from_origin("/api/v1/nope", "https://mana.how")
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         h(&r, "access-control-allow-origin").as_deref(),
         Some("https://mana.how")
     );
-    let r = app
-        .http
-        .get(format!("{}/health", app.base))
-        .header("Origin", "https://mana.how")
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_from_origin("/health", "https://mana.how").await;
     assert_eq!(h(&r, "access-control-allow-origin"), None);
     let r = app
         .http
@@ -674,15 +608,7 @@ async fn cors_preflight_and_headers_on_api_only() {
     assert_eq!(h(&r, "access-control-allow-origin"), None);
 
     // The metrics label is the route pattern.
-    let m = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics_text().await;
     assert!(
         m.contains("path=\"/api/v1/me/ai-audit\""),
         "metrics label missing"
@@ -690,6 +616,17 @@ async fn cors_preflight_and_headers_on_api_only() {
 }
 
 // ---------------------------------------------------------------- JWKS cache rules
+//
+// The verifier times its cache and cooldown with the tokio clock; these tests step that
+// clock forward instead of sleeping through real windows, so a slow machine cannot push
+// a "within the cooldown" request past it.
+
+/// Moves the tokio clock forward by `by` at once (current-thread runtime only).
+async fn advance_clock(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
 
 fn verifier(jwks: &MockServer, cooldown: Duration, ttl: Duration) -> JwtVerifier {
     let mut cfg = JwtConfig::for_auth_url(&jwks.uri(), None, "mana");
@@ -719,7 +656,7 @@ async fn unknown_kid_triggers_one_rate_limited_refresh() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let cooldown = Duration::from_millis(400);
+    let cooldown = Duration::from_secs(30);
     let v = verifier(&server, cooldown, Duration::from_secs(3600));
     let iss = server.uri();
 
@@ -735,7 +672,7 @@ async fn unknown_kid_triggers_one_rate_limited_refresh() {
     v.verify(&k1.sign(&claims(&iss, "u"))).await.unwrap();
     assert_eq!(jwks_hits(&server).await, 1);
 
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    advance_clock(cooldown + Duration::from_millis(100)).await;
     // k2 is unknown to the cache: exactly one refresh finds it.
     assert_eq!(
         v.verify(&k2.sign(&claims(&iss, "u2")))
@@ -759,7 +696,7 @@ async fn unknown_kid_triggers_one_rate_limited_refresh() {
     assert_eq!(jwks_hits(&server).await, 2);
 
     // After the cooldown, many concurrent unknown-kid requests share one fetch.
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    advance_clock(cooldown + Duration::from_millis(100)).await;
     let tok = forged.sign(&claims(&iss, "u"));
     let results = futures::future::join_all((0..10).map(|_| v.verify(&tok))).await;
     assert!(results.iter().all(|r| *r == Err(AuthError::Invalid)));
@@ -783,16 +720,16 @@ async fn keys_are_refetched_after_the_ttl_and_kept_when_the_fetch_fails() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_secs(600);
     let v = verifier(&server, Duration::ZERO, ttl);
     let tok = k1.sign(&claims(&server.uri(), "u"));
     v.verify(&tok).await.unwrap();
     v.verify(&tok).await.unwrap();
     assert_eq!(jwks_hits(&server).await, 1, "fresh cache");
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    advance_clock(ttl + Duration::from_millis(100)).await;
     v.verify(&tok).await.unwrap();
     assert_eq!(jwks_hits(&server).await, 2, "stale cache refetched");
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    advance_clock(ttl + Duration::from_millis(100)).await;
     // The auth service now fails: the cached key still verifies.
     v.verify(&tok).await.unwrap();
     assert_eq!(jwks_hits(&server).await, 3);
@@ -826,283 +763,4 @@ async fn authenticator_maps_headers() {
         user_id: "dev".into(),
     };
     assert_eq!(dev.authenticate(None).await.unwrap(), "dev");
-}
-
-// ---------------------------------------------------------------- operator CLI
-
-fn mana_ai(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mana-ai"))
-        .args(args)
-        .env_remove("MANA_AI_GRANT_MASTER_KEY_HEX")
-        .output()
-        .expect("run mana-ai")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[cfg(unix)]
-fn mode(p: &std::path::Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
-}
-
-#[test]
-fn keys_generate_writes_a_private_pair_and_refuses_to_overwrite() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("keys");
-    let d = dir.to_str().unwrap();
-    let out = mana_ai(&["keys", "generate", "--out-dir", d]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(
-        !stdout.contains("BEGIN"),
-        "no key material on stdout: {stdout}"
-    );
-    let private = dir.join("mana-ai-private.pem");
-    let public = dir.join("mana-ai-public.pem");
-    let priv_pem = std::fs::read_to_string(&private).unwrap();
-    let pub_pem = std::fs::read_to_string(&public).unwrap();
-    assert!(
-        priv_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
-        "PKCS#8"
-    );
-    assert!(priv_pem.trim_end().ends_with("-----END PRIVATE KEY-----"));
-    assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "SPKI");
-    let key = GrantPrivateKey::from_pem(&priv_pem).expect("private key loads");
-    assert_eq!(key.bits(), 2048);
-    assert_eq!(key.public_key().to_pem().unwrap().trim(), pub_pem.trim());
-    #[cfg(unix)]
-    {
-        assert_eq!(mode(&private), 0o600);
-        assert_eq!(mode(&public), 0o644);
-        assert_eq!(mode(&dir), 0o700);
-    }
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(leftovers.len(), 2, "no temporary files left");
-
-    let again = mana_ai(&["keys", "generate", "--out-dir", d]);
-    assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("already exists"),
-        "{}",
-        text(&again.stderr)
-    );
-    assert_eq!(
-        std::fs::read_to_string(&private).unwrap(),
-        priv_pem,
-        "untouched"
-    );
-
-    let forced = mana_ai(&["keys", "generate", "--out-dir", d, "--force"]);
-    assert!(forced.status.success(), "{}", text(&forced.stderr));
-    let new_pem = std::fs::read_to_string(&private).unwrap();
-    assert_ne!(new_pem, priv_pem, "replaced with --force");
-    #[cfg(unix)]
-    assert_eq!(mode(&private), 0o600);
-}
-
-const MASTER_HEX: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
-
-fn keypair_dir() -> (tempfile::TempDir, String, GrantPrivateKey) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = mana_ai(&[
-        "keys",
-        "generate",
-        "--out-dir",
-        tmp.path().to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let key = GrantPrivateKey::from_pem(
-        &std::fs::read_to_string(tmp.path().join("mana-ai-private.pem")).unwrap(),
-    )
-    .unwrap();
-    let public = tmp
-        .path()
-        .join("mana-ai-public.pem")
-        .to_str()
-        .unwrap()
-        .to_string();
-    (tmp, public, key)
-}
-
-fn mint(public: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "grant",
-        "mint",
-        "--public-key",
-        public,
-        "--mission-id",
-        "mission-abc",
-        "--table",
-        "tasks",
-        "--table",
-        "notes",
-        "--record-id",
-        "tasks:t1",
-        "--record-id",
-        "notes:n1",
-    ];
-    args.extend_from_slice(extra);
-    mana_ai(&args)
-}
-
-fn lifetime_ms(grant: &Value) -> i64 {
-    let t = |k: &str| DateTime::parse_from_rfc3339(grant[k].as_str().unwrap()).unwrap();
-    (t("expiresAt") - t("issuedAt")).num_milliseconds()
-}
-
-#[test]
-fn grant_mint_output_unwraps_with_the_generated_key() {
-    let (_tmp, public, key) = keypair_dir();
-    let out = mint(&public, &["--master-key-hex", MASTER_HEX]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(!stdout.contains(MASTER_HEX), "master key never printed");
-    let grant: Value = serde_json::from_str(stdout.trim()).expect("grant JSON");
-    assert_eq!(
-        grant["derivation"],
-        json!({"version": "v1", "missionId": "mission-abc",
-               "tables": ["notes", "tasks"], "recordIds": ["notes:n1", "tasks:t1"]})
-    );
-    assert_eq!(lifetime_ms(&grant), 604_800_000, "default 7 days");
-
-    let mdk = unwrap_grant(Some(&key), &grant, "mission-abc", Utc::now()).expect("unwraps");
-    let master: Vec<u8> = (1u8..=32).collect();
-    let derivation: GrantDerivation = serde_json::from_value(grant["derivation"].clone()).unwrap();
-    let expected = derive_mission_data_key(&master, &derivation).unwrap();
-    assert_eq!(mdk, expected);
-    // The spec's golden vector for this scope and master key.
-    let hex: String = mdk.expose().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        hex,
-        "7538df66c51d3ddb667c0135feb4ac7c2800ba372babc7e61e9423d6a9a65628"
-    );
-
-    // The same through a key file (hex text) and through raw bytes on stdin.
-    let tmp = tempfile::tempdir().unwrap();
-    let hex_file = tmp.path().join("mk.hex");
-    std::fs::write(&hex_file, format!("{MASTER_HEX}\n")).unwrap();
-    let out = mint(&public, &["--master-key-file", hex_file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let g2: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        unwrap_grant(Some(&key), &g2, "mission-abc", Utc::now()).unwrap(),
-        expected
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mana-ai"))
-        .args([
-            "grant",
-            "mint",
-            "--public-key",
-            &public,
-            "--mission-id",
-            "mission-abc",
-            "--table",
-            "notes,tasks",
-            "--record-id",
-            "tasks:t1,notes:n1",
-            "--master-key-file",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&master).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let g3: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        unwrap_grant(Some(&key), &g3, "mission-abc", Utc::now()).unwrap(),
-        expected
-    );
-}
-
-#[test]
-fn grant_mint_clamps_the_ttl_and_checks_its_inputs() {
-    let (_tmp, public, _key) = keypair_dir();
-    for (ttl, want, clamped) in [
-        ("1000", 3_600_000, true),
-        ("-5", 3_600_000, true),
-        ("7200000", 7_200_000, false),
-        ("999999999999", 2_592_000_000, true),
-    ] {
-        let out = mint(&public, &["--master-key-hex", MASTER_HEX, "--ttl-ms", ttl]);
-        assert!(out.status.success(), "{ttl}: {}", text(&out.stderr));
-        let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(lifetime_ms(&grant), want, "ttl {ttl}");
-        assert_eq!(text(&out.stderr).contains("clamped"), clamped, "ttl {ttl}");
-    }
-
-    let bad_key = "ab".repeat(31) + "zz";
-    let out = mint(&public, &["--master-key-hex", &bad_key]);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("64 hex digits") && !err.contains(&bad_key),
-        "{err}"
-    );
-
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        "tasks:t1",
-        "--master-key-hex",
-        MASTER_HEX,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("tasks:t1"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let many: Vec<String> = (0..1001).map(|i| format!("notes:n{i}")).collect();
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        &many.join(","),
-        "--master-key-hex",
-        MASTER_HEX,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("at most 1000"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        "notes:n1",
-    ]);
-    assert!(!out.status.success(), "a master key is required");
 }

@@ -1,12 +1,22 @@
 //! The real `mana-ai` binary: help, `config` masking, configuration errors (exit code 2,
-//! one line naming the variable), graceful shutdown on SIGTERM, and refusing to boot
-//! when change discovery would run without privileges.
+//! one line naming the variable), `migrate` and `tick`, graceful shutdown on SIGTERM,
+//! refusing to boot when change discovery would run without privileges, the local-model
+//! commands' errors, and the operator commands `keys generate` / `grant mint`.
+//! (`mana-ai dev` has its own binary, `dev.rs`: it needs a private cluster.)
+
+mod support;
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use mana_ai_core::crypto::{
+    derive_mission_data_key, unwrap_grant, GrantDerivation, GrantPrivateKey,
+};
 use mana_ai_store::testkit::fresh_db;
+use serde_json::{json, Value};
+use support::{closed_port, text, wait_for_lock_waiter};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mana-ai");
 
@@ -82,17 +92,6 @@ fn wait_output(mut guard: ChildGuard, limit: Duration) -> Output {
         stdout: t_out.join().unwrap_or_default(),
         stderr: t_err.join().unwrap_or_default(),
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
-    let port = l.local_addr().expect("probe addr").port();
-    drop(l);
-    port
 }
 
 #[test]
@@ -242,23 +241,6 @@ fn invalid_values_exit_2_with_one_line_naming_the_variable() {
     }
 }
 
-async fn wait_healthy(client: &reqwest::Client, url: &str, limit: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                if let Ok(body) = r.json::<serde_json::Value>().await {
-                    if body["ok"] == serde_json::json!(true) {
-                        return body;
-                    }
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never became healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A `serve` process on a fresh database, healthy and past its first scheduled pass.
 struct Served {
     db: mana_ai_store::testkit::TestDb,
@@ -288,13 +270,19 @@ async fn start_serve(prefix: &str, grace_ms: &str) -> Served {
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn serve");
-    let guard = ChildGuard(child);
+    let mut guard = ChildGuard(child);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let health = wait_healthy(&client, &format!("{base}/health"), Duration::from_secs(60)).await;
+    let health = support::wait_healthy(
+        &client,
+        &format!("{base}/health"),
+        Duration::from_secs(60),
+        || exit_status(&mut guard),
+    )
+    .await;
     assert_eq!(health["tick"]["enabled"], serde_json::json!(true));
     assert_eq!(health["tick"]["running"], serde_json::json!(true));
     // The scheduler runs passes on its own (the first one at start).
@@ -308,10 +296,7 @@ async fn start_serve(prefix: &str, grace_ms: &str) -> Served {
             .text()
             .await
             .unwrap();
-        if m.lines().any(|l| {
-            l.starts_with("mana_ai_ticks_total{")
-                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
-        }) {
+        if support::ticks_total(&m) >= Some(1.0) {
             break;
         }
         assert!(Instant::now() < deadline, "the scheduler never ran a pass");
@@ -325,10 +310,49 @@ async fn start_serve(prefix: &str, grace_ms: &str) -> Served {
     }
 }
 
+/// `Some(status)` once the child has exited.
+fn exit_status(guard: &mut ChildGuard) -> Option<String> {
+    guard.0.try_wait().ok().flatten().map(|s| s.to_string())
+}
+
+/// When the service logged the first line containing `needle` (its own clock: the
+/// timestamp that starts each log line, ANSI colours stripped).
+fn logged_at(log: &str, needle: &str) -> Option<DateTime<Utc>> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let stamp = plain.split_whitespace().next()?;
+    DateTime::parse_from_rfc3339(stamp)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// How long the shutdown took by the service's own log: from "SIGTERM received" to
+/// "shutdown complete". Measured inside the process, so the test's process handling
+/// (spawning `kill`, polling for the exit, collecting output) does not count.
+fn shutdown_took(log: &str) -> Duration {
+    let from = logged_at(log, "SIGTERM received").expect("SIGTERM logged with a time");
+    let to = logged_at(log, "shutdown complete").expect("shutdown logged with a time");
+    (to - from)
+        .to_std()
+        .expect("shutdown ends after the signal")
+}
+
 /// Sends SIGTERM (to the child this test started, by pid) and waits for its exit.
-async fn terminate(guard: ChildGuard, limit: Duration) -> (Output, Duration, String) {
+async fn terminate(guard: ChildGuard, limit: Duration) -> (Output, String) {
     let pid = guard.0.id();
-    let sent = Instant::now();
     let st = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -338,14 +362,15 @@ async fn terminate(guard: ChildGuard, limit: Duration) -> (Output, Duration, Str
         .await
         .unwrap();
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    (out, sent.elapsed(), all)
+    (out, all)
 }
 
 #[tokio::test]
 async fn serve_shuts_down_gracefully_on_sigterm() {
     let s = start_serve("cli_serve", "5000").await;
-    let (out, took, all) = terminate(s.guard, Duration::from_secs(15)).await;
+    let (out, all) = terminate(s.guard, Duration::from_secs(15)).await;
     assert_eq!(out.status.code(), Some(0), "exit after SIGTERM:\n{all}");
+    let took = shutdown_took(&all);
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(all.contains("SIGTERM received"), "{all}");
     assert!(all.contains("shutdown complete"), "{all}");
@@ -375,23 +400,7 @@ async fn sigterm_during_a_stuck_pass_still_exits_cleanly() {
     .await
     .unwrap();
     let admin = s.db.admin().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no pass blocked on the cursor");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_lock_waiter(&admin).await;
     let health: serde_json::Value = s
         .client
         .get(format!("{}/health", s.base))
@@ -403,8 +412,9 @@ async fn sigterm_during_a_stuck_pass_still_exits_cleanly() {
         .unwrap();
     assert_eq!(health["tick"]["passInFlight"], serde_json::json!(true));
 
-    let (out, took, all) = terminate(s.guard, Duration::from_secs(20)).await;
+    let (out, all) = terminate(s.guard, Duration::from_secs(20)).await;
     tx.rollback().await.unwrap();
+    let took = shutdown_took(&all);
     assert_eq!(out.status.code(), Some(0), "exit after SIGTERM:\n{all}");
     assert!(
         all.contains("grace period"),
@@ -547,4 +557,377 @@ fn the_local_backend_without_a_model_stops_the_boot_with_what_to_run() {
         "{}",
         text(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------- migrate and tick
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_says_which_version() {
+    let db = fresh_db("cli_migrate").await;
+    let admin = db.admin().await;
+    admin
+        .batch_execute("DROP SCHEMA mana_ai CASCADE")
+        .await
+        .expect("start without the service schema");
+    let c = cmd(
+        &["migrate"],
+        &[
+            ("SYNC_DATABASE_URL", &db.service_url),
+            ("MANA_AI_MIGRATION_DATABASE_URL", &db.superuser_url),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || run(c, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "mana-ai: migration complete (schema version {})",
+            mana_ai_store::schema::SCHEMA_VERSION
+        )
+    );
+    let schemas: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'mana_ai'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 1, "the migration recreated the mana_ai schema");
+    // Running it again changes nothing and succeeds.
+    let again = run(
+        cmd(
+            &["migrate"],
+            &[
+                ("SYNC_DATABASE_URL", &db.service_url),
+                ("MANA_AI_MIGRATION_DATABASE_URL", &db.superuser_url),
+            ],
+        ),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "idempotent: {}",
+        text(&again.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tick_runs_one_pass_and_prints_its_stats() {
+    let db = fresh_db("cli_tick").await;
+    let llm = format!("http://127.0.0.1:{}", closed_port());
+    let c = cmd(
+        &["tick"],
+        &[
+            ("SYNC_DATABASE_URL", &db.service_url),
+            ("MANA_AI_MIGRATION_DATABASE_URL", &db.superuser_url),
+            ("MANA_LLM_URL", &llm),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || run(c, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let stats: Value = serde_json::from_str(&stdout).expect("the pass's stats as JSON");
+    for k in [
+        "dueMissionCount",
+        "plansProduced",
+        "plansWrittenBack",
+        "parseFailures",
+    ] {
+        assert_eq!(stats[k], json!(0), "{k} of an empty database: {stats}");
+    }
+    assert_eq!(stats["errors"], json!([]), "{stats}");
+    assert!(stats["scannedAt"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
+    // The pass moved the refresh cursor: it really ran against this database.
+    let cursors: i64 = db
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM mana_ai.refresh_cursor", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cursors, 1, "the pass wrote the refresh cursor");
+}
+
+// ---------------------------------------------------------------- operator CLI
+
+/// Runs an operator command to completion (empty environment: no master key from the
+/// developer's shell).
+fn mana_ai(args: &[&str]) -> Output {
+    run(cmd(args, &[]), Duration::from_secs(60))
+}
+
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+}
+
+#[test]
+fn keys_generate_writes_a_private_pair_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("keys");
+    let d = dir.to_str().unwrap();
+    let out = mana_ai(&["keys", "generate", "--out-dir", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("BEGIN"),
+        "no key material on stdout: {stdout}"
+    );
+    let private = dir.join("mana-ai-private.pem");
+    let public = dir.join("mana-ai-public.pem");
+    let priv_pem = std::fs::read_to_string(&private).unwrap();
+    let pub_pem = std::fs::read_to_string(&public).unwrap();
+    assert!(
+        priv_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+        "PKCS#8"
+    );
+    assert!(priv_pem.trim_end().ends_with("-----END PRIVATE KEY-----"));
+    assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "SPKI");
+    let key = GrantPrivateKey::from_pem(&priv_pem).expect("private key loads");
+    assert_eq!(key.bits(), 2048);
+    assert_eq!(key.public_key().to_pem().unwrap().trim(), pub_pem.trim());
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&private), 0o600);
+        assert_eq!(mode(&public), 0o644);
+        assert_eq!(mode(&dir), 0o700);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(leftovers.len(), 2, "no temporary files left");
+
+    let again = mana_ai(&["keys", "generate", "--out-dir", d]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&private).unwrap(),
+        priv_pem,
+        "untouched"
+    );
+
+    let forced = mana_ai(&["keys", "generate", "--out-dir", d, "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let new_pem = std::fs::read_to_string(&private).unwrap();
+    assert_ne!(new_pem, priv_pem, "replaced with --force");
+    #[cfg(unix)]
+    assert_eq!(mode(&private), 0o600);
+}
+
+const MASTER_HEX: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+
+fn keypair_dir() -> (tempfile::TempDir, String, GrantPrivateKey) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = mana_ai(&[
+        "keys",
+        "generate",
+        "--out-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = GrantPrivateKey::from_pem(
+        &std::fs::read_to_string(tmp.path().join("mana-ai-private.pem")).unwrap(),
+    )
+    .unwrap();
+    let public = tmp
+        .path()
+        .join("mana-ai-public.pem")
+        .to_str()
+        .unwrap()
+        .to_string();
+    (tmp, public, key)
+}
+
+fn mint(public: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "grant",
+        "mint",
+        "--public-key",
+        public,
+        "--mission-id",
+        "mission-abc",
+        "--table",
+        "tasks",
+        "--table",
+        "notes",
+        "--record-id",
+        "tasks:t1",
+        "--record-id",
+        "notes:n1",
+    ];
+    args.extend_from_slice(extra);
+    mana_ai(&args)
+}
+
+fn lifetime_ms(grant: &Value) -> i64 {
+    let t = |k: &str| DateTime::parse_from_rfc3339(grant[k].as_str().unwrap()).unwrap();
+    (t("expiresAt") - t("issuedAt")).num_milliseconds()
+}
+
+#[test]
+fn grant_mint_output_unwraps_with_the_generated_key() {
+    let (_tmp, public, key) = keypair_dir();
+    let out = mint(&public, &["--master-key-hex", MASTER_HEX]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(MASTER_HEX), "master key never printed");
+    let grant: Value = serde_json::from_str(stdout.trim()).expect("grant JSON");
+    assert_eq!(
+        grant["derivation"],
+        json!({"version": "v1", "missionId": "mission-abc",
+               "tables": ["notes", "tasks"], "recordIds": ["notes:n1", "tasks:t1"]})
+    );
+    assert_eq!(lifetime_ms(&grant), 604_800_000, "default 7 days");
+
+    let mdk = unwrap_grant(Some(&key), &grant, "mission-abc", Utc::now()).expect("unwraps");
+    let master: Vec<u8> = (1u8..=32).collect();
+    let derivation: GrantDerivation = serde_json::from_value(grant["derivation"].clone()).unwrap();
+    let expected = derive_mission_data_key(&master, &derivation).unwrap();
+    assert_eq!(mdk, expected);
+    // The spec's golden vector for this scope and master key.
+    let hex: String = mdk.expose().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "7538df66c51d3ddb667c0135feb4ac7c2800ba372babc7e61e9423d6a9a65628"
+    );
+
+    // The same through a key file (hex text) and through raw bytes on stdin.
+    let tmp = tempfile::tempdir().unwrap();
+    let hex_file = tmp.path().join("mk.hex");
+    std::fs::write(&hex_file, format!("{MASTER_HEX}\n")).unwrap();
+    let out = mint(&public, &["--master-key-file", hex_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let g2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        unwrap_grant(Some(&key), &g2, "mission-abc", Utc::now()).unwrap(),
+        expected
+    );
+    let mut child = cmd(
+        &[
+            "grant",
+            "mint",
+            "--public-key",
+            &public,
+            "--mission-id",
+            "mission-abc",
+            "--table",
+            "notes,tasks",
+            "--record-id",
+            "tasks:t1,notes:n1",
+            "--master-key-file",
+            "-",
+        ],
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&master).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let g3: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        unwrap_grant(Some(&key), &g3, "mission-abc", Utc::now()).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn grant_mint_clamps_the_ttl_and_checks_its_inputs() {
+    let (_tmp, public, _key) = keypair_dir();
+    for (ttl, want, clamped) in [
+        ("1000", 3_600_000, true),
+        ("-5", 3_600_000, true),
+        ("7200000", 7_200_000, false),
+        ("999999999999", 2_592_000_000, true),
+    ] {
+        let out = mint(&public, &["--master-key-hex", MASTER_HEX, "--ttl-ms", ttl]);
+        assert!(out.status.success(), "{ttl}: {}", text(&out.stderr));
+        let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(lifetime_ms(&grant), want, "ttl {ttl}");
+        assert_eq!(text(&out.stderr).contains("clamped"), clamped, "ttl {ttl}");
+    }
+
+    let bad_key = "ab".repeat(31) + "zz";
+    let out = mint(&public, &["--master-key-hex", &bad_key]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("64 hex digits") && !err.contains(&bad_key),
+        "{err}"
+    );
+
+    let out = mana_ai(&[
+        "grant",
+        "mint",
+        "--public-key",
+        &public,
+        "--mission-id",
+        "m",
+        "--table",
+        "notes",
+        "--record-id",
+        "tasks:t1",
+        "--master-key-hex",
+        MASTER_HEX,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tasks:t1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let many: Vec<String> = (0..1001).map(|i| format!("notes:n{i}")).collect();
+    let out = mana_ai(&[
+        "grant",
+        "mint",
+        "--public-key",
+        &public,
+        "--mission-id",
+        "m",
+        "--table",
+        "notes",
+        "--record-id",
+        &many.join(","),
+        "--master-key-hex",
+        MASTER_HEX,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at most 1000"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = mana_ai(&[
+        "grant",
+        "mint",
+        "--public-key",
+        &public,
+        "--mission-id",
+        "m",
+        "--table",
+        "notes",
+        "--record-id",
+        "notes:n1",
+    ]);
+    assert!(!out.status.success(), "a master key is required");
 }

@@ -2,76 +2,18 @@
 //! spoken to with reqwest, backed by a fresh migrated PostgreSQL database reached as the
 //! least-privilege service role.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mana_ai::config::Config;
-use mana_ai::http::AppState;
-use mana_ai::{app, http};
-use mana_ai_runner::Metrics;
+use mana_ai::http;
 use mana_ai_store::testkit::{fresh_db, TestDb};
-use mana_ai_store::{Store, StoreConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use support::{closed_port, metric_value, ticks_total, wait_for_lock_waiter, Api, App};
 
 const KEY: &str = "test-service-key-0123456789";
-
-/// A running server and what the tests need to poke at it.
-struct App {
-    base: String,
-    state: Arc<AppState>,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-impl App {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
-    }
-
-    async fn get_keyed(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .header("X-Service-Key", KEY)
-            .send()
-            .await
-            .expect("GET with key")
-    }
-
-    async fn tick(&self) -> reqwest::Response {
-        self.http
-            .post(self.url("/internal/tick"))
-            .header("X-Service-Key", KEY)
-            .send()
-            .await
-            .expect("POST /internal/tick")
-    }
-
-    async fn metrics_text(&self) -> String {
-        let r = self.get("/metrics").await;
-        assert_eq!(r.status(), StatusCode::OK);
-        r.text().await.expect("metrics body")
-    }
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
-    let port = l.local_addr().expect("probe addr").port();
-    drop(l);
-    port
-}
 
 fn env(db_url: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = [
@@ -92,35 +34,9 @@ fn env(db_url: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     m
 }
 
-/// Builds the runner and router exactly as `serve` does and serves them on a free port.
+/// The ops surface built as `serve` builds it (no `/api` routes).
 async fn spawn_app(env: &BTreeMap<String, String>) -> App {
-    let cfg = Config::from_env(env).expect("valid config");
-    let mut sc = StoreConfig::new(cfg.sync_database_url.clone());
-    sc.max_connections = cfg.db_pool_size;
-    let store = Store::connect(&sc).expect("pool");
-    let runner = Arc::new(
-        app::runner_for(&cfg, store, Metrics::new())
-            .await
-            .expect("runner"),
-    );
-    let state = app::app_state(&cfg, runner);
-    let router = http::router(state.clone(), cfg.body_limit_bytes);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("serve");
-    });
-    App {
-        base: format!("http://{addr}"),
-        state,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        server,
-    }
+    App::spawn(env, Api::Off).await
 }
 
 async fn spawn_with_db(prefix: &str, extra: &[(&str, &str)]) -> (TestDb, App) {
@@ -209,7 +125,37 @@ async fn health_is_503_when_the_database_is_unreachable() {
 // ---------------------------------------------------------------------------------------
 // /metrics
 
-use mana_ai_runner::metrics::CONTRACT_METRICS;
+/// The metric names of the compatibility contract (planner-service spec, metrics table),
+/// written out here so that a rename in the code cannot pass unnoticed.
+const CONTRACT_METRICS: &[&str] = &[
+    "mana_ai_http_requests_total",
+    "mana_ai_http_request_duration_seconds",
+    "mana_ai_ticks_total",
+    "mana_ai_tick_duration_seconds",
+    "mana_ai_plans_produced_total",
+    "mana_ai_plans_written_back_total",
+    "mana_ai_parse_failures_total",
+    "mana_ai_mission_errors_total",
+    "mana_ai_research_jobs_submitted_total",
+    "mana_ai_research_jobs_completed_total",
+    "mana_ai_research_jobs_failed_total",
+    "mana_ai_research_jobs_pending_skips_total",
+    "mana_ai_planner_request_duration_seconds",
+    "mana_ai_snapshots_new_total",
+    "mana_ai_snapshots_updated_total",
+    "mana_ai_snapshot_rows_applied_total",
+    "mana_ai_decrypts_total",
+    "mana_ai_grant_scope_violations_total",
+    "mana_ai_grant_skips_total",
+    "mana_ai_agent_decisions_total",
+    "mana_ai_tokens_used_total",
+    "mana_ai_tool_calls_total",
+    "mana_ai_planner_rounds",
+    "mana_ai_provider_errors_total",
+    "mana_ai_reminders_emitted_total",
+    "mana_ai_compactions_triggered_total",
+    "mana_ai_compacted_turns",
+];
 
 #[tokio::test]
 async fn metrics_announce_every_contract_metric_with_the_service_label() {
@@ -246,9 +192,7 @@ async fn metrics_announce_every_contract_metric_with_the_service_label() {
         assert!(l.contains("service=\"mana-ai\""), "no service label: {l}");
     }
     // The counters of the contract without labels show a 0 value from the start.
-    assert!(text
-        .lines()
-        .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 0")));
+    assert_eq!(ticks_total(&text), Some(0.0));
 }
 
 #[tokio::test]
@@ -290,11 +234,8 @@ async fn http_metrics_label_route_patterns_never_concrete_ids() {
         .filter(|l| l.starts_with("mana_ai_http_requests_total{"))
         .collect();
     let has = |method: &str, path: &str, status: &str| {
-        reqs.iter().any(|l| {
-            l.contains(&format!("method=\"{method}\""))
-                && l.contains(&format!("path=\"{path}\""))
-                && l.contains(&format!("status=\"{status}\""))
-        })
+        let labels = [("method", method), ("path", path), ("status", status)];
+        metric_value(&text, "mana_ai_http_requests_total", &labels).is_some_and(|n| n >= 1.0)
     };
     assert!(has("GET", "/health", "200"), "{reqs:#?}");
     assert!(
@@ -309,14 +250,15 @@ async fn http_metrics_label_route_patterns_never_concrete_ids() {
     assert!(has("GET", "/*", "404"), "{reqs:#?}");
     assert!(has("POST", "/internal/tick", "200"), "{reqs:#?}");
     // The duration histogram carries the same labels.
-    assert!(text.lines().any(
-        |l| l.starts_with("mana_ai_http_request_duration_seconds_count{")
-            && l.contains("path=\"/internal/tick\"")
-    ));
+    let tick_path = [("path", "/internal/tick")];
+    assert!(metric_value(
+        &text,
+        "mana_ai_http_request_duration_seconds_count",
+        &tick_path
+    )
+    .is_some_and(|n| n >= 1.0));
     // One completed pass counted.
-    assert!(text
-        .lines()
-        .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 1")));
+    assert_eq!(ticks_total(&text), Some(1.0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,9 +289,7 @@ async fn tick_requires_the_exact_service_key() {
     }
     // No pass ran for any of them.
     let text = app.metrics_text().await;
-    assert!(text
-        .lines()
-        .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 0")));
+    assert_eq!(ticks_total(&text), Some(0.0));
 }
 
 #[tokio::test]
@@ -460,15 +400,7 @@ async fn a_second_tick_while_one_runs_is_overlap_skipped() {
     assert!(!app.state.runner.pass_in_flight());
     // Only the two real passes are counted, not the overlapping call.
     let text = app.metrics_text().await;
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 2")),
-        "{}",
-        text.lines()
-            .filter(|l| l.starts_with("mana_ai_ticks_total"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_eq!(ticks_total(&text), Some(2.0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -632,27 +564,6 @@ async fn errors_are_json_everywhere() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-/// Waits until some backend of the test database waits on a lock.
-async fn wait_for_lock_waiter(admin: &tokio_postgres::Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no pass ever blocked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_gives_up_does_not_cancel_the_pass() {
     let (db, app) = spawn_with_db("http_disconnect", &[]).await;
@@ -692,9 +603,9 @@ async fn a_client_that_gives_up_does_not_cancel_the_pass() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let text = app.metrics_text().await;
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("mana_ai_ticks_total{") && l.ends_with(" 2")),
+    assert_eq!(
+        ticks_total(&text),
+        Some(2.0),
         "the abandoned pass still completes and is counted"
     );
 }

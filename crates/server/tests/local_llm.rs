@@ -91,7 +91,8 @@ fn mission(goal: &str, offered: &[&Tool]) -> ChatRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetched_model_is_verified() {
     let path = model_path();
-    if std::env::var_os(fetch::MODEL_ENV).is_none() {
+    let named = std::env::var_os(fetch::MODEL_ENV).is_some_and(|p| !p.is_empty());
+    if !named {
         assert_eq!(
             fetch::sha256_file(&path).unwrap_or_else(|e| panic!("{e}")),
             fetch::MODEL_SHA256
@@ -99,7 +100,27 @@ async fn fetched_model_is_verified() {
         // A second fetch finds the verified copy and downloads nothing.
         let again = fetch::fetch_model(&cache_dir()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, fetch::Fetched::AlreadyPresent(path));
+        return;
     }
+    // A model named by $MANA_AI_LOCAL_MODEL is not fetched, so there is no download to
+    // verify; check what can be: a GGUF file, the pinned bytes when it is the pinned
+    // file, and that it loads.
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        &mut magic,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&magic, b"GGUF", "{} is not a GGUF file", path.display());
+    if path.file_name() == Some(std::ffi::OsStr::new(fetch::MODEL_FILE)) {
+        assert_eq!(
+            fetch::sha256_file(&path).unwrap_or_else(|e| panic!("{e}")),
+            fetch::MODEL_SHA256,
+            "{} has the pinned model's name but other bytes",
+            path.display()
+        );
+    }
+    assert!(!llm().model().tokenizer().encode("ok").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

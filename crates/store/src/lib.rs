@@ -32,6 +32,7 @@
 
 pub mod audit;
 pub mod budget;
+pub mod dev;
 mod error;
 pub mod locks;
 pub mod pool;
