@@ -487,6 +487,21 @@ fn one_tool(name: &str, policy: &str, params: &str) -> String {
     )
 }
 
+/// A catalog of one demo tool with one required parameter `param` of type `ty`
+/// (described as `param` in upper case).
+fn one_param_tool(
+    name: &str,
+    policy: &str,
+    param: &str,
+    ty: &str,
+) -> Result<Catalog, CatalogError> {
+    let description = param.to_uppercase();
+    let param = format!(
+        r#"{{"name":"{param}","type":"{ty}","required":true,"description":"{description}"}}"#
+    );
+    Catalog::from_json(&one_tool(name, policy, &param))
+}
+
 #[test]
 fn from_json_rejections() {
     let p = |extra: &str| {
@@ -571,12 +586,7 @@ fn from_json_rejections() {
 
 #[test]
 fn unknown_type_error_text_is_exact() {
-    let err = Catalog::from_json(&one_tool(
-        "t",
-        "auto",
-        r#"{"name":"x","type":"uuid","required":true,"description":"X"}"#,
-    ))
-    .expect_err("must fail");
+    let err = one_param_tool("t", "auto", "x", "uuid").expect_err("must fail");
     assert!(matches!(err, CatalogError::UnsupportedType(ref t) if t == "uuid"));
     assert_eq!(
         err.to_string(),
@@ -1012,12 +1022,7 @@ fn validate_call_accepts_a_valid_call_per_type() {
 
 #[test]
 fn integer_params_reject_fractions_but_accept_whole_floats() {
-    let c = Catalog::from_json(&one_tool(
-        "count_things",
-        "propose",
-        r#"{"name":"n","type":"integer","required":true,"description":"N"}"#,
-    ))
-    .expect("valid");
+    let c = one_param_tool("count_things", "propose", "n", "integer").expect("valid");
     let offered: Vec<&Tool> = c.tools().iter().collect();
     for ok in [r#"{"n":3}"#, r#"{"n":-3}"#, r#"{"n":3.0}"#] {
         assert!(

@@ -435,16 +435,19 @@ fn mint_then_unwrap_round_trip() {
     let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 30, 0).unwrap() + Duration::microseconds(1500);
     let tables = vec!["tasks".to_string(), "notes".to_string()];
     let ids = vec!["tasks:t1".to_string(), "notes:n1".to_string()];
-    let grant = mint_grant(
-        &master,
-        &public_key(),
-        "mission-1",
-        &tables,
-        &ids,
-        None,
-        now,
-    )
-    .unwrap();
+    let mint = || {
+        mint_grant(
+            &master,
+            &public_key(),
+            "mission-1",
+            &tables,
+            &ids,
+            None,
+            now,
+        )
+        .unwrap()
+    };
+    let grant = mint();
 
     let keys: Vec<&str> = grant
         .as_object()
@@ -478,16 +481,7 @@ fn mint_then_unwrap_round_trip() {
     );
 
     // RSA-OAEP is randomized: minting twice gives different wrapped keys, same MDK.
-    let again = mint_grant(
-        &master,
-        &public_key(),
-        "mission-1",
-        &tables,
-        &ids,
-        None,
-        now,
-    )
-    .unwrap();
+    let again = mint();
     assert_ne!(again["wrappedKey"], grant["wrappedKey"]);
     assert_eq!(
         unwrap_grant(Some(&private_key()), &again, "mission-1", now).unwrap(),

@@ -47,6 +47,21 @@ async fn mount(server: &MockServer, template: ResponseTemplate) {
         .await;
 }
 
+/// A server answering every chat completion with `template`.
+async fn serving(template: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    mount(&server, template).await;
+    server
+}
+
+/// The error of one call (default client) to `server`.
+async fn error_from(server: &MockServer) -> LlmError {
+    client(&server.uri())
+        .complete(&simple_request())
+        .await
+        .unwrap_err()
+}
+
 async fn received(server: &MockServer) -> usize {
     server.received_requests().await.unwrap_or_default().len()
 }
@@ -59,8 +74,7 @@ fn assert_no_key(error: &LlmError) {
 
 #[tokio::test]
 async fn sends_exact_body_and_headers() {
-    let server = MockServer::start().await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
     let base = format!("{}/", server.uri());
     let llm = client(&base);
 
@@ -162,8 +176,7 @@ async fn maps_tool_calls_and_usage_from_the_response() {
 
 #[tokio::test]
 async fn usage_total_defaults_to_the_sum() {
-    let server = MockServer::start().await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
     let response = client(&server.uri())
         .complete(&simple_request())
         .await
@@ -307,16 +320,8 @@ async fn permanent_provider_errors_are_not_retried() {
         (400, json!({"detail":"bad request"})),
     ];
     for (status, body) in cases {
-        let server = MockServer::start().await;
-        mount(
-            &server,
-            ResponseTemplate::new(status).set_body_json(body.clone()),
-        )
-        .await;
-        let error = client(&server.uri())
-            .complete(&simple_request())
-            .await
-            .unwrap_err();
+        let server = serving(ResponseTemplate::new(status).set_body_json(body.clone())).await;
+        let error = error_from(&server).await;
         assert!(
             matches!(&error, LlmError::Provider { status: s, .. } if *s == status),
             "{error:?}"
@@ -327,17 +332,12 @@ async fn permanent_provider_errors_are_not_retried() {
 
 #[tokio::test]
 async fn blocked_error_keeps_kind_and_message() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
+    let server = serving(
         ResponseTemplate::new(422)
             .set_body_json(json!({"detail":{"kind":"blocked","message":"content policy"}})),
     )
     .await;
-    let error = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = error_from(&server).await;
     assert_eq!(error.kind_label(), "blocked");
     assert_eq!(
         error.to_string(),
@@ -434,16 +434,11 @@ async fn overall_deadline_bounds_retries() {
 
 #[tokio::test]
 async fn non_json_error_body_is_kept_in_the_message() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
+    let server = serving(
         ResponseTemplate::new(400).set_body_raw("upstream said: model not found", "text/plain"),
     )
     .await;
-    let error = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = error_from(&server).await;
     assert_eq!(
         error,
         LlmError::Provider {
@@ -456,36 +451,21 @@ async fn non_json_error_body_is_kept_in_the_message() {
 
 #[tokio::test]
 async fn bad_json_on_success_is_invalid_and_not_retried() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200).set_body_raw("{\"choices\":[", "application/json"),
-    )
-    .await;
-    let error = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let server =
+        serving(ResponseTemplate::new(200).set_body_raw("{\"choices\":[", "application/json"))
+            .await;
+    let error = error_from(&server).await;
     assert!(matches!(error, LlmError::InvalidResponse(_)), "{error:?}");
     assert_eq!(received(&server).await, 1);
 
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!({"choices":[]})),
-    )
-    .await;
-    let error = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let server = serving(ResponseTemplate::new(200).set_body_json(json!({"choices":[]}))).await;
+    let error = error_from(&server).await;
     assert!(matches!(error, LlmError::InvalidResponse(_)), "{error:?}");
 }
 
 #[tokio::test]
 async fn oversized_success_body_is_rejected() {
-    let server = MockServer::start().await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
     let mut cfg = config(&server.uri());
     cfg.max_response_bytes = 16;
     let error = HttpLlmClient::new(cfg)
@@ -543,46 +523,21 @@ async fn api_key_never_appears_in_errors() {
     let mut errors = Vec::new();
 
     // A provider (or proxy) that echoes the authorization header back in its error body.
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(401).set_body_json(
-            json!({"detail":{"kind":"auth","message":format!("bad token Bearer {KEY}")}}),
-        ),
-    )
+    let server = serving(ResponseTemplate::new(401).set_body_json(
+        json!({"detail":{"kind":"auth","message":format!("bad token Bearer {KEY}")}}),
+    ))
     .await;
-    errors.push(
-        client(&server.uri())
-            .complete(&simple_request())
-            .await
-            .unwrap_err(),
-    );
+    errors.push(error_from(&server).await);
 
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(500).set_body_raw(format!("echo: {KEY}"), "text/plain"),
-    )
-    .await;
-    errors.push(
-        client(&server.uri())
-            .complete(&simple_request())
-            .await
-            .unwrap_err(),
-    );
+    let server =
+        serving(ResponseTemplate::new(500).set_body_raw(format!("echo: {KEY}"), "text/plain"))
+            .await;
+    errors.push(error_from(&server).await);
 
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200).set_body_raw(format!("{KEY} not json"), "text/plain"),
-    )
-    .await;
-    errors.push(
-        client(&server.uri())
-            .complete(&simple_request())
-            .await
-            .unwrap_err(),
-    );
+    let server =
+        serving(ResponseTemplate::new(200).set_body_raw(format!("{KEY} not json"), "text/plain"))
+            .await;
+    errors.push(error_from(&server).await);
 
     errors.push(
         client(&refused_base().await)

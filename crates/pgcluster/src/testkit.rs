@@ -1,57 +1,22 @@
-//! Helpers for integration tests that need PostgreSQL: one throwaway cluster per test
-//! binary and a fresh, uniquely named database per test.
+//! Test support: one throwaway cluster per test binary, started on first use and never
+//! stopped by hand (its watchdog stops and deletes it when the binary exits).
+//!
+//! This module only starts the cluster. Databases in it (templates, a fresh database
+//! per test, the admin connection) are made by `mana_ai_store::testkit`: the store is the
+//! only crate with SQL.
 //!
 //! ```no_run
-//! # async fn demo() {
-//! use mana_ai_pgcluster::testkit;
-//! // Once per binary: build a template (e.g. run migrations). Later calls just wait for it.
-//! testkit::create_template("migrated", |url| async move {
-//!     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-//!     tokio::spawn(conn);
-//!     client.batch_execute("CREATE TABLE t (id int)").await
-//! })
-//! .await;
-//! let db = testkit::fresh_database_from("my_test", "migrated").await;
-//! let url = db.superuser_url();
+//! let cluster = mana_ai_pgcluster::testkit::shared_cluster();
+//! let url = cluster.superuser_url("postgres");
 //! # let _ = url;
-//! # }
 //! ```
 //!
-//! These helpers panic with a descriptive message on failure: they exist for tests.
-//! The cluster is started with blocking calls on first use, so it works from any number
-//! of tokio runtimes (each `#[tokio::test]` has its own). Database helpers need to be
-//! called inside a tokio runtime (the admin connection is driven by `tokio::spawn`).
+//! The cluster is started with blocking calls, so it works from any number of tokio
+//! runtimes (each `#[tokio::test]` has its own).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-
-use tokio::sync::OnceCell;
+use std::sync::OnceLock;
 
 use crate::{Cluster, ClusterConfig};
-
-/// Maximum length kept from a caller's prefix (PostgreSQL names are at most 63 bytes).
-const MAX_PREFIX: usize = 40;
-
-/// A database created for one test in the shared cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestDatabase {
-    /// The database name (unique within the test binary's cluster).
-    pub name: String,
-}
-
-impl TestDatabase {
-    /// Superuser connection URL for this database.
-    pub fn superuser_url(&self) -> String {
-        shared_cluster().superuser_url(&self.name)
-    }
-
-    /// The shared cluster this database lives in (for its port, or URLs of other databases).
-    pub fn cluster(&self) -> &'static Cluster {
-        shared_cluster()
-    }
-}
 
 /// The throwaway cluster shared by all tests of this test binary, started on first use.
 ///
@@ -75,187 +40,5 @@ pub fn shared_cluster() -> &'static Cluster {
     match started {
         Ok(cluster) => cluster,
         Err(message) => panic!("shared test PostgreSQL cluster unavailable: {message}"),
-    }
-}
-
-/// Creates an empty, uniquely named database (`<prefix>_<n>`) in the shared cluster.
-///
-/// # Panics
-/// If the cluster or the database cannot be created.
-pub async fn fresh_database(prefix: &str) -> TestDatabase {
-    create_database(prefix, None).await
-}
-
-/// Creates a uniquely named database as a copy of `template`, which must have been made
-/// with [`create_template`] (awaited) before.
-///
-/// # Panics
-/// If the template does not exist or the database cannot be created.
-pub async fn fresh_database_from(prefix: &str, template: &str) -> TestDatabase {
-    create_database(prefix, Some(template)).await
-}
-
-/// Creates the template database `name` by running `setup` with its superuser URL, once
-/// per test binary. Concurrent and later calls with the same name wait for that one run
-/// and do nothing else; if `setup` fails, the call panics and the next call tries again.
-///
-/// `setup` must close its connections before it returns (lingering sessions are
-/// terminated). Afterwards the template refuses new connections, so it stays pristine.
-///
-/// # Panics
-/// If `name` is not a lowercase identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes), or the
-/// database or `setup` fails.
-pub async fn create_template<F, Fut, E>(name: &str, setup: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    assert!(
-        is_identifier(name),
-        "template name {name:?} must match [a-z_][a-z0-9_]* and be at most 63 bytes"
-    );
-    static TEMPLATES: OnceLock<Mutex<HashMap<String, Arc<OnceCell<()>>>>> = OnceLock::new();
-    let cell = {
-        let mut map = TEMPLATES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(map.entry(name.to_owned()).or_default())
-    };
-    let result: Result<&(), String> = cell
-        .get_or_try_init(|| async {
-            let cluster = shared_cluster();
-            admin_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).await?;
-            admin_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
-            setup(cluster.superuser_url(name))
-                .await
-                .map_err(|e| format!("setup of template {name:?} failed: {e}"))?;
-            admin_execute(&format!(
-                "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false;\
-                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{name}' AND pid <> pg_backend_pid();"
-            ))
-            .await?;
-            Ok(())
-        })
-        .await;
-    if let Err(message) = result {
-        panic!("{message}");
-    }
-}
-
-async fn create_database(prefix: &str, template: Option<&str>) -> TestDatabase {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{}_{n}", sanitize_prefix(prefix));
-    let sql = match template {
-        Some(t) => {
-            assert!(is_identifier(t), "template name {t:?} is not an identifier");
-            format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\"")
-        }
-        None => format!("CREATE DATABASE \"{name}\""),
-    };
-    if let Err(message) = admin_execute(&sql).await {
-        panic!("could not create test database {name:?}: {message}");
-    }
-    TestDatabase { name }
-}
-
-/// Runs statements on the shared cluster's `postgres` database as superuser.
-async fn admin_execute(sql: &str) -> Result<(), String> {
-    let url = shared_cluster().superuser_url("postgres");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("could not connect to the test cluster: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let result = client
-        .batch_execute(sql)
-        .await
-        .map_err(|e| format!("{sql}: {}", describe(&e)));
-    drop(client);
-    let _ = driver.await;
-    result
-}
-
-/// The server's message when there is one (tokio-postgres' Display is terse).
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
-}
-
-/// Lowercase, `[a-z0-9_]` only, starting with a letter or underscore, at most 40 bytes.
-fn sanitize_prefix(prefix: &str) -> String {
-    let mut out: String = prefix
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(MAX_PREFIX)
-        .collect();
-    if !out.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
-        out.insert(0, 't');
-        out.truncate(MAX_PREFIX);
-    }
-    out
-}
-
-fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn sanitize_prefix_table() {
-        let cases = [
-            ("store", "store"),
-            ("Store-Test", "store_test"),
-            ("9lives", "t9lives"),
-            ("", "t"),
-            ("ä", "_"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(sanitize_prefix(input), want, "{input:?}");
-        }
-    }
-
-    #[test]
-    fn identifier_table() {
-        let cases = [
-            ("migrated", true),
-            ("_x1", true),
-            ("1x", false),
-            ("Upper", false),
-            ("a-b", false),
-            ("", false),
-        ];
-        for (input, want) in cases {
-            assert_eq!(is_identifier(input), want, "{input:?}");
-        }
-        assert!(!is_identifier(&"a".repeat(64)));
-    }
-
-    proptest! {
-        #[test]
-        fn sanitized_prefix_plus_counter_is_always_an_identifier(prefix in ".{0,80}", n in any::<u64>()) {
-            let name = format!("{}_{n}", sanitize_prefix(&prefix));
-            prop_assert!(is_identifier(&name), "{name:?}");
-        }
     }
 }

@@ -10,6 +10,8 @@ mod inputs;
 pub mod metrics;
 pub mod mission;
 pub mod research;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

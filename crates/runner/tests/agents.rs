@@ -9,13 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, Role};
-use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
 use mana_ai_runner::budget::estimate_call_tokens;
-use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
-use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_runner::testkit::{has_tool_result, FakeLlm, Reply, RunnerBuilder};
+use mana_ai_runner::{Runner, RunnerConfig};
+use mana_ai_store::testkit::rows::{
+    agent_record, clear_token_usage, insert_reservation, insert_token_usage, mission_record,
+    reservation_tokens, run_count, runner_data, runner_row_count, runner_rows, token_usage_rows,
+    token_usage_sum,
+};
+use mana_ai_store::testkit::{fresh_db, push_agent, push_mission, TestDb};
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 // ---------------------------------------------------------------------------------
 // Fake LLM
@@ -29,85 +32,34 @@ enum Mode {
     ToolThenStop,
     /// Always a closing summary without tool calls.
     Stop,
-    /// First call: one tool call; every later call: HTTP 500.
+    /// First call: one tool call; every later call: a provider error (HTTP 500).
     ToolThenFail,
 }
 
-/// Wiremock responder: answers by looking at the conversation, records every body.
-struct FakeModel {
-    mode: Mode,
-    usage: u64,
-    delay: Duration,
-    bodies: Mutex<Vec<Value>>,
-    calls: AtomicUsize,
-}
-
-fn usage_json(total: u64) -> Value {
-    let completion = total / 10;
-    json!({"prompt_tokens": total - completion, "completion_tokens": completion, "total_tokens": total})
-}
-
-impl Respond for FakeModel {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        let has_tool_result = body["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
-        self.bodies.lock().unwrap().push(body);
-        let tool = !has_tool_result && !matches!(self.mode, Mode::Stop);
-        let reply = if has_tool_result && matches!(self.mode, Mode::ToolThenFail) {
-            ResponseTemplate::new(500).set_body_json(json!({"error": "boom"}))
-        } else if tool {
-            ResponseTemplate::new(200).set_body_json(json!({
-                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "call_0", "type": "function",
-                     "function": {"name": "create_task", "arguments": "{\"title\":\"Einkaufen\"}"}}]},
-                    "finish_reason": "tool_calls"}],
-                "usage": usage_json(self.usage)
-            }))
+/// The fake model: answers by looking at the conversation, reporting `usage` tokens
+/// per call (a tenth of them completion) after `delay`.
+fn fake_llm(mode: Mode, usage: u64, delay: Duration) -> Arc<FakeLlm> {
+    FakeLlm::responding(move |request| {
+        let has_tool_result = has_tool_result(request);
+        let completion = usage / 10;
+        let reply = if has_tool_result && matches!(mode, Mode::ToolThenFail) {
+            Reply::provider_error(500, "unknown", "boom")
+        } else if !has_tool_result && !matches!(mode, Mode::Stop) {
+            Reply::tool_calls(&[("create_task", json!({"title": "Einkaufen"}))])
+                .usage(usage - completion, completion)
         } else {
-            ResponseTemplate::new(200).set_body_json(json!({
-                "choices": [{"message": {"role": "assistant", "content": "Fertig."}, "finish_reason": "stop"}],
-                "usage": usage_json(self.usage)
-            }))
+            Reply::text("Fertig.").usage(usage - completion, completion)
         };
-        reply.set_delay(self.delay)
-    }
+        reply.delay(delay)
+    })
 }
 
-/// Mounts the fake model; returns the server and a handle to its recordings.
-async fn fake_llm(mode: Mode, usage: u64, delay: Duration) -> (MockServer, Arc<FakeModel>) {
-    let model = Arc::new(FakeModel {
-        mode,
-        usage,
-        delay,
-        bodies: Mutex::new(Vec::new()),
-        calls: AtomicUsize::new(0),
-    });
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(SharedResponder(model.clone()))
-        .mount(&server)
-        .await;
-    (server, model)
-}
-
-struct SharedResponder(Arc<FakeModel>);
-
-impl Respond for SharedResponder {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        self.0.respond(req)
-    }
-}
-
-/// Wraps the HTTP client and measures how many *missions* have a conversation open at
+/// Wraps the fake model and measures how many *missions* have a conversation open at
 /// once: a mission opens with its first call (no tool result yet) and closes when the
 /// call that answers a tool result returns (or any call fails). Also records the
 /// largest call estimate and the order in which missions started.
 struct Probe {
-    inner: HttpLlmClient,
+    inner: Arc<FakeLlm>,
     open: Mutex<HashMap<String, ()>>,
     peak: AtomicUsize,
     max_estimate: AtomicU64,
@@ -115,7 +67,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(inner: HttpLlmClient) -> Self {
+    fn new(inner: Arc<FakeLlm>) -> Self {
         Self {
             inner,
             open: Mutex::new(HashMap::new()),
@@ -157,72 +109,24 @@ impl LlmClient for Probe {
     }
 }
 
-fn http_client(url: &str) -> HttpLlmClient {
-    let mut lc = HttpLlmConfig::new(url, "test-key");
-    lc.max_attempts = 1;
-    lc.backoff_base = Duration::from_millis(10);
-    lc.backoff_cap = Duration::from_millis(20);
-    lc.call_deadline = Duration::from_secs(10);
-    HttpLlmClient::new(lc).unwrap()
-}
-
-fn runner_with(
-    db: &TestDb,
-    llm: Arc<dyn LlmClient>,
-    tweak: impl FnOnce(&mut RunnerConfig),
-) -> Runner {
-    let mut cfg = RunnerConfig {
-        refresh_safety_margin: Duration::ZERO,
-        ..RunnerConfig::default()
-    };
-    tweak(&mut cfg);
-    Runner::new(
-        RunnerDeps {
-            store: db.service_store(),
-            metrics: Metrics::new(),
-            llm,
-            clock: Arc::new(SystemClock),
-        },
-        cfg,
-    )
-}
-
-fn runner(db: &TestDb, url: &str, tweak: impl FnOnce(&mut RunnerConfig)) -> Runner {
-    runner_with(db, Arc::new(http_client(url)), tweak)
+fn runner(db: &TestDb, llm: Arc<dyn LlmClient>, tweak: impl FnOnce(&mut RunnerConfig)) -> Runner {
+    RunnerBuilder::new(db).llm(llm).config(tweak).build()
 }
 
 // ---------------------------------------------------------------------------------
 // Data helpers
 // ---------------------------------------------------------------------------------
 
-async fn push(c: &tokio_postgres::Client, user: &str, table: &str, id: &str, data: Value) {
-    c.execute(
-        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
-         VALUES ('ai', $1, $2, $3, 'insert', $4, '{}', 'webapp')",
-        &[&table, &id, &user, &data],
-    )
-    .await
-    .unwrap();
-}
-
 fn agent(extra: Value) -> Value {
-    let mut a = json!({"name": "Scout", "role": "Researcher", "state": "active",
-                       "maxConcurrentMissions": 1,
-                       "policy": {"tools": {}, "defaultForAi": "propose"}});
-    for (k, v) in extra.as_object().unwrap() {
-        a[k] = v.clone();
-    }
-    a
+    agent_record(extra)
 }
 
 /// An active mission due at `next`, once a day.
 fn mission(title: &str, next: &str, agent: Option<&str>) -> Value {
-    let mut m = json!({
+    let mut m = mission_record(json!({
         "title": title, "conceptMarkdown": "Plan", "objective": "Propose tasks",
-        "state": "active", "nextRunAt": next,
-        "cadence": {"kind": "interval", "everyMinutes": 1440},
-        "inputs": [], "iterations": []
-    });
+        "nextRunAt": next, "cadence": {"kind": "interval", "everyMinutes": 1440}
+    }));
     if let Some(a) = agent {
         m["agentId"] = json!(a);
     }
@@ -237,42 +141,7 @@ fn decisions(r: &Runner, decision: &str) -> u64 {
 }
 
 async fn written(admin: &tokio_postgres::Client) -> i64 {
-    admin
-        .query_one(
-            "SELECT count(*) FROM sync_changes WHERE client_id = 'mana-ai-runner'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn usage_sum(admin: &tokio_postgres::Client, agent: &str) -> i64 {
-    admin
-        .query_one(
-            "SELECT COALESCE(SUM(tokens_used), 0)::bigint FROM mana_ai.token_usage WHERE agent_id = $1",
-            &[&agent],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn insert_usage(
-    admin: &tokio_postgres::Client,
-    user: &str,
-    agent: &str,
-    tokens: i32,
-    age: &str,
-) {
-    admin
-        .execute(
-            "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used, ts)
-             VALUES ($1, $2, 'old-mission', $3, now() - $4::text::interval)",
-            &[&user, &agent, &tokens, &age],
-        )
-        .await
-        .unwrap();
+    runner_row_count(admin, None).await
 }
 
 /// Ticks both runners concurrently until `done` holds or the deadline passes.
@@ -305,81 +174,36 @@ async fn tick_until(
 async fn paused_archived_missing_deleted_and_zero_budget_agents_are_skipped() {
     let db = fresh_db("agents_gates").await;
     let admin = db.admin().await;
-    let (llm, model) = fake_llm(Mode::Stop, 100, Duration::ZERO).await;
+    let model = fake_llm(Mode::Stop, 100, Duration::ZERO);
     let due = "2026-01-05T06:00:00.000Z";
-    push(
+    push_agent(&admin, "u1", "paused", agent(json!({"state": "paused"}))).await;
+    push_agent(
         &admin,
         "u1",
-        "agents",
-        "paused",
-        agent(json!({"state": "paused"})),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "agents",
         "archived",
         agent(json!({"state": "archived"})),
     )
     .await;
-    push(
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "gone",
         agent(json!({"deletedAt": "2026-01-01T00:00:00.000Z"})),
     )
     .await;
-    push(
+    push_agent(&admin, "u1", "broke", agent(json!({"maxTokensPerDay": 0}))).await;
+    push_mission(&admin, "u1", "m-paused", mission("P", due, Some("paused"))).await;
+    push_mission(
         &admin,
         "u1",
-        "agents",
-        "broke",
-        agent(json!({"maxTokensPerDay": 0})),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m-paused",
-        mission("P", due, Some("paused")),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
         "m-archived",
         mission("A", due, Some("archived")),
     )
     .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m-ghost",
-        mission("G", due, Some("ghost")),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m-gone",
-        mission("D", due, Some("gone")),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m-broke",
-        mission("B", due, Some("broke")),
-    )
-    .await;
-    let r = runner(&db, &llm.uri(), |_| {});
+    push_mission(&admin, "u1", "m-ghost", mission("G", due, Some("ghost"))).await;
+    push_mission(&admin, "u1", "m-gone", mission("D", due, Some("gone"))).await;
+    push_mission(&admin, "u1", "m-broke", mission("B", due, Some("broke"))).await;
+    let r = runner(&db, model.clone(), |_| {});
     let stats = r.tick().await;
     assert_eq!(stats.due_mission_count, 5, "{stats:?}");
     assert_eq!(stats.skipped, 5, "{stats:?}");
@@ -388,17 +212,9 @@ async fn paused_archived_missing_deleted_and_zero_budget_agents_are_skipped() {
     assert_eq!(decisions(&r, "skipped-missing-agent"), 2);
     assert_eq!(decisions(&r, "skipped-budget"), 1);
     assert_eq!(decisions(&r, "ran"), 0);
-    assert_eq!(
-        model.calls.load(Ordering::SeqCst),
-        0,
-        "no LLM call for a gated mission"
-    );
+    assert_eq!(model.calls(), 0, "no LLM call for a gated mission");
     assert_eq!(written(&admin).await, 0);
-    let runs: i64 = admin
-        .query_one("SELECT count(*) FROM mana_ai.mission_runs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let runs = run_count(&admin, None).await;
     assert_eq!(runs, 0, "gated missions never claim");
 }
 
@@ -406,29 +222,26 @@ async fn paused_archived_missing_deleted_and_zero_budget_agents_are_skipped() {
 async fn two_runners_never_run_more_than_max_concurrent_missions_of_one_agent() {
     let db = fresh_db("agents_conc").await;
     let admin = db.admin().await;
-    let (llm, _model) = fake_llm(Mode::ToolThenStop, 100, Duration::from_millis(150)).await;
-    push(
+    let model = fake_llm(Mode::ToolThenStop, 100, Duration::from_millis(150));
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a1",
         agent(json!({"maxConcurrentMissions": 2})),
     )
     .await;
     // Another agent of the same user is not limited by a1's slots.
-    push(
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a2",
         agent(json!({"maxConcurrentMissions": 1})),
     )
     .await;
     for i in 0..6 {
-        push(
+        push_mission(
             &admin,
             "u1",
-            "aiMissions",
             &format!("m{i}"),
             mission(
                 &format!("A1 mission {i}"),
@@ -438,9 +251,9 @@ async fn two_runners_never_run_more_than_max_concurrent_missions_of_one_agent() 
         )
         .await;
     }
-    let probe = Arc::new(Probe::new(http_client(&llm.uri())));
-    let a = Arc::new(runner_with(&db, probe.clone(), |_| {}));
-    let b = Arc::new(runner_with(&db, probe.clone(), |_| {}));
+    let probe = Arc::new(Probe::new(model.clone()));
+    let a = Arc::new(runner(&db, probe.clone(), |_| {}));
+    let b = Arc::new(runner(&db, probe.clone(), |_| {}));
     let adm = Arc::new(admin);
     let check = adm.clone();
     let all = tick_until(
@@ -463,11 +276,10 @@ async fn two_runners_never_run_more_than_max_concurrent_missions_of_one_agent() 
 async fn oldest_due_first_and_no_mission_starves() {
     let db = fresh_db("agents_fifo").await;
     let admin = db.admin().await;
-    let (llm, _model) = fake_llm(Mode::ToolThenStop, 100, Duration::from_millis(100)).await;
-    push(
+    let model = fake_llm(Mode::ToolThenStop, 100, Duration::from_millis(100));
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a1",
         agent(json!({"maxConcurrentMissions": 1})),
     )
@@ -479,18 +291,11 @@ async fn oldest_due_first_and_no_mission_starves() {
         ("m-c", "Mission A", "2026-01-05T06:00:00.000Z"),
     ];
     for (id, title, next) in due {
-        push(
-            &admin,
-            "u1",
-            "aiMissions",
-            id,
-            mission(title, next, Some("a1")),
-        )
-        .await;
+        push_mission(&admin, "u1", id, mission(title, next, Some("a1"))).await;
     }
-    let probe = Arc::new(Probe::new(http_client(&llm.uri())));
-    let a = Arc::new(runner_with(&db, probe.clone(), |_| {}));
-    let b = Arc::new(runner_with(&db, probe.clone(), |_| {}));
+    let probe = Arc::new(Probe::new(model.clone()));
+    let a = Arc::new(runner(&db, probe.clone(), |_| {}));
+    let b = Arc::new(runner(&db, probe.clone(), |_| {}));
     let adm = Arc::new(admin);
     let check = adm.clone();
     let all = tick_until(&[a, b], Duration::from_secs(60), move || {
@@ -522,20 +327,18 @@ async fn ten_concurrent_missions_with_a_budget_of_two_calls_spend_at_most_two_ca
     let db = fresh_db("agents_budget").await;
     let admin = db.admin().await;
     // Each call really uses 1000 tokens; every estimate is larger (≥ the allowance).
-    let (llm, model) = fake_llm(Mode::Stop, 1_000, Duration::from_millis(300)).await;
-    push(
+    let model = fake_llm(Mode::Stop, 1_000, Duration::from_millis(300));
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a1",
         agent(json!({"maxConcurrentMissions": 10, "maxTokensPerDay": 2000})),
     )
     .await;
     for i in 0..10 {
-        push(
+        push_mission(
             &admin,
             "u1",
-            "aiMissions",
             &format!("m{i}"),
             mission(
                 &format!("Budget mission {i}"),
@@ -545,9 +348,9 @@ async fn ten_concurrent_missions_with_a_budget_of_two_calls_spend_at_most_two_ca
         )
         .await;
     }
-    let probe = Arc::new(Probe::new(http_client(&llm.uri())));
-    let a = Arc::new(runner_with(&db, probe.clone(), |_| {}));
-    let b = Arc::new(runner_with(&db, probe.clone(), |_| {}));
+    let probe = Arc::new(Probe::new(model.clone()));
+    let a = Arc::new(runner(&db, probe.clone(), |_| {}));
+    let b = Arc::new(runner(&db, probe.clone(), |_| {}));
     for _ in 0..3 {
         let (sa, sb) = tokio::join!(a.tick(), b.tick());
         assert!(
@@ -555,7 +358,7 @@ async fn ten_concurrent_missions_with_a_budget_of_two_calls_spend_at_most_two_ca
             "{sa:?} {sb:?}"
         );
     }
-    let spent = usage_sum(&admin, "a1").await;
+    let spent = token_usage_sum(&admin, "a1").await;
     let max_estimate = probe.max_estimate.load(Ordering::SeqCst) as i64;
     assert!(max_estimate >= 1_024);
     assert!(
@@ -564,25 +367,14 @@ async fn ten_concurrent_missions_with_a_budget_of_two_calls_spend_at_most_two_ca
     );
     // With real usage below the estimate the cap is not even overshot.
     assert_eq!(spent, 2_000);
-    assert_eq!(model.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(model.calls(), 2);
     assert_eq!(written(&admin).await, 2);
     let skipped = decisions(&a, "skipped-budget") + decisions(&b, "skipped-budget");
     assert!(skipped >= 8, "{skipped}");
     // Nothing is left reserved, no claim is left behind, the metric matches the table.
-    let reserved: i64 = admin
-        .query_one("SELECT count(*) FROM mana_ai.token_reservations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let reserved = reservation_tokens(&admin).await.len();
     assert_eq!(reserved, 0);
-    let running: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let running = run_count(&admin, Some("running")).await;
     assert_eq!(running, 0, "skipped missions released their claims");
     let metric = a
         .metrics()
@@ -601,80 +393,57 @@ async fn a_run_that_runs_out_of_budget_mid_way_keeps_its_steps() {
     let db = fresh_db("agents_midway").await;
     let admin = db.admin().await;
     // The first call alone uses the whole cap: the second cannot reserve.
-    let (llm, model) = fake_llm(Mode::ToolThenStop, 5_000, Duration::ZERO).await;
-    push(
+    let model = fake_llm(Mode::ToolThenStop, 5_000, Duration::ZERO);
+    push_agent(&admin, "u1", "a1", agent(json!({"maxTokensPerDay": 5000}))).await;
+    push_mission(
         &admin,
         "u1",
-        "agents",
-        "a1",
-        agent(json!({"maxTokensPerDay": 5000})),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
         "m1",
         mission("Mid", "2026-01-05T06:00:00.000Z", Some("a1")),
     )
     .await;
-    let r = runner(&db, &llm.uri(), |_| {});
+    let r = runner(&db, model.clone(), |_| {});
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert_eq!(model.calls.load(Ordering::SeqCst), 1);
-    let data: Value = admin
-        .query_one(
-            "SELECT data FROM sync_changes WHERE client_id = 'mana-ai-runner'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(model.calls(), 1);
+    let data = runner_data(&admin, "m1").await.remove(0);
     let it = &data["iterations"][0];
     assert_eq!(it["overallStatus"], "awaiting-review");
     assert_eq!(it["plan"].as_array().map(Vec::len), Some(1));
-    assert_eq!(usage_sum(&admin, "a1").await, 5_000);
+    assert_eq!(token_usage_sum(&admin, "a1").await, 5_000);
 }
 
 #[tokio::test]
 async fn usage_of_a_failed_run_counts() {
     let db = fresh_db("agents_failed").await;
     let admin = db.admin().await;
-    let (llm, model) = fake_llm(Mode::ToolThenFail, 700, Duration::ZERO).await;
-    push(
+    let model = fake_llm(Mode::ToolThenFail, 700, Duration::ZERO);
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a1",
         agent(json!({"maxTokensPerDay": 100000})),
     )
     .await;
-    push(
+    push_mission(
         &admin,
         "u1",
-        "aiMissions",
         "m1",
         mission("Fail", "2026-01-05T06:00:00.000Z", Some("a1")),
     )
     .await;
-    let r = runner(&db, &llm.uri(), |_| {});
+    let r = runner(&db, model.clone(), |_| {});
     let stats = r.tick().await;
     assert_eq!(stats.failed, 1, "{stats:?}");
-    assert_eq!(model.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(model.calls(), 2);
     // The answered first call counts; the failed HTTP call reported nothing and books 0.
-    assert_eq!(usage_sum(&admin, "a1").await, 700);
-    let rows = admin
-        .query(
-            "SELECT user_id, agent_id, mission_id, tokens_used FROM mana_ai.token_usage",
-            &[],
-        )
-        .await
-        .unwrap();
+    assert_eq!(token_usage_sum(&admin, "a1").await, 700);
+    let rows = token_usage_rows(&admin).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<_, String>(0), "u1");
-    assert_eq!(rows[0].get::<_, String>(1), "a1");
-    assert_eq!(rows[0].get::<_, String>(2), "m1");
-    assert_eq!(rows[0].get::<_, i32>(3), 700);
+    assert_eq!(rows[0].0, "u1");
+    assert_eq!(rows[0].1, "a1");
+    assert_eq!(rows[0].2, "m1");
+    assert_eq!(rows[0].3, 700);
     assert_eq!(
         r.metrics()
             .tokens_used_total
@@ -682,11 +451,7 @@ async fn usage_of_a_failed_run_counts() {
             .get(),
         700
     );
-    let reserved: i64 = admin
-        .query_one("SELECT count(*) FROM mana_ai.token_reservations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let reserved = reservation_tokens(&admin).await.len();
     assert_eq!(reserved, 0, "the failed call's reservation was released");
 }
 
@@ -694,44 +459,34 @@ async fn usage_of_a_failed_run_counts() {
 async fn budget_reminder_at_75_percent_counts_other_runs_reservations() {
     let db = fresh_db("agents_reminder").await;
     let admin = db.admin().await;
-    let (llm, model) = fake_llm(Mode::Stop, 10, Duration::ZERO).await;
-    push(
+    let model = fake_llm(Mode::Stop, 10, Duration::ZERO);
+    push_agent(
         &admin,
         "u1",
-        "agents",
         "a1",
         agent(json!({"name": "Kira", "maxTokensPerDay": 100000})),
     )
     .await;
-    push(
+    push_mission(
         &admin,
         "u1",
-        "aiMissions",
         "m1",
         mission("Remind", "2026-01-05T06:00:00.000Z", Some("a1")),
     )
     .await;
     // 50 % booked + 30 % held by another run's call in flight = 80 %.
-    insert_usage(&admin, "u1", "a1", 50_000, "1 hour").await;
-    admin
-        .execute(
-            "INSERT INTO mana_ai.token_reservations (user_id, agent_id, mission_id, tokens, expires_at)
-             VALUES ('u1', 'a1', 'other', 30000, now() + interval '10 minutes')",
-            &[],
-        )
-        .await
-        .unwrap();
-    let r = runner(&db, &llm.uri(), |_| {});
+    insert_token_usage(&admin, "u1", "a1", 50_000, "1 hour").await;
+    insert_reservation(&admin, "u1", "a1", "other", 30_000, "10 minutes").await;
+    let r = runner(&db, model.clone(), |_| {});
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    let bodies = model.bodies.lock().unwrap().clone();
+    let bodies = model.requests();
     assert_eq!(bodies.len(), 1);
-    let reminders: Vec<String> = bodies[0]["messages"]
-        .as_array()
-        .unwrap()
+    let reminders: Vec<String> = bodies[0]
+        .messages
         .iter()
-        .filter(|m| m["role"] == "system")
-        .filter_map(|m| m["content"].as_str())
+        .filter(|m| m.role == Role::System)
+        .filter_map(|m| m.content.as_deref())
         .filter(|c| c.starts_with("<reminder>"))
         .map(str::to_string)
         .collect();
@@ -752,20 +507,13 @@ async fn budget_reminder_at_75_percent_counts_other_runs_reservations() {
 async fn pruning_removes_only_usage_older_than_48h_and_expired_reservations() {
     let db = fresh_db("agents_prune").await;
     let admin = db.admin().await;
-    let (llm, _model) = fake_llm(Mode::Stop, 10, Duration::ZERO).await;
-    insert_usage(&admin, "u1", "a1", 1, "49 hours").await;
-    insert_usage(&admin, "u1", "a1", 2, "48 hours 1 minute").await;
-    insert_usage(&admin, "u1", "a1", 4, "47 hours 59 minutes").await;
-    insert_usage(&admin, "u1", "a1", 8, "1 hour").await;
-    admin
-        .execute(
-            "INSERT INTO mana_ai.token_reservations (user_id, agent_id, mission_id, tokens, expires_at) VALUES
-               ('u1', 'a1', 'm', 16, now() - interval '1 minute'),
-               ('u1', 'a1', 'm', 32, now() + interval '10 minutes')",
-            &[],
-        )
-        .await
-        .unwrap();
+    let model = fake_llm(Mode::Stop, 10, Duration::ZERO);
+    insert_token_usage(&admin, "u1", "a1", 1, "49 hours").await;
+    insert_token_usage(&admin, "u1", "a1", 2, "48 hours 1 minute").await;
+    insert_token_usage(&admin, "u1", "a1", 4, "47 hours 59 minutes").await;
+    insert_token_usage(&admin, "u1", "a1", 8, "1 hour").await;
+    insert_reservation(&admin, "u1", "a1", "m", 16, "-1 minute").await;
+    insert_reservation(&admin, "u1", "a1", "m", 32, "10 minutes").await;
     // The ops view's numbers before pruning: 24 h usage and live reservations only.
     let store = db.service_store();
     let before = store.user_budget_use("u1").await.unwrap();
@@ -773,20 +521,14 @@ async fn pruning_removes_only_usage_older_than_48h_and_expired_reservations() {
     assert_eq!(before["a1"].reserved, 32);
     assert_eq!(before["a1"].left(100), 60);
     assert_eq!(before["a1"].left(10), 0);
-    let r = runner(&db, &llm.uri(), |_| {});
+    let r = runner(&db, model.clone(), |_| {});
     r.tick().await;
     assert_eq!(
-        usage_sum(&admin, "a1").await,
+        token_usage_sum(&admin, "a1").await,
         12,
         "rows of 47 h 59 min and 1 h stay"
     );
-    let reservations: Vec<i64> = admin
-        .query("SELECT tokens FROM mana_ai.token_reservations", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reservations = reservation_tokens(&admin).await;
     assert_eq!(reservations, [32]);
     assert_eq!(store.user_budget_use("u1").await.unwrap(), before);
 }
@@ -795,39 +537,28 @@ async fn pruning_removes_only_usage_older_than_48h_and_expired_reservations() {
 async fn a_legacy_mission_runs_under_the_default_agent_budget() {
     let db = fresh_db("agents_legacy").await;
     let admin = db.admin().await;
-    let (llm, model) = fake_llm(Mode::Stop, 300, Duration::ZERO).await;
-    push(
+    let model = fake_llm(Mode::Stop, 300, Duration::ZERO);
+    push_mission(
         &admin,
         "u1",
-        "aiMissions",
         "m1",
         mission("Legacy", "2026-01-05T06:00:00.000Z", None),
     )
     .await;
-    insert_usage(&admin, "u1", "legacy:ai-default", 1_000, "2 hours").await;
-    let r = runner(&db, &llm.uri(), |c| {
+    insert_token_usage(&admin, "u1", "legacy:ai-default", 1_000, "2 hours").await;
+    let r = runner(&db, model.clone(), |c| {
         c.default_agent_tokens_per_day = Some(1_000)
     });
     let stats = r.tick().await;
     assert_eq!(stats.skipped, 1, "{stats:?}");
     assert_eq!(decisions(&r, "skipped-budget"), 1);
-    assert_eq!(model.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(model.calls(), 0);
     // Budget frees up: the mission runs and books its usage to the default agent.
-    admin
-        .execute("DELETE FROM mana_ai.token_usage", &[])
-        .await
-        .unwrap();
+    clear_token_usage(&admin).await;
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert_eq!(usage_sum(&admin, "legacy:ai-default").await, 300);
-    let actor: Value = admin
-        .query_one(
-            "SELECT actor FROM sync_changes WHERE client_id = 'mana-ai-runner'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(token_usage_sum(&admin, "legacy:ai-default").await, 300);
+    let actor: Value = runner_rows(&admin, "m1").await[0].get("actor");
     assert_eq!(actor["principalId"], "legacy:ai-default");
     assert_eq!(actor["displayName"], "Mana");
 }

@@ -4,24 +4,20 @@
 //! audit table's privileges and retention, and what reaches the logs.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_core::chat::LlmClient;
 use mana_ai_core::crypto::{
     derive_mission_data_key, encode_standard, encrypt_value, generate_keypair, mint_grant,
     GrantDerivation, GrantPrivateKey, GrantPublicKey, MissionDataKey,
 };
 use mana_ai_core::plan::iteration_id_for;
-use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
-use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
-use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_runner::testkit::{FakeLlm, Reply, RunnerBuilder};
+use mana_ai_runner::Runner;
+use mana_ai_store::testkit::rows::{decrypt_audit_rows, mission_record, AuditSummary};
+use mana_ai_store::testkit::{fresh_db, push_mission as push_mission_row, Change, TestDb};
 use mana_ai_store::{AuditStatus, DecryptAuditEntry, StoreError, REPLAY_ROW_LIMIT};
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const DUE: &str = "2026-01-05T06:00:00.000Z";
 const MASTER_KEY: [u8; 32] = [0x5a; 32];
@@ -110,13 +106,11 @@ async fn push(
     op: &str,
     data: Value,
 ) {
-    c.execute(
-        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
-         VALUES ($1, $2, $3, $4, $5, $6, '{}', 'webapp')",
-        &[&app, &table, &id, &user, &op, &data],
-    )
-    .await
-    .unwrap();
+    Change::new(user, table, id, data)
+        .app(app)
+        .op(op)
+        .push(c)
+        .await;
 }
 
 fn input(module: &str, table: &str, id: &str) -> Value {
@@ -130,101 +124,40 @@ async fn push_mission(
     inputs: Vec<Value>,
     grant: Option<Value>,
 ) {
-    let mut m = json!({
+    let mut m = mission_record(json!({
         "title": "Wochenplan", "conceptMarkdown": "Plan the week", "objective": "Propose tasks",
-        "state": "active", "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60},
-        "inputs": inputs, "iterations": []
-    });
+        "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}, "inputs": inputs
+    }));
     if let Some(g) = grant {
         m["grant"] = g;
     }
-    push(c, user, "ai", "aiMissions", id, "insert", m).await;
+    push_mission_row(c, user, id, m).await;
 }
 
 /// A fake LLM that answers every call with a final text (a plan with no steps).
-struct Stop(AtomicUsize);
-
-impl Respond for Stop {
-    fn respond(&self, _req: &Request) -> ResponseTemplate {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "choices": [{"message": {"role": "assistant", "content": "Nichts zu tun."},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-        }))
-    }
+fn fake_llm() -> Arc<FakeLlm> {
+    FakeLlm::replying(Reply::text("Nichts zu tun.").usage(10, 5))
 }
 
-async fn fake_llm() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(Stop(AtomicUsize::new(0)))
-        .mount(&server)
-        .await;
-    server
-}
-
-fn runner(db: &TestDb, llm_url: &str, key: Option<Arc<GrantPrivateKey>>) -> Runner {
-    let mut lc = HttpLlmConfig::new(llm_url, "test-key");
-    lc.max_attempts = 1;
-    lc.call_deadline = Duration::from_secs(5);
-    let llm: Arc<dyn LlmClient> = Arc::new(HttpLlmClient::new(lc).unwrap());
-    Runner::new(
-        RunnerDeps {
-            store: db.service_store(),
-            metrics: Metrics::new(),
-            llm,
-            clock: Arc::new(SystemClock),
-        },
-        RunnerConfig {
-            refresh_safety_margin: Duration::ZERO,
-            grant_key: key,
-            ..RunnerConfig::default()
-        },
-    )
+fn runner(db: &TestDb, llm: &Arc<FakeLlm>, key: Option<Arc<GrantPrivateKey>>) -> Runner {
+    RunnerBuilder::new(db)
+        .llm(llm.clone())
+        .config(|c| c.grant_key = key)
+        .build()
 }
 
 /// The user messages of every LLM request, one string per request.
-async fn prompts(llm: &MockServer) -> Vec<String> {
-    llm.received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let body: Value = serde_json::from_slice(&r.body).unwrap();
-            body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|m| m["role"] == "user")
-                .filter_map(|m| m["content"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .collect()
+fn prompts(llm: &FakeLlm) -> Vec<String> {
+    llm.user_prompts()
 }
 
 fn block(id: &str, source: &str, title: &str, content: &str) -> String {
     format!("<user_data kind=\"input\" id=\"{id}\" source=\"{source}\">\nTitle: {title}\n{content}\n</user_data>")
 }
 
-type AuditRow = (String, String, String, Option<String>, Option<String>);
-
 /// (table, record, status, reason, iteration) of every audit row, sorted.
-async fn audit_rows(admin: &tokio_postgres::Client) -> Vec<AuditRow> {
-    let mut rows: Vec<AuditRow> = admin
-        .query(
-            "SELECT table_name, record_id, status, reason, iteration_id FROM mana_ai.decrypt_audit",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
-    rows.sort();
-    rows
+async fn audit_rows(admin: &tokio_postgres::Client) -> Vec<AuditSummary> {
+    decrypt_audit_rows(admin).await
 }
 
 /// Seeds user u1 / mission m1 with a grant over notes:n1, tasks:t1, events:e1,
@@ -331,14 +264,14 @@ async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey
 async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
     let db = fresh_db("inputs_granted").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let (_mdk, _g) = seed_granted_mission(&admin).await;
-    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let r = runner(&db, &llm, Some(keys().private.clone()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
     assert!(stats.errors.is_empty(), "{stats:?}");
 
-    let prompts = prompts(&llm).await;
+    let prompts = prompts(&llm);
     assert_eq!(prompts.len(), 1);
     let p = &prompts[0];
     let note = block("n1", "notes/notes", "Geheime Notiz", "Notizinhalt XYZ");
@@ -454,7 +387,7 @@ async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
 async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan() {
     let db = fresh_db("inputs_skips").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let now = Utc::now();
     let ids = ["notes:n1"];
     // One user and mission per case, each with a note encrypted under the mission's real
@@ -541,7 +474,7 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
         )
         .await;
     }
-    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let r = runner(&db, &llm, Some(keys().private.clone()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, cases.len(), "{stats:?}");
     assert!(stats.errors.is_empty(), "{stats:?}");
@@ -560,7 +493,7 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
             .get(),
         0
     );
-    let prompts = prompts(&llm).await;
+    let prompts = prompts(&llm);
     assert_eq!(prompts.len(), cases.len());
     for p in &prompts {
         assert!(!p.contains("Skip-Geheimnis") && !p.contains("id=\"n1\""));
@@ -581,9 +514,9 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
 async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
     let db = fresh_db("inputs_nokey").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     seed_granted_mission(&admin).await;
-    let r = runner(&db, &llm.uri(), None);
+    let r = runner(&db, &llm, None);
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
     assert_eq!(
@@ -593,7 +526,7 @@ async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
             .get(),
         1
     );
-    let p = &prompts(&llm).await[0];
+    let p = &prompts(&llm)[0];
     assert!(!p.contains("Notizinhalt") && p.contains("id=\"g1\""));
     assert!(audit_rows(&admin).await.is_empty());
 }
@@ -602,7 +535,7 @@ async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
 async fn a_plaintext_goal_resolves_without_a_grant() {
     let db = fresh_db("inputs_plain").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     push(
         &admin,
         "u1",
@@ -645,10 +578,10 @@ async fn a_plaintext_goal_resolves_without_a_grant() {
         None,
     )
     .await;
-    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let r = runner(&db, &llm, Some(keys().private.clone()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    let p = &prompts(&llm).await[0];
+    let p = &prompts(&llm)[0];
     assert!(p.contains(&block(
         "g1",
         "goals/companionGoals",
@@ -676,7 +609,7 @@ async fn a_plaintext_goal_resolves_without_a_grant() {
 async fn a_failing_resolver_drops_only_its_own_input() {
     let db = fresh_db("inputs_fail").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     // Reading record "boom" raises inside the database (a restrictive RLS policy whose
     // check errors for that record only): a real query failure for one resolver.
     admin
@@ -726,7 +659,7 @@ async fn a_failing_resolver_drops_only_its_own_input() {
         Some(g),
     )
     .await;
-    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let r = runner(&db, &llm, Some(keys().private.clone()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
     assert_eq!(
@@ -736,7 +669,7 @@ async fn a_failing_resolver_drops_only_its_own_input() {
             .get(),
         1
     );
-    let p = &prompts(&llm).await[0];
+    let p = &prompts(&llm)[0];
     assert!(!p.contains("id=\"boom\""));
     assert!(p.contains(&block(
         "g1",
@@ -790,13 +723,13 @@ async fn logs_never_carry_key_bytes_or_plaintext() {
     let buf = log_capture();
     let db = fresh_db("inputs_logs").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let (mdk, g) = seed_granted_mission(&admin).await;
-    let r = runner(&db, &llm.uri(), Some(keys().private.clone()));
+    let r = runner(&db, &llm, Some(keys().private.clone()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
     // The plaintext did reach the LLM, so its absence from the logs means something.
-    assert!(prompts(&llm).await[0].contains("Notizinhalt XYZ"));
+    assert!(prompts(&llm)[0].contains("Notizinhalt XYZ"));
     let mut out = buf.0.lock().unwrap().clone();
     writeln!(out).unwrap();
     let logs = String::from_utf8(out).unwrap();

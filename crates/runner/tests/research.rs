@@ -3,20 +3,23 @@
 //! drop the input, and the deep-research job life cycle across ticks (one job per
 //! mission and due run, idempotent submits, abandonment, cleanup).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_core::chat::LlmClient;
 use mana_ai_core::iso::parse_iso;
-use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
 use mana_ai_runner::research::{idempotency_key, ServiceKey};
-use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
-use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_runner::testkit::http::{ok_json as ok, Sequence};
+use mana_ai_runner::testkit::{metric_value, FakeLlm, Reply, RunnerBuilder};
+use mana_ai_runner::{Runner, RunnerConfig};
+use mana_ai_store::testkit::rows::{
+    age_research_jobs, insert_research_job, mission_record, research_job_missions, research_jobs,
+    runner_data, JobRow, JobSummary,
+};
+use mana_ai_store::testkit::{fresh_db, push_mission, TestDb};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const DUE: &str = "2026-01-05T06:00:00.000Z";
 const NOTE: &str =
@@ -25,43 +28,15 @@ const DISCOVER: &str = "/api/v1/news-research/discover";
 const SEARCH: &str = "/api/v1/news-research/search";
 const SUBMIT: &str = "/api/v1/internal/research/async";
 const POLL: &str = "/api/v1/internal/research/async/task-1";
+const PROVIDER: &str = "gemini-deep-research-max";
 
 /// Answers from a script, one entry per call (the last repeats).
-struct Script {
-    replies: Vec<ResponseTemplate>,
-    calls: AtomicUsize,
+fn script(replies: Vec<ResponseTemplate>) -> Sequence {
+    Sequence::new(replies)
 }
 
-impl Respond for Script {
-    fn respond(&self, _req: &Request) -> ResponseTemplate {
-        let i = self.calls.fetch_add(1, Ordering::SeqCst);
-        self.replies[i.min(self.replies.len() - 1)].clone()
-    }
-}
-
-fn script(replies: Vec<ResponseTemplate>) -> Script {
-    Script {
-        replies,
-        calls: AtomicUsize::new(0),
-    }
-}
-
-fn ok(body: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(body)
-}
-
-async fn fake_llm() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ok(json!({
-            "choices": [{"message": {"role": "assistant", "content": "Nichts zu tun."},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-        })))
-        .mount(&server)
-        .await;
-    server
+fn fake_llm() -> Arc<FakeLlm> {
+    FakeLlm::replying(Reply::text("Nichts zu tun.").usage(10, 2))
 }
 
 /// A mana-api whose discover and search answer as given.
@@ -136,41 +111,19 @@ fn completed() -> ResponseTemplate {
     )
 }
 
-fn runner(db: &TestDb, llm_url: &str, tweak: impl FnOnce(&mut RunnerConfig)) -> Runner {
-    let mut lc = HttpLlmConfig::new(llm_url, "test-key");
-    lc.max_attempts = 1;
-    lc.call_deadline = Duration::from_secs(5);
-    let llm: Arc<dyn LlmClient> = Arc::new(HttpLlmClient::new(lc).unwrap());
-    let mut cfg = RunnerConfig {
-        refresh_safety_margin: Duration::ZERO,
-        service_key: ServiceKey::new("svc-secret"),
-        ..RunnerConfig::default()
-    };
-    tweak(&mut cfg);
-    Runner::new(
-        RunnerDeps {
-            store: db.service_store(),
-            metrics: Metrics::new(),
-            llm,
-            clock: Arc::new(SystemClock),
-        },
-        cfg,
-    )
-}
-
-async fn push_mission(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
-    c.execute(
-        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
-         VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, '{}', 'webapp')",
-        &[&id, &user, &data],
-    )
-    .await
-    .unwrap();
+fn runner(db: &TestDb, llm: &Arc<FakeLlm>, tweak: impl FnOnce(&mut RunnerConfig)) -> Runner {
+    RunnerBuilder::new(db)
+        .llm(llm.clone())
+        .config(|c| c.service_key = ServiceKey::new("svc-secret"))
+        .config(tweak)
+        .build()
 }
 
 fn mission(objective: &str, cadence: Value) -> Value {
-    json!({"title": "Recherche", "conceptMarkdown": "", "objective": objective,
-           "state": "active", "nextRunAt": DUE, "cadence": cadence, "inputs": [], "iterations": []})
+    mission_record(
+        json!({"title": "Recherche", "objective": objective, "nextRunAt": DUE,
+                          "cadence": cadence}),
+    )
 }
 
 fn hourly() -> Value {
@@ -178,49 +131,17 @@ fn hourly() -> Value {
 }
 
 async fn server_rows(admin: &tokio_postgres::Client, mission: &str) -> Vec<Value> {
-    admin
-        .query(
-            "SELECT data FROM sync_changes WHERE record_id = $1 AND client_id = 'mana-ai-runner'
-              ORDER BY created_at",
-            &[&mission],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    runner_data(admin, mission).await
 }
 
 /// (state, task_id, due_at, idempotency_key) of every job row of a mission.
-async fn job_rows(
-    admin: &tokio_postgres::Client,
-    mission: &str,
-) -> Vec<(String, String, Option<DateTime<Utc>>, Option<String>)> {
-    admin
-        .query(
-            "SELECT state, task_id, due_at, idempotency_key FROM mana_ai.mission_research_jobs
-              WHERE mission_id = $1",
-            &[&mission],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect()
+async fn job_rows(admin: &tokio_postgres::Client, mission: &str) -> Vec<JobSummary> {
+    research_jobs(admin, mission).await
 }
 
 /// The user prompt of the `i`-th LLM request.
-async fn user_prompt(llm: &MockServer, i: usize) -> String {
-    let reqs = llm.received_requests().await.unwrap();
-    let body: Value = serde_json::from_slice(&reqs[i].body).unwrap();
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| m["content"].as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+fn user_prompt(llm: &FakeLlm, i: usize) -> String {
+    llm.user_prompts()[i].clone()
 }
 
 async fn requests_to(server: &MockServer, p: &str) -> Vec<Request> {
@@ -249,16 +170,16 @@ fn due() -> DateTime<Utc> {
 async fn shallow_research_injects_the_exact_markdown_with_credentials() {
     let db = fresh_db("res_shallow").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let news = news_api(two_feeds(), two_articles()).await;
     let objective =
         "Recherchiere Nachrichten zur Energiewende in Norddeutschland und fasse sie kurz zusammen";
     push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| c.news_api_url = Some(news.uri()));
+    let r = runner(&db, &llm, |c| c.news_api_url = Some(news.uri()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
 
-    let prompt = user_prompt(&llm, 0).await;
+    let prompt = user_prompt(&llm, 0);
     let title: String = objective.chars().take(60).collect();
     let expected = format!(
         "Title: Web-Research: \"{title}\"\n{}",
@@ -286,7 +207,7 @@ async fn shallow_research_injects_the_exact_markdown_with_credentials() {
     }
     let m = r.metrics().render();
     assert!(
-        m.contains("mana_ai_shallow_research_total{outcome=\"ok\""),
+        metric_value(&m, "mana_ai_shallow_research_total", &[("outcome", "ok")]).is_some(),
         "{m}"
     );
     assert!(!m.contains("svc-secret"));
@@ -296,10 +217,10 @@ async fn shallow_research_injects_the_exact_markdown_with_credentials() {
 async fn shallow_research_header_names_are_configurable_and_can_be_off() {
     let db = fresh_db("res_headers").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let news = news_api(two_feeds(), two_articles()).await;
     push_mission(&admin, "u7", "m1", mission("News des Tages", hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
         c.news_service_key_header = None;
         c.news_user_id_header = Some("X-Mana-User".into());
@@ -309,16 +230,14 @@ async fn shallow_research_header_names_are_configurable_and_can_be_off() {
     assert_eq!(header(&discover[0], "x-service-key"), None);
     assert_eq!(header(&discover[0], "x-user-id"), None);
     assert_eq!(header(&discover[0], "x-mana-user").as_deref(), Some("u7"));
-    assert!(user_prompt(&llm, 0)
-        .await
-        .contains("# Web-Research: \"News des Tages\""));
+    assert!(user_prompt(&llm, 0).contains("# Web-Research: \"News des Tages\""));
 }
 
 #[tokio::test]
 async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() {
     let db = fresh_db("res_shallow_fail").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let cases: Vec<(&str, ResponseTemplate, ResponseTemplate)> = vec![
         (
             "unauthorized",
@@ -354,21 +273,24 @@ async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() 
             mission("Suche Neuigkeiten", hourly()),
         )
         .await;
-        let r = runner(&db, &llm.uri(), |c| {
+        let r = runner(&db, &llm, |c| {
             c.news_api_url = Some(news.uri());
             c.research_timeouts.discover = Duration::from_millis(300);
         });
         let stats = r.tick().await;
         assert_eq!(stats.plans_written_back, 1, "{outcome}: {stats:?}");
         assert!(stats.errors.is_empty(), "{outcome}: {stats:?}");
-        let prompt = user_prompt(&llm, i).await;
+        let prompt = user_prompt(&llm, i);
         assert!(prompt.contains("Suche Neuigkeiten"), "case {i}");
         assert!(!prompt.contains("Web-Research"), "{outcome}: {prompt}");
         let m = r.metrics().render();
         assert!(
-            m.contains(&format!(
-                "mana_ai_shallow_research_total{{outcome=\"{outcome}\""
-            )),
+            metric_value(
+                &m,
+                "mana_ai_shallow_research_total",
+                &[("outcome", outcome)]
+            )
+            .is_some(),
             "{outcome}: {m}"
         );
         let data = &server_rows(&admin, &format!("m{i}")).await[0];
@@ -383,12 +305,12 @@ async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() 
 async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     let db = fresh_db("res_deep").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![status("running"), completed()]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Deep Dive: aktuelle Entwicklungen bei Wärmepumpen";
     push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
@@ -431,13 +353,13 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
         (1, 0),
         "{stats:?}"
     );
-    assert!(llm.received_requests().await.unwrap().is_empty());
+    assert!(llm.requests().is_empty());
 
     // Tick 3: completed, injected, planned, next run scheduled.
     let before = Utc::now();
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    let prompt = user_prompt(&llm, 0).await;
+    let prompt = user_prompt(&llm, 0);
     let expected = format!(
         "Title: Deep Research: \"{objective}\"\n# Deep-Research: \"{objective}\"\n\n\
          Wärmepumpen werden günstiger.\n\n## Quellen\n\
@@ -459,12 +381,17 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     assert_eq!(requests_to(&research, POLL).await.len(), 2);
     assert!(requests_to(&news, DISCOVER).await.is_empty());
     let m = r.metrics().render();
-    for line in [
-        "mana_ai_research_jobs_submitted_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1",
-        "mana_ai_research_jobs_completed_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1",
-        "mana_ai_research_jobs_pending_skips_total{service=\"mana-ai\"} 2",
+    let provider = [("provider", PROVIDER), ("service", "mana-ai")];
+    for (name, labels, want) in [
+        ("mana_ai_research_jobs_submitted_total", &provider[..], 1.0),
+        ("mana_ai_research_jobs_completed_total", &provider[..], 1.0),
+        (
+            "mana_ai_research_jobs_pending_skips_total",
+            &provider[1..],
+            2.0,
+        ),
     ] {
-        assert!(m.contains(line), "{line} missing:\n{m}");
+        assert_eq!(metric_value(&m, name, labels), Some(want), "{name}:\n{m}");
     }
 }
 
@@ -472,12 +399,12 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
 async fn a_failed_job_falls_back_to_shallow_research() {
     let db = fresh_db("res_deep_fail").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![status("failed")]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Tiefe Recherche: aktuelle Mietpreise";
     push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
@@ -485,27 +412,31 @@ async fn a_failed_job_falls_back_to_shallow_research() {
     assert_eq!(r.tick().await.skipped, 1);
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert!(user_prompt(&llm, 0)
-        .await
-        .contains(&web_markdown(objective)));
+    assert!(user_prompt(&llm, 0).contains(&web_markdown(objective)));
     assert_eq!(job_rows(&admin, "m1").await[0].0, "failed");
     assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
     let m = r.metrics().render();
-    assert!(m.contains(
-        "mana_ai_research_jobs_failed_total{provider=\"gemini-deep-research-max\",service=\"mana-ai\"} 1"
-    ));
+    assert_eq!(
+        metric_value(
+            &m,
+            "mana_ai_research_jobs_failed_total",
+            &[("provider", PROVIDER), ("service", "mana-ai")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn a_stuck_job_is_abandoned_after_the_max_age() {
     let db = fresh_db("res_stuck").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![status("running")]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Deep research: aktuelle Zinsen";
     push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
@@ -513,25 +444,22 @@ async fn a_stuck_job_is_abandoned_after_the_max_age() {
     });
     assert_eq!(r.tick().await.skipped, 1);
     assert_eq!(r.tick().await.skipped, 1);
-    admin
-        .execute(
-            "UPDATE mana_ai.mission_research_jobs SET submitted_at = now() - interval '2 hours'",
-            &[],
-        )
-        .await
-        .unwrap();
+    age_research_jobs(&admin, "2 hours").await;
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert!(user_prompt(&llm, 0)
-        .await
-        .contains(&web_markdown(objective)));
+    assert!(user_prompt(&llm, 0).contains(&web_markdown(objective)));
     // Abandoned without polling again, and never re-submitted for this due run.
     assert_eq!(requests_to(&research, POLL).await.len(), 1);
     assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
     assert_eq!(job_rows(&admin, "m1").await[0].0, "abandoned");
     let m = r.metrics().render();
     assert!(
-        m.contains("mana_ai_research_jobs_abandoned_total{reason=\"max-age\""),
+        metric_value(
+            &m,
+            "mana_ai_research_jobs_abandoned_total",
+            &[("reason", "max-age")]
+        )
+        .is_some(),
         "{m}"
     );
 }
@@ -540,13 +468,13 @@ async fn a_stuck_job_is_abandoned_after_the_max_age() {
 async fn polls_that_keep_failing_abandon_the_job() {
     let db = fresh_db("res_poll_fail").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![
         ResponseTemplate::new(404).set_body_string("{\"error\":\"unknown task\"}")
     ])
     .await;
     push_mission(&admin, "u1", "m1", mission("Deep dive Steuern", hourly())).await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
         c.research_max_poll_failures = 2;
@@ -558,7 +486,12 @@ async fn polls_that_keep_failing_abandon_the_job() {
     assert_eq!(requests_to(&research, POLL).await.len(), 2);
     let m = r.metrics().render();
     assert!(
-        m.contains("mana_ai_research_jobs_abandoned_total{reason=\"poll-failures\""),
+        metric_value(
+            &m,
+            "mana_ai_research_jobs_abandoned_total",
+            &[("reason", "poll-failures")]
+        )
+        .is_some(),
         "{m}"
     );
 }
@@ -567,7 +500,7 @@ async fn polls_that_keep_failing_abandon_the_job() {
 async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
     let db = fresh_db("res_crash").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![status("queued")]).await;
     push_mission(
         &admin,
@@ -578,16 +511,20 @@ async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
     .await;
     // A previous runner wrote the row and died before submitting.
     let key = idempotency_key("u1", "m1", due()).to_string();
-    admin
-        .execute(
-            "INSERT INTO mana_ai.mission_research_jobs
-                 (user_id, mission_id, task_id, provider_id, due_at, idempotency_key, state)
-             VALUES ('u1', 'm1', '', 'gemini-deep-research-max', $1, $2, 'submitting')",
-            &[&due(), &key],
-        )
-        .await
-        .unwrap();
-    let r = runner(&db, &llm.uri(), |c| {
+    insert_research_job(
+        &admin,
+        &JobRow {
+            user_id: "u1",
+            mission_id: "m1",
+            task_id: "",
+            due_at: Some(due()),
+            idempotency_key: Some(&key),
+            state: "submitting",
+            result: None,
+        },
+    )
+    .await;
+    let r = runner(&db, &llm, |c| {
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
     });
@@ -608,7 +545,7 @@ async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
 async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
     let db = fresh_db("res_retry").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(SUBMIT))
@@ -625,7 +562,7 @@ async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
         mission("Deep research Bahnstreik", hourly()),
     )
     .await;
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
     });
@@ -652,7 +589,7 @@ async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
 async fn a_finished_job_answers_only_its_own_due_run() {
     let db = fresh_db("res_keyed").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let research = research_api(vec![status("queued")]).await;
     // m1: its job already completed for THIS due run (a retried run): reuse, no submit.
     push_mission(
@@ -672,17 +609,18 @@ async fn a_finished_job_answers_only_its_own_due_run() {
     .await;
     let earlier = due() - chrono::Duration::hours(1);
     for (user, mid, at) in [("u1", "m1", due()), ("u2", "m2", earlier)] {
-        admin
-            .execute(
-                "INSERT INTO mana_ai.mission_research_jobs
-                     (user_id, mission_id, task_id, provider_id, due_at, idempotency_key, state, result)
-                 VALUES ($1, $2, 'old', 'gemini-deep-research-max', $3, 'k', 'completed', 'STORED ANSWER')",
-                &[&user, &mid, &at],
-            )
-            .await
-            .unwrap();
+        let job = JobRow {
+            user_id: user,
+            mission_id: mid,
+            task_id: "old",
+            due_at: Some(at),
+            idempotency_key: Some("k"),
+            state: "completed",
+            result: Some("STORED ANSWER"),
+        };
+        insert_research_job(&admin, &job).await;
     }
-    let r = runner(&db, &llm.uri(), |c| {
+    let r = runner(&db, &llm, |c| {
         c.research_url = Some(research.uri());
         c.deep_research_enabled = true;
     });
@@ -692,7 +630,7 @@ async fn a_finished_job_answers_only_its_own_due_run() {
         (1, 1),
         "{stats:?}"
     );
-    assert!(user_prompt(&llm, 0).await.contains("STORED ANSWER"));
+    assert!(user_prompt(&llm, 0).contains("STORED ANSWER"));
     assert_eq!(server_rows(&admin, "m1").await.len(), 1);
     let submits = requests_to(&research, SUBMIT).await;
     assert_eq!(submits.len(), 1);
@@ -706,7 +644,7 @@ async fn a_finished_job_answers_only_its_own_due_run() {
 async fn jobs_of_inactive_missions_are_cleaned_up_each_tick() {
     let db = fresh_db("res_cleanup").await;
     let admin = db.admin().await;
-    let llm = fake_llm().await;
+    let llm = fake_llm();
     let future = "2099-01-01T00:00:00.000Z";
     let mut active = mission("Deep dive", hourly());
     active["nextRunAt"] = json!(future);
@@ -731,31 +669,29 @@ async fn jobs_of_inactive_missions_are_cleaned_up_each_tick() {
         ("md", "pending"),
         ("gone", "pending"),
     ] {
-        admin
-            .execute(
-                "INSERT INTO mana_ai.mission_research_jobs
-                     (user_id, mission_id, task_id, provider_id, due_at, state)
-                 VALUES ('u1', $1, 't', 'gemini-deep-research-max', now(), $2)",
-                &[&id, &state],
-            )
-            .await
-            .unwrap();
+        let job = JobRow {
+            user_id: "u1",
+            mission_id: id,
+            task_id: "t",
+            due_at: None,
+            idempotency_key: None,
+            state,
+            result: None,
+        };
+        insert_research_job(&admin, &job).await;
     }
-    let r = runner(&db, &llm.uri(), |_| {});
+    let r = runner(&db, &llm, |_| {});
     r.tick().await;
-    let left: Vec<String> = admin
-        .query("SELECT mission_id FROM mana_ai.mission_research_jobs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left = research_job_missions(&admin).await;
     assert_eq!(left, vec!["ma".to_string()]);
     let m = r.metrics().render();
-    assert!(
-        m.contains(
-            "mana_ai_research_jobs_abandoned_total{reason=\"mission-inactive\",service=\"mana-ai\"} 3"
+    assert_eq!(
+        metric_value(
+            &m,
+            "mana_ai_research_jobs_abandoned_total",
+            &[("reason", "mission-inactive"), ("service", "mana-ai")]
         ),
+        Some(3.0),
         "{m}"
     );
 }

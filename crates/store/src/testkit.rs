@@ -1,8 +1,19 @@
 //! Test support (feature `testkit`): one migrated template database per test binary
 //! and a fresh copy per test, reached as the superuser *and* as an ordinary service
 //! role (`NOSUPERUSER NOBYPASSRLS`), so tests exercise row-level security for real.
+//!
+//! - [`database`]: databases in the shared test cluster (templates, fresh copies);
+//! - [`rows`]: the rows tests seed and inspect (`push_change`, `push_mission`,
+//!   `push_agent`, written iterations, token usage, research jobs…), so every test's
+//!   SQL lives in this crate;
+//! - [`faults`]: breakages a test injects (a failing refresh or due listing, a lost claim).
 
-use mana_ai_pgcluster::testkit as pg;
+pub mod database;
+pub mod faults;
+pub mod rows;
+
+pub use database::{create_template, fresh_database, fresh_database_from, TestDatabase};
+pub use rows::{push_agent, push_change, push_mission, Change};
 
 use crate::{schema, Store, StoreConfig};
 
@@ -30,11 +41,18 @@ impl TestDb {
             .await
             .expect("superuser connection")
     }
+
+    /// A plain connection as the service role, outside any `UserTx`.
+    pub async fn service_client(&self) -> tokio_postgres::Client {
+        crate::connect_once(&self.service_url)
+            .await
+            .expect("service connection")
+    }
 }
 
 /// Creates a fresh database from the migrated template.
 pub async fn fresh_db(prefix: &str) -> TestDb {
-    pg::create_template(TEMPLATE, |url| async move {
+    create_template(TEMPLATE, |url| async move {
         let admin = crate::connect_once(&url).await.map_err(|e| e.to_string())?;
         schema::ensure_service_role(&admin, SERVICE_ROLE, SERVICE_PASSWORD)
             .await
@@ -48,7 +66,7 @@ pub async fn fresh_db(prefix: &str) -> TestDb {
         Ok::<(), String>(())
     })
     .await;
-    let db = pg::fresh_database_from(prefix, TEMPLATE).await;
+    let db = fresh_database_from(prefix, TEMPLATE).await;
     let port = db.cluster().port();
     TestDb {
         superuser_url: db.superuser_url(),

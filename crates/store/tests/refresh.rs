@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_store::testkit::{fresh_db, TestDb};
+use mana_ai_store::testkit::rows::mission_record;
+use mana_ai_store::testkit::{fresh_db, Change, TestDb};
 use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats, Store};
 use serde_json::{json, Value};
 
@@ -41,18 +42,21 @@ async fn push(
     data: Value,
     field_meta: Value,
 ) {
-    c.execute(
-        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
-         VALUES ('ai', $1, $2, $3, $4, $5, $6, 'device-1')",
-        &[&table, &record, &user, &op, &data, &field_meta],
-    )
-    .await
-    .expect("push row");
+    Change::new(user, table, record, data)
+        .op(op)
+        .field_meta(field_meta)
+        .client("device-1")
+        .push(c)
+        .await;
+}
+
+/// Inserts a mission record from device 1.
+async fn insert_mission(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
+    push(c, user, "aiMissions", id, "insert", data, json!({})).await;
 }
 
 fn mission(title: &str, next_run_at: &str) -> Value {
-    json!({"title": title, "objective": "o", "conceptMarkdown": "", "state": "active",
-           "nextRunAt": next_run_at, "cadence": {"kind": "manual"}, "inputs": [], "iterations": []})
+    mission_record(json!({"title": title, "nextRunAt": next_run_at}))
 }
 
 async fn setup(prefix: &str) -> (TestDb, Store, tokio_postgres::Client) {
@@ -65,26 +69,8 @@ async fn setup(prefix: &str) -> (TestDb, Store, tokio_postgres::Client) {
 #[tokio::test]
 async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
     let (_db, store, admin) = setup("rls").await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "insert",
-        mission("a", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
-    push(
-        &admin,
-        "u2",
-        "aiMissions",
-        "m2",
-        "insert",
-        mission("b", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u1", "m1", mission("a", "2020-01-01T00:00:00.000Z")).await;
+    insert_mission(&admin, "u2", "m2", mission("b", "2020-01-01T00:00:00.000Z")).await;
 
     let tx = store.begin_user("u1").await.unwrap();
     let row = tx
@@ -126,7 +112,7 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
         Err(mana_ai_store::StoreError::Refused(_))
     ));
     // Outside withUser the service role sees nothing at all.
-    let c = mana_ai_store::connect_once(&_db.service_url).await.unwrap();
+    let c = _db.service_client().await;
     let n: i64 = c
         .query_one("SELECT count(*) FROM sync_changes", &[])
         .await
@@ -146,14 +132,11 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
 #[tokio::test]
 async fn refresh_merges_missions_and_agents_and_lists_due() {
     let (_db, store, admin) = setup("merge").await;
-    push(
+    insert_mission(
         &admin,
         "u1",
-        "aiMissions",
         "m1",
-        "insert",
         mission("first", "2020-01-01T00:00:00.000Z"),
-        json!({}),
     )
     .await;
     push(
@@ -195,16 +178,7 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
 #[tokio::test]
 async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten() {
     let (_db, store, admin) = setup("incr").await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "insert",
-        mission("t", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     push(
         &admin,
         "u1",
@@ -249,23 +223,22 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     // not commit yet.
     let mut slow = db.admin().await;
     let tx = slow.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
-         VALUES ('ai','aiMissions','slow','u1','insert',$1,'{}','device-a')",
-        &[&mission("slow", "2020-01-01T00:00:00.000Z")],
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // Device B commits a later row; refreshes run while A is still open.
-    push(
-        &admin,
+    Change::new(
         "u1",
         "aiMissions",
+        "slow",
+        mission("slow", "2020-01-01T00:00:00.000Z"),
+    )
+    .client("device-a")
+    .push(&tx)
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Device B commits a later row; refreshes run while A is still open.
+    insert_mission(
+        &admin,
+        "u1",
         "fast",
-        "insert",
         mission("fast", "2020-01-01T00:00:00.000Z"),
-        json!({}),
     )
     .await;
     refresh(&store).await;
@@ -303,16 +276,7 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
 #[tokio::test]
 async fn deletes_are_final_and_hide_the_mission() {
     let (_db, store, admin) = setup("del").await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "insert",
-        mission("t", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     refresh(&store).await;
     assert_eq!(
         store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
@@ -359,70 +323,34 @@ async fn deletes_are_final_and_hide_the_mission() {
 async fn due_missions_compare_instants_oldest_first_with_a_limit() {
     let (_db, store, admin) = setup("due").await;
     // 10:00+02:00 is 08:00Z: earlier than 09:00Z although it sorts later as text.
-    push(
+    insert_mission(
         &admin,
         "u1",
-        "aiMissions",
         "late",
-        "insert",
         mission("late", "2026-01-01T09:00:00.000Z"),
-        json!({}),
     )
     .await;
-    push(
+    insert_mission(
         &admin,
         "u1",
-        "aiMissions",
         "early",
-        "insert",
         mission("early", "2026-01-01T10:00:00+02:00"),
-        json!({}),
     )
     .await;
-    push(
+    insert_mission(
         &admin,
         "u2",
-        "aiMissions",
         "future",
-        "insert",
         mission("future", "2999-01-01T00:00:00.000Z"),
-        json!({}),
     )
     .await;
     let mut paused = mission("paused", "2020-01-01T00:00:00.000Z");
     paused["state"] = json!("paused");
-    push(
-        &admin,
-        "u2",
-        "aiMissions",
-        "paused",
-        "insert",
-        paused,
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u2", "paused", paused).await;
     let mut no_next = mission("none", "x");
     no_next["nextRunAt"] = Value::Null;
-    push(
-        &admin,
-        "u2",
-        "aiMissions",
-        "none",
-        "insert",
-        no_next,
-        json!({}),
-    )
-    .await;
-    push(
-        &admin,
-        "u2",
-        "aiMissions",
-        "garbage",
-        "insert",
-        mission("garbage", "not-a-date"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u2", "none", no_next).await;
+    insert_mission(&admin, "u2", "garbage", mission("garbage", "not-a-date")).await;
     refresh(&store).await;
     let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
     let due = store.list_due_missions(now, 10).await.unwrap();
@@ -502,16 +430,7 @@ async fn unprivileged_discovery_fails_loudly_instead_of_seeing_nothing() {
 #[tokio::test]
 async fn migration_is_idempotent_and_keeps_data() {
     let (db, store, admin) = setup("idem").await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "insert",
-        mission("t", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     refresh(&store).await;
     mana_ai_store::schema::migrate(&admin, Some(mana_ai_store::testkit::SERVICE_ROLE))
         .await
@@ -532,14 +451,11 @@ async fn windows_walk_a_long_backlog_and_write_each_record_once_per_window() {
     // arrive. batch_rows = 1 makes a window 100 rows, so the backlog takes 3 windows.
     for u in 0..5 {
         for m in 0..2 {
-            push(
+            insert_mission(
                 &admin,
                 &format!("u{u}"),
-                "aiMissions",
                 &format!("m{m}"),
-                "insert",
                 mission("t0", "2020-01-01T00:00:00.000Z"),
-                json!({}),
             )
             .await;
         }
@@ -669,14 +585,16 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     );
 
     // Space membership does not leak another user's rows into a user's answer.
-    admin
-        .execute(
-            "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, space_id)
-             VALUES ('ai', 'aiMissions', 'in-space', 'uc', 'insert', $1, '{}', 'device-1', 'sp-shared')",
-            &[&mission("shared space", "2020-01-01T00:00:00.000Z")],
-        )
-        .await
-        .unwrap();
+    Change::new(
+        "uc",
+        "aiMissions",
+        "in-space",
+        mission("shared space", "2020-01-01T00:00:00.000Z"),
+    )
+    .client("device-1")
+    .space("sp-shared")
+    .push(&admin)
+    .await;
     let mut svc_tx_client = mana_ai_store::connect_once(&db.service_url).await.unwrap();
     let tx = svc_tx_client.transaction().await.unwrap();
     tx.batch_execute(
@@ -760,16 +678,7 @@ async fn refresh_restores_its_session_and_skips_while_another_holds_the_lock() {
         ..mana_ai_store::StoreConfig::new(db.service_url.clone())
     })
     .unwrap();
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "insert",
-        mission("t", "2020-01-01T00:00:00.000Z"),
-        json!({}),
-    )
-    .await;
+    insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     let mode = |store: Store| async move {
         let tx = store.begin_user("u1").await.unwrap();
         let mode: String = tx

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use mana_ai_store::testkit::rows::{run_statuses, runner_row_count};
 use mana_ai_store::testkit::{fresh_db, TestDb, SERVICE_ROLE};
 use mana_ai_store::{
     schema, AgentSlot, Claim, ClaimRequest, Store, StoreError, WriteBack, WriteOutcome,
@@ -86,15 +87,19 @@ async fn write(store: &Store, mission: &str, due_at: DateTime<Utc>, runner: &str
 }
 
 async fn iteration_rows(admin: &tokio_postgres::Client, mission: &str) -> i64 {
-    admin
-        .query_one(
-            "SELECT count(*) FROM sync_changes
-              WHERE client_id = 'mana-ai-runner' AND record_id = $1",
-            &[&mission],
-        )
-        .await
-        .expect("count rows")
-        .get(0)
+    runner_row_count(admin, Some(mission)).await
+}
+
+/// Claims `m-1`'s run due at minute 0 as `runner-a` and writes it back.
+async fn claim_and_write(store: &Store) {
+    assert_eq!(
+        claim(store, &Req::new("m-1", due(0), "runner-a")).await,
+        Claim::Claimed
+    );
+    assert_eq!(
+        write(store, "m-1", due(0), "runner-a").await,
+        WriteOutcome::Written
+    );
 }
 
 /// A due mission snapshot of `AGENT` (what the oldest-first rule looks at).
@@ -276,14 +281,7 @@ async fn expired_claims_are_taken_over_and_the_old_owner_writes_nothing() {
     assert_eq!(row.get::<_, String>(4), "agent");
     assert_eq!(row.get::<_, i32>(5), 1);
     assert_eq!(row.get::<_, String>(6), AGENT);
-    let status: String = admin
-        .query_one(
-            "SELECT status FROM mana_ai.mission_runs WHERE mission_id = 'm-1'",
-            &[],
-        )
-        .await
-        .expect("run")
-        .get(0);
+    let status = run_statuses(&admin, "m-1").await.remove(0);
     assert_eq!(status, "written");
 }
 
@@ -309,9 +307,7 @@ async fn write_back_is_rls_scoped_and_refuses_an_empty_user() {
     ));
     // The function itself refuses an empty user, and its insert cannot pass the RLS
     // check for another user than the one it scoped itself to.
-    let svc = mana_ai_store::connect_once(&db.service_url)
-        .await
-        .expect("service connection");
+    let svc = db.service_client().await;
     let err = svc
         .query_one(
             "SELECT mana_ai.write_back_run('', 'm', now(), 'r', 'written', NULL, '{}', '{}', '{}', 'x')",
@@ -323,11 +319,26 @@ async fn write_back_is_rls_scoped_and_refuses_an_empty_user() {
         err.as_db_error().map(|d| d.message()),
         Some("withUser: empty userID")
     );
-    // Written rows are visible to their user only.
+    // A cross-user write: another user's id on this user's claimed run. The function
+    // scopes itself to that other user, finds no run of theirs and writes nothing; the
+    // claim stays with its owner.
     assert_eq!(
         claim(&a, &Req::new("m-1", due(0), "runner-a")).await,
         Claim::Claimed
     );
+    let wrote: bool = svc
+        .query_one(
+            "SELECT mana_ai.write_back_run('user-b', 'm-1', $1, 'runner-a', 'written', NULL,
+                                           '{}', '{}', '{}', 'mana-ai-runner')",
+            &[&due(0)],
+        )
+        .await
+        .expect("cross-user write answered")
+        .get(0);
+    assert!(!wrote, "a cross-user write is refused");
+    assert_eq!(iteration_rows(&admin, "m-1").await, 0);
+    assert_eq!(run_statuses(&admin, "m-1").await, ["running"]);
+    // Written rows are visible to their user only.
     assert_eq!(
         write(&a, "m-1", due(0), "runner-a").await,
         WriteOutcome::Written
@@ -381,12 +392,5 @@ async fn the_migration_stays_idempotent_with_the_run_functions() {
         vec![false, false],
         "one of each, both SECURITY INVOKER"
     );
-    assert_eq!(
-        claim(&a, &Req::new("m-1", due(0), "runner-a")).await,
-        Claim::Claimed
-    );
-    assert_eq!(
-        write(&a, "m-1", due(0), "runner-a").await,
-        WriteOutcome::Written
-    );
+    claim_and_write(&a).await;
 }
