@@ -262,7 +262,11 @@ mod tests {
             ka,
             format!("t\u{0}{}", r#"{"a":{"x":"s","y":[{"c":2,"d":1}]},"b":1}"#)
         );
-        assert_eq!(Value::Object(params), a, "the arguments come back unchanged");
+        assert_eq!(
+            Value::Object(params),
+            a,
+            "the arguments come back unchanged"
+        );
     }
 
     #[test]

@@ -393,9 +393,8 @@ impl<'i, 'a> Loop<'i, 'a> {
              JSON format, or with an empty `steps` array if none are needed.",
             refused.join("\n")
         );
-        self.context_tokens += compact::estimate_tokens(std::slice::from_ref(
-            &ChatMessage::user(feedback.clone()),
-        ));
+        self.context_tokens +=
+            compact::estimate_tokens(std::slice::from_ref(&ChatMessage::user(feedback.clone())));
         self.messages.push(ChatMessage::user(feedback));
         Step::Next
     }
