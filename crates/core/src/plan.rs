@@ -13,18 +13,19 @@ pub mod compact;
 pub mod injection;
 pub mod iteration;
 pub mod parser;
+pub mod planner;
 pub mod reminders;
 
 pub use injection::{detect_injection_marker, PolicyMode, PolicyModeError};
 pub use iteration::{build_failed_iteration, build_iteration, iteration_id_for, IterationPhase};
 pub use parser::{parse_json_plan, ParsedPlan, ParsedStep, PlanParseError};
+pub use planner::run_planner;
 pub use reminders::{Reminder, ReminderSeverity};
 
 use serde_json::{json, Map, Value};
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::chat::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
+use crate::chat::{ChatMessage, LlmError, Usage};
 
 /// Default number of LLM rounds per run.
 pub const DEFAULT_MAX_ROUNDS: u32 = 5;
@@ -221,39 +222,6 @@ pub struct PlanFailure {
     pub during_compaction: bool,
 }
 
-/// Writes `v` as JSON with object keys sorted recursively (for duplicate detection).
-fn canonical_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => canonical_object(map, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn canonical_object(map: &Map<String, Value>, out: &mut String) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
-    for (i, (k, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&Value::String(k.clone()).to_string());
-        out.push(':');
-        canonical_json(value, out);
-    }
-    out.push('}');
-}
-
 fn normalised(u: Usage) -> Usage {
     let sum = u.prompt_tokens + u.completion_tokens;
     Usage {
@@ -272,342 +240,10 @@ fn non_empty(text: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Mutable state of one run.
-struct Run<'i, 'a> {
-    input: &'i PlannerInput<'a>,
-    steps: Vec<PlannedStep>,
-    seen: HashSet<String>,
-    call_log: Vec<CallRecord>,
-    call_success: Vec<bool>,
-}
-
-impl Run<'_, '_> {
-    /// Judges one call and returns `(success, message)` for the tool result.
-    fn process(
-        &mut self,
-        round: u32,
-        name: &str,
-        raw_args: &str,
-        rationale: &str,
-        summary: Option<String>,
-    ) -> (bool, String) {
-        let (outcome, success, message) = self.judge(name, raw_args, rationale, summary);
-        self.call_log.push(CallRecord {
-            round,
-            tool: name.to_string(),
-            outcome,
-        });
-        self.call_success.push(success);
-        (success, message)
-    }
-
-    fn judge(
-        &mut self,
-        name: &str,
-        raw_args: &str,
-        rationale: &str,
-        summary: Option<String>,
-    ) -> (CallOutcome, bool, String) {
-        let params = match self.input.validator.validate(name, raw_args) {
-            Ok(params) => params,
-            Err(rejection) => {
-                let message = format!(
-                    "rejected ({}): {}. The call was not recorded; fix it or use another offered tool.",
-                    rejection.label, rejection.message
-                );
-                return (CallOutcome::Rejected(rejection.label), false, message);
-            }
-        };
-        // Same walk as over the whole object: its values, in order.
-        let marker = match self.input.policy_mode {
-            PolicyMode::Off => None,
-            PolicyMode::LogOnly | PolicyMode::Enforce => {
-                params.values().find_map(detect_injection_marker)
-            }
-        };
-        if let (Some(marker), PolicyMode::Enforce) = (marker, self.input.policy_mode) {
-            return (
-                CallOutcome::Blocked(marker),
-                false,
-                "blocked by policy: the arguments contain text that looks like a prompt \
-                 injection. The call was not recorded."
-                    .to_string(),
-            );
-        }
-        let mut key = String::from(name);
-        key.push('\u{0}');
-        canonical_object(&params, &mut key);
-        if self.seen.contains(&key) {
-            return (
-                CallOutcome::Duplicate,
-                false,
-                "duplicate: an identical call is already recorded in this run; it was not \
-                 recorded again."
-                    .to_string(),
-            );
-        }
-        if self.steps.len() >= self.input.max_steps {
-            return (
-                CallOutcome::OverCap,
-                false,
-                format!(
-                    "step limit of {} reached: the call was not recorded. Do not call more \
-                     tools; reply with a short summary.",
-                    self.input.max_steps
-                ),
-            );
-        }
-        self.seen.insert(key);
-        self.steps.push(PlannedStep {
-            tool_name: name.to_string(),
-            params,
-            rationale: rationale.to_string(),
-            summary,
-        });
-        let outcome = marker.map_or(CallOutcome::Accepted, CallOutcome::Flagged);
-        (outcome, true, ACCEPTED_MESSAGE.to_string())
-    }
-}
-
-/// Runs the planning loop against `llm`.
-pub async fn run_planner(
-    llm: &dyn LlmClient,
-    input: PlannerInput<'_>,
-) -> Result<PlanOutcome, PlanFailure> {
-    let mut messages = vec![
-        ChatMessage::system(input.system.clone()),
-        ChatMessage::user(input.user.clone()),
-    ];
-    let mut run = Run {
-        input: &input,
-        steps: Vec::new(),
-        seen: HashSet::new(),
-        call_log: Vec::new(),
-        call_success: Vec::new(),
-    };
-    let mut usage = Usage::default();
-    let mut reminders_log = Vec::new();
-    let mut compactions = 0u32;
-    let mut compacted_turns = 0u32;
-    let mut context_tokens = compact::estimate_tokens(&messages);
-    let mut summary = None;
-    let mut stop_reason = StopReason::MaxRounds;
-    let mut json_plan_error = None;
-    let mut json_plan_seen = false;
-    let mut rounds = 0u32;
-    let window = input.context_window_tokens.unwrap_or(0);
-
-    while rounds < input.max_rounds {
-        rounds += 1;
-
-        // (a) Compaction on the current context size, at most once per run.
-        if compactions == 0
-            && window > 0
-            && context_tokens as f64 >= compact::COMPACT_THRESHOLD * window as f64
-        {
-            if let Some(split) = compact::split_history(&messages, compact::COMPACT_KEEP_RECENT) {
-                let request = ChatRequest {
-                    model: input
-                        .compaction_model
-                        .clone()
-                        .or_else(|| input.model.clone()),
-                    messages: compact::compaction_request(&messages, split),
-                    tools: Arc::default(),
-                    temperature: Some(compact::COMPACT_TEMPERATURE),
-                };
-                let response = match llm.complete(&request).await {
-                    Ok(response) => response,
-                    Err(LlmError::BudgetExhausted) if rounds > 1 => {
-                        rounds -= 1;
-                        stop_reason = StopReason::BudgetExhausted;
-                        break;
-                    }
-                    Err(error) => {
-                        return Err(PlanFailure {
-                            error,
-                            usage_so_far: usage,
-                            rounds,
-                            phase: IterationPhase::CallingLlm,
-                            during_compaction: true,
-                        })
-                    }
-                };
-                usage.add(normalised(response.usage));
-                let parsed =
-                    compact::parse_compact_summary(response.content.as_deref().unwrap_or(""));
-                messages = compact::apply_compaction(&messages, split, &parsed);
-                compactions += 1;
-                compacted_turns = (split.tail_start - split.head_end) as u32;
-            }
-        }
-
-        // (b) Transient reminders.
-        let mut pending = Vec::new();
-        pending.extend(reminders::compacted_reminder(compactions));
-        let budget_reminder = input
-            .budget
-            .as_ref()
-            .and_then(|b| reminders::token_budget_reminder(b, usage.total_tokens));
-        let last_round = budget_reminder
-            .as_ref()
-            .is_some_and(|r| r.severity == ReminderSeverity::Escalate);
-        pending.extend(budget_reminder);
-        pending.extend(reminders::retry_loop_reminder(rounds, &run.call_success));
-        let mut request_messages = messages.clone();
-        for reminder in &pending {
-            reminders_log.push((reminder.producer, reminder.severity));
-            request_messages.push(ChatMessage::system(format!(
-                "<reminder>{}</reminder>",
-                reminder.text
-            )));
-        }
-
-        // (c) The LLM call.
-        let request = ChatRequest {
-            model: input.model.clone(),
-            messages: request_messages,
-            tools: input.tools.clone(),
-            temperature: input.temperature,
-        };
-        let response: ChatResponse = match llm.complete(&request).await {
-            Ok(response) => response,
-            // The budget ran out mid-run: keep what earlier rounds produced. In the
-            // first round there is nothing to keep, so it is a failure the caller
-            // treats as a budget skip.
-            Err(LlmError::BudgetExhausted) if rounds > 1 => {
-                rounds -= 1;
-                stop_reason = StopReason::BudgetExhausted;
-                break;
-            }
-            Err(error) => {
-                return Err(PlanFailure {
-                    error,
-                    usage_so_far: usage,
-                    rounds,
-                    phase: IterationPhase::CallingLlm,
-                    during_compaction: false,
-                })
-            }
-        };
-        let response_usage = normalised(response.usage);
-        usage.add(response_usage);
-        messages.push(ChatMessage::assistant(
-            response.content.clone(),
-            response.tool_calls.clone(),
-        ));
-        let reported = response_usage.prompt_tokens + response_usage.completion_tokens;
-        context_tokens = if reported > 0 {
-            reported
-        } else {
-            compact::estimate_tokens(&messages)
-        };
-
-        // (d) No tool calls: a closing summary, or a JSON plan.
-        if response.tool_calls.is_empty() {
-            let content = response.content.as_deref().unwrap_or("");
-            let parsed = if content.trim().is_empty() {
-                Err(PlanParseError::NoJsonBlock)
-            } else {
-                parse_json_plan(content, input.max_steps)
-            };
-            match parsed {
-                Ok(plan) => {
-                    let mut refused = Vec::new();
-                    for (i, step) in plan.steps.into_iter().enumerate() {
-                        let raw = Value::Object(step.params).to_string();
-                        let (ok, message) = run.process(
-                            rounds,
-                            &step.tool_name,
-                            &raw,
-                            &step.rationale,
-                            step.summary,
-                        );
-                        if !ok {
-                            refused.push(format!(
-                                "- step {} ({}): {message}",
-                                i + 1,
-                                step.tool_name
-                            ));
-                        }
-                    }
-                    summary = plan.summary.or(summary);
-                    stop_reason = StopReason::JsonPlan;
-                    json_plan_seen = true;
-                    if !refused.is_empty() && rounds < input.max_rounds && !last_round {
-                        let feedback = format!(
-                            "Some steps of your plan were not recorded:\n{}\nThe other steps are \
-                             recorded. Reply with corrected replacement steps only, in the same \
-                             JSON format, or with an empty `steps` array if none are needed.",
-                            refused.join("\n")
-                        );
-                        context_tokens += compact::estimate_tokens(std::slice::from_ref(
-                            &ChatMessage::user(feedback.clone()),
-                        ));
-                        messages.push(ChatMessage::user(feedback));
-                        continue;
-                    }
-                }
-                Err(_) if json_plan_seen => {
-                    // A prose answer to the correction request: the plan stands.
-                    summary = summary.or_else(|| non_empty(response.content.as_deref()));
-                }
-                Err(error) => {
-                    // Only a failure when the run produced no calls at all: a closing
-                    // prose summary after tool calls is the normal end of a run.
-                    if input.json_plan_fallback && run.call_log.is_empty() {
-                        json_plan_error = Some(error);
-                    }
-                    summary = non_empty(response.content.as_deref());
-                    stop_reason = if response.finish_reason.as_deref() == Some("stop") {
-                        StopReason::AssistantStop
-                    } else {
-                        StopReason::NoToolCalls
-                    };
-                }
-            }
-            break;
-        }
-
-        // (e) Judge every call in order; each gets exactly one tool result.
-        let rationale = non_empty(response.content.as_deref()).unwrap_or_default();
-        let before = messages.len();
-        for call in &response.tool_calls {
-            let (ok, message) = run.process(rounds, &call.name, &call.arguments, &rationale, None);
-            messages.push(ChatMessage::tool_result(
-                call.id.clone(),
-                tool_result(ok, &message),
-            ));
-        }
-        context_tokens += compact::estimate_tokens(&messages[before..]);
-
-        if last_round {
-            stop_reason = StopReason::BudgetExhausted;
-            break;
-        }
-        if rounds >= input.max_rounds {
-            stop_reason = StopReason::MaxRounds;
-            break;
-        }
-    }
-
-    Ok(PlanOutcome {
-        steps: run.steps,
-        summary,
-        rounds,
-        stop_reason,
-        usage,
-        call_log: run.call_log,
-        reminders: reminders_log,
-        compactions,
-        compacted_turns,
-        json_plan_error,
-        messages,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::{ChatRequest, ChatResponse, LlmClient};
 
     #[test]
     fn canonical_json_sorts_keys_recursively() {
@@ -615,11 +251,22 @@ mod tests {
             serde_json::from_str(r#"{"b":1,"a":{"y":[{"d":1,"c":2}],"x":"s"}}"#).unwrap();
         let b: Value =
             serde_json::from_str(r#"{"a":{"x":"s","y":[{"c":2,"d":1}]},"b":1}"#).unwrap();
-        let (mut ka, mut kb) = (String::new(), String::new());
-        canonical_json(&a, &mut ka);
-        canonical_json(&b, &mut kb);
+        let object = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object literal"),
+        };
+        let (ka, params) = planner::call_key("t", object(a.clone()));
+        let (kb, _) = planner::call_key("t", object(b));
         assert_eq!(ka, kb);
-        assert_eq!(ka, r#"{"a":{"x":"s","y":[{"c":2,"d":1}]},"b":1}"#);
+        assert_eq!(
+            ka,
+            format!("t\u{0}{}", r#"{"a":{"x":"s","y":[{"c":2,"d":1}]},"b":1}"#)
+        );
+        assert_eq!(
+            Value::Object(params),
+            a,
+            "the arguments come back unchanged"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //!
 //! **Refusal.** When the reservation is denied the call is not made and the client
 //! answers [`LlmError::BudgetExhausted`]; the planner ends the run with what it has.
-//! When the budget store itself fails, the call is refused the same way and the error is
-//! kept for [`BudgetedLlm::store_error`], so the runner reports the run as an internal
-//! error instead of a budget skip.
+//! When the budget store itself fails, the call never returns: the typed [`StoreError`]
+//! is handed to [`BudgetedLlm::store_failure`], which the mission run awaits next to the
+//! planning loop, so the run ends as an internal error (the loop is dropped).
 //!
 //! Agents without a cap reserve nothing; their usage is still booked per call.
 
@@ -26,8 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
-use mana_ai_store::{Reservation, ReserveRequest, Store};
+use mana_ai_core::plan::compact::tokens_for_chars;
+use mana_ai_store::{Reservation, ReserveRequest, Store, StoreError};
+use tokio::sync::Notify;
 
+use crate::events::{self, Emit};
+use crate::sync::lock;
 use crate::Metrics;
 
 /// Completion tokens reserved per call on top of the prompt estimate.
@@ -56,7 +60,7 @@ fn estimate_with_tool_chars(request: &ChatRequest, known: Option<&KnownTools>) -
             }
         }
     }
-    (chars as u64).div_ceil(4) + COMPLETION_ALLOWANCE_TOKENS
+    tokens_for_chars(chars) + COMPLETION_ALLOWANCE_TOKENS
 }
 
 /// A tool list whose JSON length was measured once (see [`BudgetedLlm::with_known_tools`]).
@@ -86,7 +90,9 @@ pub struct BudgetedLlm<'a> {
     /// Reservations whose call has not been settled yet.
     outstanding: Mutex<Vec<i64>>,
     spent: AtomicU64,
-    store_error: Mutex<Option<String>>,
+    /// The budget-store failure that stopped a call, until [`Self::store_failure`] takes it.
+    store_error: Mutex<Option<StoreError>>,
+    store_failed: Notify,
     known_tools: Option<KnownTools>,
 }
 
@@ -105,6 +111,7 @@ impl<'a> BudgetedLlm<'a> {
             outstanding: Mutex::new(Vec::new()),
             spent: AtomicU64::new(0),
             store_error: Mutex::new(None),
+            store_failed: Notify::new(),
             known_tools: None,
         }
     }
@@ -122,9 +129,15 @@ impl<'a> BudgetedLlm<'a> {
         self.spent.load(Ordering::SeqCst)
     }
 
-    /// The budget-store failure that refused a call, if any.
-    pub fn store_error(&self) -> Option<String> {
-        lock(&self.store_error).clone()
+    /// Resolves with the budget-store failure that stopped a call (that call never
+    /// returns). Await it next to the planning loop and drop the loop when it resolves.
+    pub async fn store_failure(&self) -> StoreError {
+        loop {
+            self.store_failed.notified().await;
+            if let Some(e) = lock(&self.store_error).take() {
+                return e;
+            }
+        }
     }
 
     /// Books reservations left behind by calls that never returned (cancelled by the
@@ -144,11 +157,12 @@ impl<'a> BudgetedLlm<'a> {
     fn count(&self, tokens: u64) {
         if tokens > 0 {
             self.spent.fetch_add(tokens, Ordering::SeqCst);
-            self.metrics
-                .tokens_used_total
-                .with_label_values(&[&self.scope.agent_id])
-                .inc_by(tokens);
         }
+        events::TokensUsed {
+            agent_id: &self.scope.agent_id,
+            tokens,
+        }
+        .emit(self.metrics);
     }
 
     async fn reserve(&self, estimate: u64) -> Result<Option<i64>, LlmError> {
@@ -169,19 +183,21 @@ impl<'a> BudgetedLlm<'a> {
                 Ok(Some(id))
             }
             Ok(Reservation::Denied { committed }) => {
-                tracing::info!(
-                    agent = %self.scope.agent_id,
-                    mission = %self.scope.mission_id,
+                events::BudgetExhausted {
+                    agent_id: &self.scope.agent_id,
+                    mission_id: &self.scope.mission_id,
                     committed,
                     cap,
-                    "token budget exhausted; call not made"
-                );
+                }
+                .emit(self.metrics);
                 Err(LlmError::BudgetExhausted)
             }
             Err(e) => {
                 tracing::error!(error = %e, "token reservation failed; call not made");
-                *lock(&self.store_error) = Some(format!("token reservation: {e}"));
-                Err(LlmError::BudgetExhausted)
+                *lock(&self.store_error) = Some(e);
+                self.store_failed.notify_one();
+                // The run ends through `store_failure`; this call never answers.
+                std::future::pending().await
             }
         }
     }
@@ -212,12 +228,6 @@ impl<'a> BudgetedLlm<'a> {
     }
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the guarded
-/// values stay consistent: every update is a single push/retain/assignment).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait::async_trait]
 impl LlmClient for BudgetedLlm<'_> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
@@ -225,9 +235,10 @@ impl LlmClient for BudgetedLlm<'_> {
         let reservation = self.reserve(estimate).await?;
         let started = Instant::now();
         let result = self.inner.complete(request).await;
-        self.metrics
-            .planner_request_duration_seconds
-            .observe(started.elapsed().as_secs_f64());
+        events::LlmCallTimed {
+            elapsed: started.elapsed(),
+        }
+        .emit(self.metrics);
         let tokens = match &result {
             Ok(r) => r
                 .usage

@@ -6,6 +6,17 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+/// One registered metric family: what docs/metrics.md documents for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricFamily {
+    pub name: String,
+    pub help: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Label names, in declaration order.
+    pub labels: Vec<String>,
+}
+
 /// All metrics, registered in one registry with the constant label `service="mana-ai"`.
 #[derive(Clone)]
 pub struct Metrics {
@@ -302,38 +313,69 @@ impl Metrics {
     /// Remembers every family's name, help and type so that labelled families without
     /// any series yet are still announced (`# HELP`/`# TYPE`), as prom-client does.
     fn with_declared_families(mut self) -> Self {
-        let mut fams = Vec::new();
-        for c in [
-            &self.http_requests_total,
-            &self.mission_failures_total,
-            &self.research_jobs_submitted_total,
-            &self.research_jobs_completed_total,
-            &self.research_jobs_failed_total,
-            &self.research_jobs_abandoned_total,
-            &self.shallow_research_total,
-            &self.decrypts_total,
-            &self.grant_scope_violations_total,
-            &self.grant_skips_total,
-            &self.agent_decisions_total,
-            &self.tokens_used_total,
-            &self.tool_calls_total,
-            &self.provider_errors_total,
-            &self.reminders_emitted_total,
-            &self.resolver_failures_total,
-        ] {
-            use prometheus::core::Collector;
-            for d in c.desc() {
-                fams.push((d.fq_name.clone(), d.help.clone(), "counter"));
-            }
-        }
-        {
-            use prometheus::core::Collector;
-            for d in self.http_request_duration_seconds.desc() {
-                fams.push((d.fq_name.clone(), d.help.clone(), "histogram"));
-            }
-        }
-        self.families = fams;
+        self.families = self
+            .families()
+            .into_iter()
+            .map(|f| (f.name, f.help, f.kind))
+            .collect();
         self
+    }
+
+    /// Every metric family of the service (the process collector's aside): name, help,
+    /// type and label names. docs/metrics.md is checked against this list.
+    pub fn families(&self) -> Vec<MetricFamily> {
+        use prometheus::core::Collector;
+        let all: [(&dyn Collector, &'static str); 34] = [
+            (&self.http_requests_total, "counter"),
+            (&self.http_request_duration_seconds, "histogram"),
+            (&self.ticks_total, "counter"),
+            (&self.tick_duration_seconds, "histogram"),
+            (&self.plans_produced_total, "counter"),
+            (&self.plans_written_back_total, "counter"),
+            (&self.parse_failures_total, "counter"),
+            (&self.mission_errors_total, "counter"),
+            (&self.mission_failures_total, "counter"),
+            (&self.research_jobs_submitted_total, "counter"),
+            (&self.research_jobs_completed_total, "counter"),
+            (&self.research_jobs_failed_total, "counter"),
+            (&self.research_jobs_pending_skips_total, "counter"),
+            (&self.research_jobs_abandoned_total, "counter"),
+            (&self.shallow_research_total, "counter"),
+            (&self.planner_request_duration_seconds, "histogram"),
+            (&self.snapshots_new_total, "counter"),
+            (&self.snapshots_updated_total, "counter"),
+            (&self.snapshot_rows_applied_total, "counter"),
+            (&self.refresh_duration_seconds, "histogram"),
+            (&self.refresh_lag_seconds, "gauge"),
+            (&self.decrypts_total, "counter"),
+            (&self.grant_scope_violations_total, "counter"),
+            (&self.grant_skips_total, "counter"),
+            (&self.agent_decisions_total, "counter"),
+            (&self.tokens_used_total, "counter"),
+            (&self.tool_calls_total, "counter"),
+            (&self.planner_rounds, "histogram"),
+            (&self.provider_errors_total, "counter"),
+            (&self.reminders_emitted_total, "counter"),
+            (&self.compactions_triggered_total, "counter"),
+            (&self.compacted_turns, "histogram"),
+            (&self.missions_in_flight, "gauge"),
+            (&self.resolver_failures_total, "counter"),
+        ];
+        let mut out: Vec<MetricFamily> = Vec::new();
+        for (collector, kind) in all {
+            for d in collector.desc() {
+                if out.iter().any(|f| f.name == d.fq_name) {
+                    continue;
+                }
+                out.push(MetricFamily {
+                    name: d.fq_name.clone(),
+                    help: d.help.clone(),
+                    kind,
+                    labels: d.variable_labels.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// Prometheus text exposition of everything registered.

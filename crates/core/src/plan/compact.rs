@@ -93,7 +93,13 @@ pub fn render_compact_summary(s: &CompactSummary) -> String {
     )
 }
 
-/// Rough token estimate of a conversation: characters / 4, rounded up.
+/// The one token-estimate rule of the service: characters / 4, rounded up. The
+/// compaction trigger and the runner's budget reservations both count with it.
+pub fn tokens_for_chars(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+/// Rough token estimate of a conversation: [`tokens_for_chars`] of its text.
 pub fn estimate_tokens(messages: &[ChatMessage]) -> u64 {
     let chars: usize = messages
         .iter()
@@ -105,7 +111,7 @@ pub fn estimate_tokens(messages: &[ChatMessage]) -> u64 {
                     .sum::<usize>()
         })
         .sum();
-    (chars as u64).div_ceil(4)
+    tokens_for_chars(chars)
 }
 
 /// Where a history can be split: `head_end` = index after the first user message
@@ -350,5 +356,8 @@ mod tests {
         assert_eq!(estimate_tokens(&[]), 0);
         assert_eq!(estimate_tokens(&[ChatMessage::user("abcde")]), 2);
         assert_eq!(estimate_tokens(&[ChatMessage::user("abcd")]), 1);
+        assert_eq!(tokens_for_chars(0), 0);
+        assert_eq!(tokens_for_chars(4), 1);
+        assert_eq!(tokens_for_chars(5), 2);
     }
 }

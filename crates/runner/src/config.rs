@@ -1,0 +1,102 @@
+//! The runner's settings ([`RunnerConfig`]), validated by the binary's configuration;
+//! every default comes from [`crate::defaults`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::defaults;
+use crate::research::{ResearchTimeouts, ServiceKey};
+
+/// Runner settings (validated by the binary's config).
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub due_limit: i64,
+    pub refresh_batch_rows: i32,
+    pub max_concurrent_plans: usize,
+    pub mission_deadline: Duration,
+    pub refresh_safety_margin: Duration,
+    /// Identifies this process in mission claims.
+    pub runner_id: String,
+    pub llm_model: String,
+    pub policy_mode: mana_ai_core::plan::PolicyMode,
+    /// Model context window for compaction; 0 disables compaction.
+    pub context_window_tokens: u64,
+    pub default_timezone: chrono_tz::Tz,
+    pub json_plan_fallback: bool,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Limits of missions without an agent (the default agent "Mana").
+    pub default_agent_max_concurrent: u32,
+    pub default_agent_tokens_per_day: Option<u64>,
+    /// The service's RSA private key for unwrapping mission key grants
+    /// (`MANA_AI_PRIVATE_KEY_PEM`); `None` disables encrypted inputs (grants are skipped
+    /// with reason `not-configured`). Its `Debug` output is redacted.
+    pub grant_key: Option<Arc<mana_ai_core::crypto::GrantPrivateKey>>,
+    /// Base URL of mana-api for shallow news research (`MANA_API_URL`); `None`: off.
+    pub news_api_url: Option<String>,
+    /// Base URL of mana-research (`MANA_RESEARCH_URL`); `None`: no deep research at
+    /// all (not even polling of existing jobs).
+    pub research_url: Option<String>,
+    /// Submit new deep-research jobs (`MANA_AI_DEEP_RESEARCH_ENABLED`).
+    pub deep_research_enabled: bool,
+    /// `MANA_SERVICE_KEY`, sent to mana-api and mana-research.
+    pub service_key: ServiceKey,
+    /// Words that trigger shallow research (word-start, case-insensitive); empty: off.
+    pub shallow_research_triggers: Vec<String>,
+    /// Phrases that trigger deep research (whole words, case-insensitive).
+    pub deep_research_triggers: Vec<String>,
+    /// Header carrying the service key to mana-api; `None`: not sent.
+    pub news_service_key_header: Option<String>,
+    /// Header carrying the mission owner's id to mana-api; `None`: not sent.
+    pub news_user_id_header: Option<String>,
+    /// A deep-research job older than this is abandoned (shallow fallback).
+    pub research_job_max_age: Duration,
+    /// A job whose polls (or submits) fail this many times in a row is abandoned.
+    pub research_max_poll_failures: u32,
+    pub research_timeouts: ResearchTimeouts,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            due_limit: defaults::DUE_LIMIT,
+            refresh_batch_rows: defaults::REFRESH_BATCH_ROWS,
+            max_concurrent_plans: defaults::MAX_CONCURRENT_PLANS,
+            mission_deadline: defaults::MISSION_DEADLINE,
+            refresh_safety_margin: defaults::REFRESH_SAFETY_MARGIN,
+            runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
+            llm_model: defaults::LLM_MODEL.into(),
+            policy_mode: defaults::POLICY_MODE,
+            context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
+            default_timezone: defaults::DEFAULT_TIMEZONE,
+            json_plan_fallback: defaults::JSON_PLAN_FALLBACK,
+            retry_base: defaults::RETRY_BASE,
+            retry_cap: defaults::RETRY_CAP,
+            default_agent_max_concurrent: defaults::DEFAULT_AGENT_MAX_CONCURRENT,
+            default_agent_tokens_per_day: Some(defaults::DEFAULT_AGENT_TOKENS_PER_DAY),
+            grant_key: None,
+            news_api_url: None,
+            research_url: None,
+            deep_research_enabled: defaults::DEEP_RESEARCH_ENABLED,
+            service_key: ServiceKey::default(),
+            shallow_research_triggers: words(defaults::SHALLOW_RESEARCH_TRIGGERS),
+            deep_research_triggers: words(defaults::DEEP_RESEARCH_TRIGGERS),
+            news_service_key_header: Some(defaults::NEWS_SERVICE_KEY_HEADER.into()),
+            news_user_id_header: Some(defaults::NEWS_USER_ID_HEADER.into()),
+            research_job_max_age: defaults::RESEARCH_JOB_MAX_AGE,
+            research_max_poll_failures: defaults::RESEARCH_MAX_POLL_FAILURES,
+            research_timeouts: ResearchTimeouts::default(),
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// How long a claim (and a token reservation) outlives the mission deadline.
+    pub(crate) fn claim_lease(&self) -> Duration {
+        self.mission_deadline + defaults::CLAIM_LEASE_GRACE
+    }
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}

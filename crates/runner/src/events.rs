@@ -1,0 +1,523 @@
+//! Every event of the runner in one place: each event is a type whose [`Emit::emit`]
+//! writes its log line and moves its metrics together, so the two never drift. Label
+//! values come from the typed enums of [`crate::outcome`] or from bounded label helpers;
+//! metric names, label names and label values are a contract (docs/metrics.md, checked by
+//! `tests/metrics_doc.rs`).
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use mana_ai_core::catalog::Catalog;
+use mana_ai_core::plan::{CallOutcome, IterationPhase, PlanOutcome};
+
+use crate::outcome::{failure_phase_label, AgentDecision};
+use crate::Metrics;
+
+/// An event: its log line (if any) and its metrics.
+pub(crate) trait Emit {
+    fn emit(self, metrics: &Metrics);
+}
+
+// ----------------------------------------------------------------------------- the pass
+
+/// A pass ran (not counted for overlap-skipped calls).
+pub(crate) struct PassFinished {
+    pub elapsed: Duration,
+}
+
+impl Emit for PassFinished {
+    fn emit(self, m: &Metrics) {
+        m.ticks_total.inc();
+        m.tick_duration_seconds.observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// The snapshot refresh folded rows; `lag` is how far its cursor trails the clock.
+pub(crate) struct SnapshotsRefreshed {
+    pub new_snapshots: usize,
+    pub updated_snapshots: usize,
+    pub rows_applied: usize,
+    pub lag: Option<Duration>,
+}
+
+impl Emit for SnapshotsRefreshed {
+    fn emit(self, m: &Metrics) {
+        m.snapshots_new_total.inc_by(self.new_snapshots as u64);
+        m.snapshots_updated_total
+            .inc_by(self.updated_snapshots as u64);
+        m.snapshot_rows_applied_total
+            .inc_by(self.rows_applied as u64);
+        if let Some(lag) = self.lag {
+            m.refresh_lag_seconds.set(lag.as_millis() as f64 / 1000.0);
+        }
+    }
+}
+
+/// The snapshot refresh failed.
+pub(crate) struct RefreshFailed<'a, E: Display> {
+    pub error: &'a E,
+}
+
+impl<E: Display> Emit for RefreshFailed<'_, E> {
+    fn emit(self, _: &Metrics) {
+        tracing::error!(error = %self.error, "snapshot refresh failed");
+    }
+}
+
+/// The refresh step ended (done, busy or failed).
+pub(crate) struct RefreshTimed {
+    pub elapsed: Duration,
+}
+
+impl Emit for RefreshTimed {
+    fn emit(self, m: &Metrics) {
+        m.refresh_duration_seconds
+            .observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// Listing the due missions failed: the pass ends.
+pub(crate) struct ListDueFailed<'a, E: Display> {
+    pub error: &'a E,
+}
+
+impl<E: Display> Emit for ListDueFailed<'_, E> {
+    fn emit(self, _: &Metrics) {
+        tracing::error!(error = %self.error, "listing due missions failed");
+    }
+}
+
+/// A mission run ended with an internal error; nothing was written.
+pub(crate) struct MissionErrored<'a, E: Display> {
+    pub mission_id: &'a str,
+    pub error: &'a E,
+}
+
+impl<E: Display> Emit for MissionErrored<'_, E> {
+    fn emit(self, m: &Metrics) {
+        m.mission_errors_total.inc();
+        m.mission_failures_total
+            .with_label_values(&[failure_phase_label(None)])
+            .inc();
+        tracing::error!(mission = %self.mission_id, error = %self.error, "mission run error");
+    }
+}
+
+// -------------------------------------------------------------------------- maintenance
+
+/// A research job of an inactive mission was dropped; unfinished ones count as abandoned.
+pub(crate) struct InactiveResearchJobAbandoned<'a> {
+    pub provider: &'a str,
+}
+
+impl Emit for InactiveResearchJobAbandoned<'_> {
+    fn emit(self, m: &Metrics) {
+        tracing::info!(provider = %self.provider, "research job of an inactive mission abandoned");
+        m.research_jobs_abandoned_total
+            .with_label_values(&["mission-inactive"])
+            .inc();
+    }
+}
+
+/// A maintenance step failed (`what` names it: the log line's message).
+pub(crate) struct MaintenanceFailed<'a, E: Display> {
+    pub what: MaintenanceStep,
+    pub error: &'a E,
+}
+
+/// The maintenance steps that can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MaintenanceStep {
+    ResearchJobCleanup,
+    TokenBudgetPruning,
+    AuditRetention,
+}
+
+impl<E: Display> Emit for MaintenanceFailed<'_, E> {
+    fn emit(self, _: &Metrics) {
+        let e = self.error;
+        match self.what {
+            MaintenanceStep::ResearchJobCleanup => {
+                tracing::warn!(error = %e, "research job cleanup failed")
+            }
+            MaintenanceStep::TokenBudgetPruning => {
+                tracing::warn!(error = %e, "token budget pruning failed")
+            }
+            MaintenanceStep::AuditRetention => {
+                tracing::warn!(error = %e, "decrypt audit retention failed")
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- mission run
+
+/// The agent gate decided (`ran` once the claim is held).
+pub(crate) struct AgentDecided(pub AgentDecision);
+
+impl Emit for AgentDecided {
+    fn emit(self, m: &Metrics) {
+        m.agent_decisions_total
+            .with_label_values(&[self.0.as_str()])
+            .inc();
+    }
+}
+
+/// Planning of a claimed mission starts (`entered`) or ends.
+pub(crate) struct MissionInFlight {
+    pub entered: bool,
+}
+
+impl Emit for MissionInFlight {
+    fn emit(self, m: &Metrics) {
+        if self.entered {
+            m.missions_in_flight.inc();
+        } else {
+            m.missions_in_flight.dec();
+        }
+    }
+}
+
+/// The research gate answered `Pending`: the run waits for a later pass.
+pub(crate) struct ResearchPendingSkip;
+
+impl Emit for ResearchPendingSkip {
+    fn emit(self, m: &Metrics) {
+        m.research_jobs_pending_skips_total.inc();
+    }
+}
+
+/// A plan was written back.
+pub(crate) struct PlanWritten;
+
+impl Emit for PlanWritten {
+    fn emit(self, m: &Metrics) {
+        m.plans_produced_total.inc();
+        m.plans_written_back_total.inc();
+    }
+}
+
+/// A failed iteration was written back.
+pub(crate) struct MissionFailed {
+    pub phase: IterationPhase,
+    pub nothing_valid: bool,
+}
+
+impl Emit for MissionFailed {
+    fn emit(self, m: &Metrics) {
+        m.mission_errors_total.inc();
+        m.mission_failures_total
+            .with_label_values(&[failure_phase_label(Some(self.phase))])
+            .inc();
+        if self.nothing_valid {
+            m.parse_failures_total.inc();
+        }
+    }
+}
+
+/// The planning loop ended in an LLM error.
+pub(crate) struct ProviderFailed<'a> {
+    pub mission_id: &'a str,
+    /// The text before the first `/` of the configured model.
+    pub provider: &'a str,
+    pub kind: &'a str,
+}
+
+impl Emit for ProviderFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.provider_errors_total
+            .with_label_values(&[self.provider, self.kind])
+            .inc();
+        tracing::warn!(mission = %self.mission_id, kind = self.kind, "planner failed");
+    }
+}
+
+/// The metric label of a call outcome (`mana_ai_tool_calls_total{outcome}`).
+pub(crate) fn call_outcome_label(o: &CallOutcome) -> &'static str {
+    match o {
+        CallOutcome::Accepted => "deferred",
+        CallOutcome::Rejected(_) => "rejected",
+        CallOutcome::Duplicate => "duplicate",
+        CallOutcome::OverCap => "over-cap",
+        CallOutcome::Flagged(_) => "flagged",
+        CallOutcome::Blocked(_) => "blocked",
+    }
+}
+
+/// A planning loop completed: rounds, every call, reminders and compactions.
+pub(crate) struct PlanObserved<'a> {
+    pub catalog: &'a Catalog,
+    pub outcome: &'a PlanOutcome,
+}
+
+impl Emit for PlanObserved<'_> {
+    fn emit(self, m: &Metrics) {
+        let outcome = self.outcome;
+        m.planner_rounds.observe(f64::from(outcome.rounds));
+        for call in &outcome.call_log {
+            let (tool, policy) = match self.catalog.get(&call.tool) {
+                Some(t) => (t.name.as_str(), t.default_policy.as_str()),
+                None => ("unknown", "unknown"),
+            };
+            m.tool_calls_total
+                .with_label_values(&[tool, policy, call_outcome_label(&call.outcome)])
+                .inc();
+        }
+        for (producer, severity) in &outcome.reminders {
+            m.reminders_emitted_total
+                .with_label_values(&[producer, severity.as_str()])
+                .inc();
+        }
+        if outcome.compactions > 0 {
+            m.compactions_triggered_total
+                .inc_by(u64::from(outcome.compactions));
+            m.compacted_turns
+                .observe(f64::from(outcome.compacted_turns));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ budget
+
+/// One LLM call returned (after all of the client's attempts).
+pub(crate) struct LlmCallTimed {
+    pub elapsed: Duration,
+}
+
+impl Emit for LlmCallTimed {
+    fn emit(self, m: &Metrics) {
+        m.planner_request_duration_seconds
+            .observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// Tokens booked to an agent.
+pub(crate) struct TokensUsed<'a> {
+    pub agent_id: &'a str,
+    pub tokens: u64,
+}
+
+impl Emit for TokensUsed<'_> {
+    fn emit(self, m: &Metrics) {
+        if self.tokens > 0 {
+            m.tokens_used_total
+                .with_label_values(&[self.agent_id])
+                .inc_by(self.tokens);
+        }
+    }
+}
+
+/// A reservation was denied: the call is not made.
+pub(crate) struct BudgetExhausted<'a> {
+    pub agent_id: &'a str,
+    pub mission_id: &'a str,
+    pub committed: u64,
+    pub cap: u64,
+}
+
+impl Emit for BudgetExhausted<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::info!(
+            agent = %self.agent_id,
+            mission = %self.mission_id,
+            committed = self.committed,
+            cap = self.cap,
+            "token budget exhausted; call not made"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ inputs
+
+/// An input names a module without a resolver: skipped.
+pub(crate) struct UnknownInputModule<'a> {
+    pub mission_id: &'a str,
+}
+
+impl Emit for UnknownInputModule<'_> {
+    fn emit(self, m: &Metrics) {
+        m.resolver_failures_total
+            .with_label_values(&["unknown"])
+            .inc();
+        tracing::debug!(mission = %self.mission_id, "input with an unknown module skipped");
+    }
+}
+
+/// A resolver failed (database): its input is dropped, the mission continues.
+pub(crate) struct ResolverFailed<'a, E: Display> {
+    pub mission_id: &'a str,
+    pub module: &'static str,
+    pub error: &'a E,
+}
+
+impl<E: Display> Emit for ResolverFailed<'_, E> {
+    fn emit(self, m: &Metrics) {
+        m.resolver_failures_total
+            .with_label_values(&[self.module])
+            .inc();
+        tracing::warn!(
+            mission = %self.mission_id,
+            module = self.module,
+            error = %self.error,
+            "input resolver failed; input dropped"
+        );
+    }
+}
+
+/// The mission's key grant could not be unwrapped: encrypted inputs are skipped.
+pub(crate) struct GrantUnusable<'a> {
+    pub mission_id: &'a str,
+    pub reason: &'static str,
+}
+
+impl Emit for GrantUnusable<'_> {
+    fn emit(self, m: &Metrics) {
+        m.grant_skips_total.with_label_values(&[self.reason]).inc();
+        tracing::warn!(
+            mission = %self.mission_id,
+            reason = self.reason,
+            "mission grant unusable; encrypted inputs are skipped"
+        );
+    }
+}
+
+/// An encrypted input outside the grant's allowlist was refused.
+pub(crate) struct GrantScopeViolation<'a> {
+    pub mission_id: &'a str,
+    pub table: &'static str,
+}
+
+impl Emit for GrantScopeViolation<'_> {
+    fn emit(self, m: &Metrics) {
+        m.grant_scope_violations_total
+            .with_label_values(&[self.table])
+            .inc();
+        tracing::warn!(
+            mission = %self.mission_id,
+            table = self.table,
+            "input outside the grant allowlist refused"
+        );
+    }
+}
+
+/// An encrypted input could not be decrypted (audited): dropped.
+pub(crate) struct DecryptFailed<'a> {
+    pub mission_id: &'a str,
+    pub table: &'static str,
+    pub reason: &'static str,
+}
+
+impl Emit for DecryptFailed<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::warn!(
+            mission = %self.mission_id,
+            table = self.table,
+            reason = self.reason,
+            "input could not be decrypted; input dropped"
+        );
+    }
+}
+
+/// Fields of one input were decrypted under the grant.
+pub(crate) struct FieldsDecrypted {
+    pub table: &'static str,
+    pub fields: usize,
+}
+
+impl Emit for FieldsDecrypted {
+    fn emit(self, m: &Metrics) {
+        if self.fields > 0 {
+            m.decrypts_total
+                .with_label_values(&[self.table])
+                .inc_by(self.fields as u64);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- research
+
+/// The research job row could not be read: the mission is skipped this pass.
+pub(crate) struct ResearchLookupFailed<'a, E: Display> {
+    pub mission_id: &'a str,
+    pub error: &'a E,
+}
+
+impl<E: Display> Emit for ResearchLookupFailed<'_, E> {
+    fn emit(self, _: &Metrics) {
+        tracing::error!(mission = %self.mission_id, error = %self.error, "research job lookup failed; mission skipped this tick");
+    }
+}
+
+/// A shallow-research attempt ended (`outcome`: `ok` or a bounded failure label).
+pub(crate) struct ShallowResearched {
+    pub outcome: &'static str,
+}
+
+impl Emit for ShallowResearched {
+    fn emit(self, m: &Metrics) {
+        m.shallow_research_total
+            .with_label_values(&[self.outcome])
+            .inc();
+    }
+}
+
+/// A deep-research job was given up (`reason`: `max-age`, `submit-failures`,
+/// `poll-failures`).
+pub(crate) struct ResearchJobAbandoned<'a> {
+    pub mission_id: &'a str,
+    pub reason: &'static str,
+}
+
+impl Emit for ResearchJobAbandoned<'_> {
+    fn emit(self, m: &Metrics) {
+        tracing::warn!(mission = %self.mission_id, reason = self.reason, "deep-research job abandoned; falling back to shallow research");
+        m.research_jobs_abandoned_total
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
+/// A deep-research job was accepted by mana-research.
+pub(crate) struct ResearchJobSubmitted<'a> {
+    pub mission_id: &'a str,
+    /// The provider id as answered (logged); the metric gets its bounded label.
+    pub provider: &'a str,
+}
+
+impl Emit for ResearchJobSubmitted<'_> {
+    fn emit(self, m: &Metrics) {
+        m.research_jobs_submitted_total
+            .with_label_values(&[provider_label(self.provider)])
+            .inc();
+        tracing::info!(mission = %self.mission_id, provider = %self.provider, "deep-research job submitted");
+    }
+}
+
+/// A deep-research job ended: `completed` or not (failed, cancelled, rejected).
+pub(crate) struct ResearchJobFinished<'a> {
+    pub provider: &'a str,
+    pub completed: bool,
+}
+
+impl Emit for ResearchJobFinished<'_> {
+    fn emit(self, m: &Metrics) {
+        let counter = if self.completed {
+            &m.research_jobs_completed_total
+        } else {
+            &m.research_jobs_failed_total
+        };
+        counter
+            .with_label_values(&[provider_label(self.provider)])
+            .inc();
+    }
+}
+
+/// Metric label for a provider id (bounded: unknown ids become `other`).
+pub(crate) fn provider_label(p: &str) -> &'static str {
+    match p {
+        "gemini-deep-research-max" => "gemini-deep-research-max",
+        "gemini-deep-research" => "gemini-deep-research",
+        "openai-deep-research" => "openai-deep-research",
+        _ => "other",
+    }
+}

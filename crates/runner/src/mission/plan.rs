@@ -1,0 +1,219 @@
+//! The plan stage: builds the prompts and the planner input for the offered tools, runs
+//! the planning loop through the budgeted client under the mission deadline, and judges
+//! the result into an [`Attempt`] (a plan, or a failed run to write back) or a [`Stop`]
+//! (budget skip, internal error: nothing is written).
+
+use std::sync::Arc;
+
+use mana_ai_core::catalog::{Catalog, Tool};
+use mana_ai_core::chat::LlmError;
+use mana_ai_core::plan::{
+    run_planner, BudgetContext, CallOutcome, CallValidator, IterationPhase, PlanFailure,
+    PlanOutcome, PlannerInput, Rejection, StopReason,
+};
+use mana_ai_core::policy::filter_offered;
+use mana_ai_core::prompt::{
+    build_prompts, render_tool_block, AgentPrompt, MissionPrompt, ResolvedInput,
+};
+use mana_ai_store::StoreError;
+use serde_json::{Map, Value};
+
+use super::tools::ToolSpecs;
+use super::{Attempt, ClaimedRun, MissionRunner, RunFailure, Stop};
+use crate::budget::{BudgetScope, BudgetedLlm};
+use crate::error::RunError;
+use crate::events::{self, Emit};
+use crate::outcome::AgentSkip;
+
+/// Validates tool calls against the tools offered to this run.
+struct OfferedTools<'a> {
+    tools: Vec<&'a Tool>,
+}
+
+impl CallValidator for OfferedTools<'_> {
+    fn validate(&self, name: &str, raw_args: &str) -> Result<Map<String, Value>, Rejection> {
+        Catalog::builtin()
+            .validate_call(&self.tools, name, raw_args)
+            .map_err(|r| Rejection {
+                label: r.label(),
+                message: r.to_string(),
+            })
+    }
+}
+
+/// How the budgeted planning loop ended.
+enum LoopEnd {
+    Done(Result<PlanOutcome, PlanFailure>),
+    /// The mission deadline passed first.
+    DeadlineExceeded,
+    /// The budget store failed while reserving tokens.
+    StoreFailed(StoreError),
+}
+
+impl MissionRunner {
+    /// Runs the planning loop through the budgeted client (every call reserves, then
+    /// books its usage) and judges its result.
+    pub(super) async fn plan(
+        &self,
+        run: &ClaimedRun<'_>,
+        inputs: &[ResolvedInput],
+        used_before: u64,
+    ) -> Result<Attempt, Stop> {
+        let catalog = Catalog::builtin();
+        let server = catalog.server_tools();
+        let offered = filter_offered(&server, run.agent.policy.as_ref());
+        let specs = self.tool_specs.get(&offered);
+        let validator = OfferedTools {
+            tools: offered.clone(),
+        };
+        let input = self.planner_input(run, inputs, used_before, &specs, &validator);
+        match self.run_budgeted(run, input, specs).await {
+            LoopEnd::DeadlineExceeded => Ok(Attempt::Failed(RunFailure {
+                phase: IterationPhase::CallingLlm,
+                message: format!(
+                    "mission deadline of {} s exceeded",
+                    self.cfg.mission_deadline.as_secs()
+                ),
+                nothing_valid: false,
+            })),
+            LoopEnd::StoreFailed(e) => Err(RunError::TokenReservation(e).into()),
+            LoopEnd::Done(Err(failure)) => self.loop_failed(run, failure),
+            LoopEnd::Done(Ok(outcome)) => {
+                events::PlanObserved {
+                    catalog,
+                    outcome: &outcome,
+                }
+                .emit(&self.metrics);
+                self.judge_plan(outcome)
+            }
+        }
+    }
+
+    /// The prompts and settings of this run's planning loop.
+    fn planner_input<'v>(
+        &self,
+        run: &ClaimedRun<'_>,
+        inputs: &[ResolvedInput],
+        used_before: u64,
+        specs: &ToolSpecs,
+        validator: &'v OfferedTools<'_>,
+    ) -> PlannerInput<'v> {
+        let (mission, agent) = (run.mission, run.agent);
+        let prompts = build_prompts(
+            &MissionPrompt {
+                title: mission.title.clone(),
+                concept_markdown: mission.concept_markdown.clone(),
+                objective: mission.objective.clone(),
+                iterations: mission.iterations.clone(),
+            },
+            inputs,
+            Some(&AgentPrompt {
+                name: agent.name.clone(),
+                role: agent.role.clone(),
+                persona: agent.persona.clone(),
+                memory: agent.memory.clone(),
+            }),
+            self.clock.now(),
+            self.cfg.json_plan_fallback,
+        );
+        let mut system = prompts.system;
+        if self.cfg.json_plan_fallback {
+            system.push_str("\n\n");
+            system.push_str(&render_tool_block(&specs.specs));
+        }
+        let mut input =
+            PlannerInput::new(system, prompts.user, Arc::clone(&specs.specs), validator);
+        input.model = Some(self.cfg.llm_model.clone());
+        input.policy_mode = self.cfg.policy_mode;
+        input.json_plan_fallback = self.cfg.json_plan_fallback;
+        input.context_window_tokens =
+            (self.cfg.context_window_tokens > 0).then_some(self.cfg.context_window_tokens);
+        input.budget = agent.max_tokens_per_day.map(|cap| BudgetContext {
+            agent_name: agent.name.clone(),
+            cap_tokens: cap,
+            used_before,
+        });
+        input
+    }
+
+    /// The loop through the budgeted client, under the mission deadline; a budget-store
+    /// failure ends it at once. Reservations of calls cut off are booked afterwards.
+    async fn run_budgeted(
+        &self,
+        run: &ClaimedRun<'_>,
+        input: PlannerInput<'_>,
+        specs: ToolSpecs,
+    ) -> LoopEnd {
+        let budgeted = BudgetedLlm::new(
+            self.llm.as_ref(),
+            &self.store,
+            &self.metrics,
+            BudgetScope {
+                user_id: run.due.user_id.clone(),
+                agent_id: run.agent.id.clone(),
+                mission_id: run.due.mission_id.clone(),
+                cap: run.agent.max_tokens_per_day,
+                reservation_ttl: self.cfg.claim_lease(),
+            },
+        )
+        .with_known_tools(specs.specs, specs.json_chars);
+        let planning = async {
+            tokio::select! {
+                done = run_planner(&budgeted, input) => LoopEnd::Done(done),
+                e = budgeted.store_failure() => LoopEnd::StoreFailed(e),
+            }
+        };
+        let end = tokio::time::timeout(self.cfg.mission_deadline, planning)
+            .await
+            .unwrap_or(LoopEnd::DeadlineExceeded);
+        budgeted.finish().await;
+        end
+    }
+
+    /// The loop ended in an LLM error: a budget refusal before any round is a skip (the
+    /// run stays due); any other error is a failed run.
+    fn loop_failed(&self, run: &ClaimedRun<'_>, failure: PlanFailure) -> Result<Attempt, Stop> {
+        if failure.error == LlmError::BudgetExhausted {
+            return Err(Stop::Skip(self.agent_skip(AgentSkip::Budget)));
+        }
+        let provider = self.cfg.llm_model.split('/').next().unwrap_or("unknown");
+        events::ProviderFailed {
+            mission_id: &run.due.mission_id,
+            provider,
+            kind: failure.error.kind_label(),
+        }
+        .emit(&self.metrics);
+        Ok(Attempt::Failed(RunFailure {
+            phase: failure.phase,
+            message: failure.error.to_string(),
+            nothing_valid: false,
+        }))
+    }
+
+    /// A completed loop: nothing to show for a budget-ended run is a skip; no valid step
+    /// when the model tried (rejected calls, an unreadable JSON plan) is a failed run.
+    fn judge_plan(&self, outcome: PlanOutcome) -> Result<Attempt, Stop> {
+        if outcome.stop_reason == StopReason::BudgetExhausted && outcome.steps.is_empty() {
+            // Nothing to show for the run: leave it due for when budget frees up.
+            return Err(Stop::Skip(self.agent_skip(AgentSkip::Budget)));
+        }
+        let rejected = outcome.call_log.iter().any(|c| {
+            matches!(
+                c.outcome,
+                CallOutcome::Rejected(_) | CallOutcome::Blocked(_)
+            )
+        });
+        if outcome.steps.is_empty() && (rejected || outcome.json_plan_error.is_some()) {
+            let why = match &outcome.json_plan_error {
+                Some(e) => format!("no valid plan: {e}"),
+                None => "no valid tool call: every call was rejected".to_string(),
+            };
+            return Ok(Attempt::Failed(RunFailure {
+                phase: IterationPhase::ParsingResponse,
+                message: why,
+                nothing_valid: true,
+            }));
+        }
+        Ok(Attempt::Planned(outcome))
+    }
+}
