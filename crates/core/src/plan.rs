@@ -222,14 +222,6 @@ pub struct PlanFailure {
     pub during_compaction: bool,
 }
 
-fn normalised(u: Usage) -> Usage {
-    let sum = u.prompt_tokens + u.completion_tokens;
-    Usage {
-        total_tokens: u.total_tokens.max(sum),
-        ..u
-    }
-}
-
 fn tool_result(success: bool, message: &str) -> String {
     json!({"success": success, "message": message}).to_string()
 }
@@ -271,17 +263,19 @@ mod tests {
 
     #[test]
     fn usage_total_never_below_parts() {
-        let u = normalised(Usage {
+        let u = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
             total_tokens: 0,
-        });
+        }
+        .normalised();
         assert_eq!(u.total_tokens, 15);
-        let u = normalised(Usage {
+        let u = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
             total_tokens: 40,
-        });
+        }
+        .normalised();
         assert_eq!(u.total_tokens, 40);
     }
 

@@ -65,14 +65,6 @@ pub fn model_path(data_dir: &Path) -> PathBuf {
     data_dir.join("models").join(MODEL_FILE)
 }
 
-/// The model to load: `$MANA_AI_LOCAL_MODEL` when set and non-empty, else the data-dir copy.
-pub fn resolve_model_path(data_dir: &Path) -> PathBuf {
-    match std::env::var_os(MODEL_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => model_path(data_dir),
-    }
-}
-
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut f = fs::File::open(path).map_err(io_err(path))?;

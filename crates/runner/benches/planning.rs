@@ -532,7 +532,6 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
                 slot: AgentSlot {
                     agent_id: "agent-bench".into(),
                     max_concurrent: 1,
-                    explicit_agent: true,
                 },
             })
             .await

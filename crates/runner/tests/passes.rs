@@ -73,7 +73,6 @@ async fn claim_elsewhere(store: &Store) {
             slot: AgentSlot {
                 agent_id: DEFAULT_AGENT_ID.into(),
                 max_concurrent: 5,
-                explicit_agent: false,
             },
         })
         .await

@@ -117,7 +117,10 @@ pub async fn seed_records(
 ) -> Result<Vec<bool>, StoreError> {
     let tx = store.begin_user(user_id).await?;
     tx.client()
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&crate::locks::DEV_SEED])
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&crate::locks::DEV_SEED],
+        )
         .await?;
     let mut inserted = Vec::with_capacity(records.len());
     for rec in records {

@@ -28,9 +28,6 @@ pub struct AgentSlot {
     pub agent_id: String,
     /// How many of this agent's runs may be `running` (unexpired) at once.
     pub max_concurrent: i64,
-    /// Whether the mission names its agent. No longer read: `agent_id` alone identifies
-    /// the agent's missions now. Kept so existing callers compile; to be removed.
-    pub explicit_agent: bool,
 }
 
 /// A claim request.
@@ -255,7 +252,6 @@ mod tests {
             slot: AgentSlot {
                 agent_id: DEFAULT_AGENT_ID.into(),
                 max_concurrent: 1,
-                explicit_agent: false,
             },
         }
     }

@@ -695,7 +695,10 @@ async fn refresh_restores_its_session_and_skips_while_another_holds_the_lock() {
 
     let holder = db.admin().await;
     holder
-        .execute("SELECT pg_advisory_lock(7366720002)", &[])
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&mana_ai_store::locks::REFRESH],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -704,7 +707,10 @@ async fn refresh_restores_its_session_and_skips_while_another_holds_the_lock() {
     );
     assert_eq!(mode(store.clone()).await, "force_custom_plan");
     holder
-        .execute("SELECT pg_advisory_unlock(7366720002)", &[])
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&mana_ai_store::locks::REFRESH],
+        )
         .await
         .unwrap();
     assert_eq!(refresh(&store).await.rows_applied, 0);

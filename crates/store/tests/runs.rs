@@ -26,7 +26,6 @@ fn slot(max: i64) -> AgentSlot {
     AgentSlot {
         agent_id: AGENT.into(),
         max_concurrent: max,
-        explicit_agent: true,
     }
 }
 

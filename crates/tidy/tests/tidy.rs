@@ -16,7 +16,10 @@ const MAX_FILE_LINES: usize = 600;
 /// Most lines a function may span (signature to closing brace).
 const MAX_FN_LINES: usize = 80;
 /// Functions allowed to be longer: declarative tables, not logic. `path:fn_name`.
-const LONG_FN_ALLOWED: &[&str] = &[];
+const LONG_FN_ALLOWED: &[&str] = &[
+    // One registration per metric, in the order of docs/metrics.md.
+    "crates/runner/src/metrics.rs:new",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +59,11 @@ fn source_files(exts: &[&str]) -> Vec<(String, String)> {
         }
     }
     out.sort();
-    assert!(out.len() > 20, "tidy found too few source files: {}", out.len());
+    assert!(
+        out.len() > 20,
+        "tidy found too few source files: {}",
+        out.len()
+    );
     out
 }
 
@@ -135,7 +142,7 @@ fn the_environment_is_read_only_in_config() {
     for (path, text) in source_files(&["rs"]) {
         // Each crate reads the environment in its `config` module only: the server's for
         // everything the service runs with, pgcluster's for where PostgreSQL is installed.
-        if path.ends_with("/src/config.rs") {
+        if path.ends_with("/src/config.rs") || path.contains("/src/config/") {
             continue;
         }
         for (n, line) in code_lines(&text) {
@@ -144,18 +151,14 @@ fn the_environment_is_read_only_in_config() {
             }
         }
     }
-    report(
-        "environment read outside a crate's config.rs",
-        &offenders,
-    );
+    report("environment read outside a crate's config.rs", &offenders);
 }
 
 #[test]
 fn advisory_lock_keys_live_only_in_the_locks_module() {
     // A literal key handed to an advisory-lock function, a key-like constant, or one of the
     // project's key values (the 73667200xx family).
-    let literal_call =
-        Regex::new(r"pg_(try_)?advisory_\w*lock\w*\(\s*-?\d").expect("regex");
+    let literal_call = Regex::new(r"pg_(try_)?advisory_\w*lock\w*\(\s*-?\d").expect("regex");
     let key_value = Regex::new(r"\b7_?366_?720_?0\d\d\b").expect("regex");
     let key_const = Regex::new(r"const\s+\w*LOCK\w*\s*:\s*i64").expect("regex");
     let hashed_seed = Regex::new(r"hashtextextended\([^)]*,\s*-?\d").expect("regex");
@@ -215,7 +218,9 @@ fn functions_stay_short() {
             let Some(len) = lines[i..].iter().position(|l| *l == close) else {
                 continue; // a declaration without a body (trait method)
             };
-            if lines[i..i + len].iter().any(|l| l.trim_end().ends_with(';'))
+            if lines[i..i + len]
+                .iter()
+                .any(|l| l.trim_end().ends_with(';'))
                 && !lines[i..i + len].iter().any(|l| l.contains('{'))
             {
                 continue;
@@ -226,10 +231,7 @@ fn functions_stay_short() {
             }
         }
     }
-    report(
-        &format!("functions over {MAX_FN_LINES} lines"),
-        &offenders,
-    );
+    report(&format!("functions over {MAX_FN_LINES} lines"), &offenders);
 }
 
 #[test]

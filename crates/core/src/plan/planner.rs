@@ -9,10 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{
-    compact, detect_injection_marker, non_empty, normalised, parse_json_plan, reminders,
-    tool_result, CallOutcome, CallRecord, IterationPhase, ParsedPlan, PlanFailure, PlanOutcome,
-    PlanParseError, PlannedStep, PlannerInput, PolicyMode, ReminderSeverity, StopReason,
-    ACCEPTED_MESSAGE,
+    compact, detect_injection_marker, non_empty, parse_json_plan, reminders, tool_result,
+    CallOutcome, CallRecord, IterationPhase, ParsedPlan, PlanFailure, PlanOutcome, PlanParseError,
+    PlannedStep, PlannerInput, PolicyMode, ReminderSeverity, StopReason, ACCEPTED_MESSAGE,
 };
 use crate::chat::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
 use crate::lww::canonical_json;
@@ -257,7 +256,7 @@ impl<'i, 'a> Loop<'i, 'a> {
                 return Ok(Step::Stop);
             }
         };
-        self.usage.add(normalised(response.usage));
+        self.usage.add(response.usage.normalised());
         let parsed = compact::parse_compact_summary(response.content.as_deref().unwrap_or(""));
         self.messages = compact::apply_compaction(&self.messages, split, &parsed);
         self.compactions += 1;
@@ -314,7 +313,7 @@ impl<'i, 'a> Loop<'i, 'a> {
                 return Ok(None);
             }
         };
-        let response_usage = normalised(response.usage);
+        let response_usage = response.usage.normalised();
         self.usage.add(response_usage);
         self.messages.push(ChatMessage::assistant(
             response.content.clone(),

@@ -186,7 +186,6 @@ impl MissionRunner {
                 slot: AgentSlot {
                     agent_id: agent.id.clone(),
                     max_concurrent: agent.max_concurrent,
-                    explicit_agent: mission.agent_id.is_some(),
                 },
             })
             .await
