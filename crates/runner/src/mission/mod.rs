@@ -150,7 +150,7 @@ impl MissionRunner {
     ) -> Result<MissionOutcome, Stop> {
         let agent = self.gate_agent(&due.user_id, mission).await?;
         let used_before = self.gate_budget(&due.user_id, &agent).await?;
-        let iteration_id = self.claim(due, mission, &agent).await?;
+        let iteration_id = self.claim(due, &agent).await?;
         let run = ClaimedRun {
             due,
             mission,
@@ -170,7 +170,6 @@ impl MissionRunner {
     async fn claim(
         &self,
         due: &DueMission,
-        mission: &MissionView,
         agent: &RunAgent,
     ) -> Result<String, Stop> {
         let iteration_id = iteration_id_for(&due.mission_id, &to_iso_ms(due.next_run_at));
