@@ -86,6 +86,21 @@ pub async fn wait_for_lock_waiter(admin: &tokio_postgres::Client) {
     }
 }
 
+/// Locks the refresh cursor row in a transaction on `holder`, so the next pass blocks
+/// writing it until the returned transaction ends (roll it back to release).
+pub async fn hold_refresh_cursor(
+    holder: &mut tokio_postgres::Client,
+) -> tokio_postgres::Transaction<'_> {
+    let tx = holder.transaction().await.unwrap();
+    tx.query(
+        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx
+}
+
 /// The value of the one sample of metric `name` (Prometheus text format) whose labels
 /// contain every `labels` pair; `None` when there is no such sample. Parsed, so `1` never
 /// matches `10`.
@@ -252,7 +267,11 @@ fn metric_values_are_parsed_not_matched_by_substring() {
     );
     assert_eq!(metric_value(text, "mana_ai_up", &[]), Some(1.0));
     assert_eq!(
-        metric_value(text, "mana_ai_http_requests_total", &[("path", "/m/{user_id}")]),
+        metric_value(
+            text,
+            "mana_ai_http_requests_total",
+            &[("path", "/m/{user_id}")]
+        ),
         Some(2.0)
     );
     assert_eq!(metric_value(text, "mana_ai_missing", &[]), None);
