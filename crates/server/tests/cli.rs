@@ -16,7 +16,7 @@ use mana_ai_core::crypto::{
 };
 use mana_ai_store::testkit::fresh_db;
 use serde_json::{json, Value};
-use support::{closed_port, text, wait_for_lock_waiter};
+use support::{closed_port, hold_refresh_cursor, text, wait_for_lock_waiter};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mana-ai");
 
@@ -392,13 +392,7 @@ async fn sigterm_during_a_stuck_pass_still_exits_cleanly() {
     let s = start_serve("cli_stuck", "1500").await;
     // Hold the refresh cursor: the next scheduled pass blocks writing it.
     let mut holder = s.db.admin().await;
-    let tx = holder.transaction().await.unwrap();
-    tx.query(
-        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = hold_refresh_cursor(&mut holder).await;
     let admin = s.db.admin().await;
     wait_for_lock_waiter(&admin).await;
     let health: serde_json::Value = s

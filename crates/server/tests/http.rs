@@ -11,7 +11,9 @@ use mana_ai::http;
 use mana_ai_store::testkit::{fresh_db, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{closed_port, metric_value, ticks_total, wait_for_lock_waiter, Api, App};
+use support::{
+    closed_port, hold_refresh_cursor, metric_value, ticks_total, wait_for_lock_waiter, Api, App,
+};
 
 const KEY: &str = "test-service-key-0123456789";
 
@@ -354,13 +356,7 @@ async fn a_second_tick_while_one_runs_is_overlap_skipped() {
 
     // Hold the cursor row: the next refresh blocks writing it.
     let mut holder = db.admin().await;
-    let tx = holder.transaction().await.unwrap();
-    tx.query(
-        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = hold_refresh_cursor(&mut holder).await;
 
     let first = {
         let http = app.http.clone();
@@ -571,13 +567,7 @@ async fn a_client_that_gives_up_does_not_cancel_the_pass() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let admin = db.admin().await;
     let mut holder = db.admin().await;
-    let tx = holder.transaction().await.unwrap();
-    tx.query(
-        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = hold_refresh_cursor(&mut holder).await;
     // A caller with a short timeout: its connection closes while the pass is blocked.
     let impatient = app
         .http

@@ -86,6 +86,21 @@ pub async fn wait_for_lock_waiter(admin: &tokio_postgres::Client) {
     }
 }
 
+/// Locks the refresh cursor row in a transaction on `holder`, so the next pass blocks
+/// writing it until the returned transaction ends (roll it back to release).
+pub async fn hold_refresh_cursor(
+    holder: &mut tokio_postgres::Client,
+) -> tokio_postgres::Transaction<'_> {
+    let tx = holder.transaction().await.unwrap();
+    tx.query(
+        "SELECT position FROM mana_ai.refresh_cursor FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx
+}
+
 /// The value of the one sample of metric `name` (Prometheus text format) whose labels
 /// contain every `labels` pair; `None` when there is no such sample. Parsed, so `1` never
 /// matches `10`.
@@ -93,7 +108,8 @@ pub fn metric_value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Optio
     metrics.lines().find_map(|line| {
         let rest = line.strip_prefix(name)?;
         let (label_text, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once('}')?,
+            // The label set ends at the last `}` (values such as `{user_id}` hold braces).
+            Some(r) => r.rsplit_once('}')?,
             None => ("", rest),
         };
         if !value.starts_with(' ') {
@@ -237,7 +253,8 @@ fn metric_values_are_parsed_not_matched_by_substring() {
                 mana_ai_ticks_total{service=\"mana-ai\"} 12\n\
                 mana_ai_ticks_total_extra{service=\"mana-ai\"} 1\n\
                 mana_ai_http_requests_total{method=\"GET\",path=\"/health\",service=\"mana-ai\",status=\"200\"} 3\n\
-                mana_ai_up 1\n";
+                mana_ai_up 1\n\
+                mana_ai_http_requests_total{method=\"GET\",path=\"/m/{user_id}\",status=\"401\"} 2\n";
     assert_eq!(ticks_total(text), Some(12.0));
     assert_ne!(ticks_total(text), Some(1.0));
     assert_eq!(
@@ -249,5 +266,13 @@ fn metric_values_are_parsed_not_matched_by_substring() {
         None
     );
     assert_eq!(metric_value(text, "mana_ai_up", &[]), Some(1.0));
+    assert_eq!(
+        metric_value(
+            text,
+            "mana_ai_http_requests_total",
+            &[("path", "/m/{user_id}")]
+        ),
+        Some(2.0)
+    );
     assert_eq!(metric_value(text, "mana_ai_missing", &[]), None);
 }
