@@ -82,6 +82,10 @@ impl ChatMessage {
     }
 }
 
+/// The model alias the service plans with unless configured otherwise
+/// (`MANA_LLM.REASONING` in the original; `MANA_AI_LLM_MODEL`).
+pub const DEFAULT_MODEL: &str = "mana/reasoning";
+
 /// Token usage reported by a provider for one call (or summed over several).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Model alias used when a request names none (`MANA_LLM.REASONING`).
-pub const DEFAULT_MODEL: &str = "mana/reasoning";
+pub const DEFAULT_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
 /// Sampling temperature used when a request sets none.
 pub const DEFAULT_TEMPERATURE: f32 = 0.3;
 /// Default deadline of one attempt, covering connect, headers and the whole body.

@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 
 use crate::ClusterError;
 
-/// Name of the environment variable that overrides binary discovery.
-pub const BINDIR_ENV: &str = "MANA_AI_PG_BINDIR";
+use crate::config::BINDIR_ENV;
 
 /// Directory searched last: one `<version>/bin` per installed major version (Debian layout).
 const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
@@ -24,8 +23,8 @@ const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
 /// version under `/usr/lib/postgresql/*/bin` (numeric sort, so 10 beats 9.6).
 pub fn find_pg_bindir() -> Result<PathBuf, ClusterError> {
     discover(
-        std::env::var_os(BINDIR_ENV).as_deref(),
-        std::env::var_os("PATH").as_deref(),
+        crate::config::bindir_override().as_deref(),
+        crate::config::search_path().as_deref(),
         pg_config_bindir,
         Path::new(VERSIONED_ROOT),
     )

@@ -12,10 +12,12 @@
 //! - A throwaway cluster never outlives the process that started it: a watchdog process
 //!   stops and deletes it when that process ends, even by SIGKILL.
 //!
-//! Everything here blocks (std::process); nothing is tied to an async runtime except the
-//! database helpers in [`testkit`].
+//! Everything here blocks (std::process); nothing is tied to an async runtime. The crate
+//! runs programs, never SQL: test databases are made by `mana_ai_store::testkit`. The
+//! environment it reads (where PostgreSQL is installed) is read in `config`.
 
 mod cluster;
+mod config;
 mod discovery;
 mod error;
 mod host;
@@ -23,6 +25,7 @@ mod runas;
 pub mod testkit;
 
 pub use cluster::{Cluster, ClusterConfig};
-pub use discovery::{find_pg_bindir, resolve_pg_bindir, BINDIR_ENV};
+pub use config::BINDIR_ENV;
+pub use discovery::{find_pg_bindir, resolve_pg_bindir};
 pub use error::ClusterError;
 pub use runas::DEFAULT_OS_USER;

@@ -240,10 +240,7 @@ impl LlmClient for BudgetedLlm<'_> {
         }
         .emit(self.metrics);
         let tokens = match &result {
-            Ok(r) => r
-                .usage
-                .total_tokens
-                .max(r.usage.prompt_tokens + r.usage.completion_tokens),
+            Ok(r) => r.usage.normalised().total_tokens,
             Err(LlmError::Timeout(_)) => estimate,
             Err(_) => 0,
         };

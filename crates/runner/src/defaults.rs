@@ -17,7 +17,7 @@ pub const REFRESH_SAFETY_MARGIN: Duration = Duration::from_millis(250);
 /// A claim's lease outlives the mission deadline by this much (token reservations too).
 pub const CLAIM_LEASE_GRACE: Duration = Duration::from_secs(60);
 /// Planning model (`MANA_AI_LLM_MODEL`).
-pub const LLM_MODEL: &str = "mana/reasoning";
+pub const LLM_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
 /// Injection policy (`MANA_AI_POLICY_MODE`).
 pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::PolicyMode::LogOnly;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.

@@ -107,21 +107,6 @@ pub fn grant_key_for(cfg: &Config) -> anyhow::Result<Option<Arc<GrantPrivateKey>
     Ok(Some(Arc::new(key)))
 }
 
-/// Prunes the decrypt audit once a day (first run right away) until aborted. Deletion
-/// runs inside `mana_ai.prune_decrypt_audit`, owned by the migration role.
-fn spawn_audit_retention(store: Store, days: u32) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
-        loop {
-            every.tick().await;
-            match store.prune_decrypt_audit(days).await {
-                Ok(n) => tracing::info!(deleted = n, days, "decrypt audit retention applied"),
-                Err(e) => tracing::warn!(error = %e, "decrypt audit retention failed"),
-            }
-        }
-    })
-}
-
 /// Builds the runner from the configuration (shared by `serve`, `tick`, `dev`, tests).
 pub async fn runner_for(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Runner> {
     let llm = llm_for(cfg).await?;
@@ -210,7 +195,8 @@ pub async fn serve_with(
         .context("checking change discovery")?;
     let metrics = Metrics::new();
     let runner = Arc::new(runner_with_llm(&cfg, store.clone(), metrics, llm)?);
-    let retention_task = retention.map(|days| spawn_audit_retention(store.clone(), days));
+    let retention_task =
+        retention.map(|days| runner.maintenance().clone().spawn_audit_retention(days));
     let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)

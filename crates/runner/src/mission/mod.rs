@@ -167,11 +167,7 @@ impl MissionRunner {
     }
 
     /// Claims the due run; answers the iteration id of this run.
-    async fn claim(
-        &self,
-        due: &DueMission,
-        agent: &RunAgent,
-    ) -> Result<String, Stop> {
+    async fn claim(&self, due: &DueMission, agent: &RunAgent) -> Result<String, Stop> {
         let iteration_id = iteration_id_for(&due.mission_id, &to_iso_ms(due.next_run_at));
         let claim = self
             .store

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use mana_ai_core::plan::PolicyMode;
+use mana_ai_llm as llm;
+use mana_ai_runner::defaults as run;
 
 pub use describe::{mask_http_url, mask_secret, mask_url};
 use parse::{
@@ -60,6 +62,22 @@ impl LlmBackend {
 
 /// Default `MANA_AI_DATA_DIR`: where `mana-ai dev` keeps its cluster and where
 /// `mana-ai model fetch` puts the model.
+/// Default listening port (`PORT`).
+pub const DEFAULT_PORT: u16 = 3067;
+/// Default pool size (`MANA_AI_DB_POOL_SIZE`).
+pub const DEFAULT_DB_POOL_SIZE: usize = 8;
+/// Default mana-api base URL (`MANA_API_URL`).
+pub const DEFAULT_NEWS_API_URL: &str = "http://localhost:3060";
+/// Default mana-research base URL (`MANA_RESEARCH_URL`).
+pub const DEFAULT_RESEARCH_URL: &str = "http://localhost:3068";
+/// Default interval between scheduled passes (`TICK_INTERVAL_MS`).
+pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
+/// Default grace period of a shutdown (`MANA_AI_SHUTDOWN_GRACE_MS`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default request body limit (`MANA_AI_BODY_LIMIT_BYTES`).
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1 << 20;
+/// Default JWT audience (`JWT_AUDIENCE`).
+pub const DEFAULT_JWT_AUDIENCE: &str = "mana";
 pub const DEFAULT_DATA_DIR: &str = ".mana-ai";
 /// Default `MANA_AUTH_URL`.
 pub const DEFAULT_AUTH_URL: &str = "http://localhost:3001";
@@ -75,7 +93,7 @@ pub const DEFAULT_SYNC_DATABASE_URL: &str =
 /// Default `MANA_SERVICE_KEY` (a public value: `mana-ai dev` prints it).
 pub const DEFAULT_SERVICE_KEY: &str = "dev-service-key";
 /// Default `MANA_AI_DEFAULT_TIMEZONE`.
-pub const DEFAULT_TIMEZONE: Tz = chrono_tz::Europe::Berlin;
+pub use mana_ai_runner::defaults::DEFAULT_TIMEZONE;
 /// Upper bound of `MANA_AI_AUDIT_RETENTION_DAYS` (100 years).
 pub const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
 
@@ -171,75 +189,137 @@ impl Config {
         let opt_header = |var, default| parse_header_name(env, var, default);
         let bind_addr = bind(env)?;
         Ok(Self {
-            port: opt_num(env, "PORT", 1, u16::MAX, 3067)?,
+            port: opt_num(env, "PORT", 1, u16::MAX, DEFAULT_PORT)?,
             bind: bind_addr.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             bind_explicit: bind_addr.is_some(),
             sync_database_url: opt_pg_url("SYNC_DATABASE_URL")?
                 .unwrap_or_else(|| DEFAULT_SYNC_DATABASE_URL.into()),
             sync_database_url_explicit: get(env, "SYNC_DATABASE_URL").is_some(),
             migration_database_url: opt_pg_url("MANA_AI_MIGRATION_DATABASE_URL")?,
-            db_pool_size: opt_num(env, "MANA_AI_DB_POOL_SIZE", 1, 256, 8)?,
+            db_pool_size: opt_num(env, "MANA_AI_DB_POOL_SIZE", 1, 256, DEFAULT_DB_POOL_SIZE)?,
             mana_llm_url,
             llm_backend,
             llm_backend_explicit,
             local_model: get(env, "MANA_AI_LOCAL_MODEL").map(PathBuf::from),
             data_dir: PathBuf::from(opt_str(env, "MANA_AI_DATA_DIR", DEFAULT_DATA_DIR)),
-            llm_model: opt_str(env, "MANA_AI_LLM_MODEL", "mana/reasoning"),
+            llm_model: opt_str(env, "MANA_AI_LLM_MODEL", run::LLM_MODEL),
             llm_api_key: opt_str(env, "MANA_AI_LLM_API_KEY", &service_key),
-            llm_timeout: opt_ms(env, "MANA_AI_LLM_TIMEOUT_MS", 1_000, 600_000, 120_000)?,
-            llm_max_attempts: opt_num(env, "MANA_AI_LLM_MAX_ATTEMPTS", 1, 10, 3)?,
-            mana_api_url: opt_http_url(env, "MANA_API_URL", "http://localhost:3060")?,
-            mana_research_url: opt_http_url(env, "MANA_RESEARCH_URL", "http://localhost:3068")?,
-            deep_research_enabled: opt_bool(env, "MANA_AI_DEEP_RESEARCH_ENABLED", false)?,
+            llm_timeout: opt_ms(
+                env,
+                "MANA_AI_LLM_TIMEOUT_MS",
+                1_000,
+                600_000,
+                llm::DEFAULT_CALL_DEADLINE,
+            )?,
+            llm_max_attempts: opt_num(
+                env,
+                "MANA_AI_LLM_MAX_ATTEMPTS",
+                1,
+                10,
+                llm::DEFAULT_MAX_ATTEMPTS,
+            )?,
+            mana_api_url: opt_http_url(env, "MANA_API_URL", DEFAULT_NEWS_API_URL)?,
+            mana_research_url: opt_http_url(env, "MANA_RESEARCH_URL", DEFAULT_RESEARCH_URL)?,
+            deep_research_enabled: opt_bool(
+                env,
+                "MANA_AI_DEEP_RESEARCH_ENABLED",
+                run::DEEP_RESEARCH_ENABLED,
+            )?,
             service_key,
-            tick_interval: opt_ms(env, "TICK_INTERVAL_MS", 1_000, 86_400_000, 60_000)?,
+            tick_interval: opt_ms(
+                env,
+                "TICK_INTERVAL_MS",
+                1_000,
+                86_400_000,
+                DEFAULT_TICK_INTERVAL,
+            )?,
             tick_enabled: opt_bool(env, "TICK_ENABLED", true)?,
-            due_limit: opt_num(env, "MANA_AI_DUE_LIMIT", 1, 100_000, 1_000)?,
-            max_concurrent_plans: opt_num(env, "MANA_AI_MAX_CONCURRENT_PLANS", 1, 1_024, 64)?,
+            due_limit: opt_num(env, "MANA_AI_DUE_LIMIT", 1, 100_000, run::DUE_LIMIT)?,
+            max_concurrent_plans: opt_num(
+                env,
+                "MANA_AI_MAX_CONCURRENT_PLANS",
+                1,
+                1_024,
+                run::MAX_CONCURRENT_PLANS,
+            )?,
             mission_deadline: opt_ms(
                 env,
                 "MANA_AI_MISSION_DEADLINE_MS",
                 1_000,
                 3_600_000,
-                300_000,
+                run::MISSION_DEADLINE,
             )?,
-            refresh_batch_rows: opt_num(env, "MANA_AI_REFRESH_BATCH_ROWS", 1, 1_000_000, 5_000)?,
+            refresh_batch_rows: opt_num(
+                env,
+                "MANA_AI_REFRESH_BATCH_ROWS",
+                1,
+                1_000_000,
+                run::REFRESH_BATCH_ROWS,
+            )?,
             private_key_pem: get(env, "MANA_AI_PRIVATE_KEY_PEM").map(|s| s.replace("\\n", "\n")),
             policy_mode: policy_mode(env)?,
-            compact_max_ctx: opt_num(env, "MANA_AI_COMPACT_MAX_CTX", 0, 100_000_000, 1_000_000)?,
+            compact_max_ctx: opt_num(
+                env,
+                "MANA_AI_COMPACT_MAX_CTX",
+                0,
+                100_000_000,
+                run::CONTEXT_WINDOW_TOKENS,
+            )?,
             default_timezone: default_timezone(env)?,
-            shutdown_grace: opt_ms(env, "MANA_AI_SHUTDOWN_GRACE_MS", 0, 600_000, 30_000)?,
-            body_limit_bytes: opt_num(env, "MANA_AI_BODY_LIMIT_BYTES", 1_024, 64 << 20, 1 << 20)?,
+            shutdown_grace: opt_ms(
+                env,
+                "MANA_AI_SHUTDOWN_GRACE_MS",
+                0,
+                600_000,
+                DEFAULT_SHUTDOWN_GRACE,
+            )?,
+            body_limit_bytes: opt_num(
+                env,
+                "MANA_AI_BODY_LIMIT_BYTES",
+                1_024,
+                64 << 20,
+                DEFAULT_BODY_LIMIT_BYTES,
+            )?,
             log_json: log_json(env)?,
             log_filter: get(env, "RUST_LOG").map(str::to_string),
-            json_plan_fallback: opt_bool(env, "MANA_AI_JSON_PLAN_FALLBACK", false)?,
-            retry_base: opt_ms(env, "MANA_AI_RETRY_BASE_MS", 1_000, 86_400_000, 60_000)?,
+            json_plan_fallback: opt_bool(
+                env,
+                "MANA_AI_JSON_PLAN_FALLBACK",
+                run::JSON_PLAN_FALLBACK,
+            )?,
+            retry_base: opt_ms(
+                env,
+                "MANA_AI_RETRY_BASE_MS",
+                1_000,
+                86_400_000,
+                run::RETRY_BASE,
+            )?,
             retry_cap: opt_ms(
                 env,
                 "MANA_AI_RETRY_CAP_MS",
                 1_000,
                 7 * 86_400_000,
-                6 * 3_600_000,
+                run::RETRY_CAP,
             )?,
             default_agent_tokens_per_day: opt_num(
                 env,
                 "MANA_AI_DEFAULT_AGENT_TOKENS_PER_DAY",
                 0,
                 1_000_000_000_000,
-                200_000,
+                run::DEFAULT_AGENT_TOKENS_PER_DAY,
             )?,
             default_agent_max_concurrent: opt_num(
                 env,
                 "MANA_AI_DEFAULT_AGENT_MAX_CONCURRENT",
                 1,
                 1_000,
-                1,
+                run::DEFAULT_AGENT_MAX_CONCURRENT,
             )?,
             mana_auth_url: get(env, "MANA_AUTH_URL")
                 .map(|v| parse::parse_http_url("MANA_AUTH_URL", v))
                 .transpose()?,
             jwt_issuer: get(env, "JWT_ISSUER").map(str::to_string),
-            jwt_audience: opt_str(env, "JWT_AUDIENCE", "mana"),
+            jwt_audience: opt_str(env, "JWT_AUDIENCE", DEFAULT_JWT_AUDIENCE),
             cors_origins: parse_origins(
                 "MANA_AI_CORS_ORIGINS",
                 get(env, "MANA_AI_CORS_ORIGINS").unwrap_or(DEFAULT_CORS_ORIGINS),
@@ -250,31 +330,34 @@ impl Config {
             shallow_research_triggers: parse_word_list(
                 env,
                 "MANA_AI_SHALLOW_RESEARCH_TRIGGERS",
-                mana_ai_runner::research::DEFAULT_SHALLOW_TRIGGERS,
+                run::SHALLOW_RESEARCH_TRIGGERS,
             )?,
             deep_research_triggers: parse_word_list(
                 env,
                 "MANA_AI_DEEP_RESEARCH_TRIGGERS",
-                mana_ai_runner::research::DEFAULT_DEEP_TRIGGERS,
+                run::DEEP_RESEARCH_TRIGGERS,
             )?,
             news_service_key_header: opt_header(
                 "MANA_AI_NEWS_SERVICE_KEY_HEADER",
-                "X-Service-Key",
+                run::NEWS_SERVICE_KEY_HEADER,
             )?,
-            news_user_id_header: opt_header("MANA_AI_NEWS_USER_ID_HEADER", "X-User-Id")?,
+            news_user_id_header: opt_header(
+                "MANA_AI_NEWS_USER_ID_HEADER",
+                run::NEWS_USER_ID_HEADER,
+            )?,
             research_max_age: opt_ms(
                 env,
                 "MANA_AI_RESEARCH_MAX_AGE_MS",
                 60_000,
                 7 * 86_400_000,
-                2 * 3_600_000,
+                run::RESEARCH_JOB_MAX_AGE,
             )?,
             research_max_poll_failures: opt_num(
                 env,
                 "MANA_AI_RESEARCH_MAX_POLL_FAILURES",
                 1,
                 10_000,
-                10,
+                run::RESEARCH_MAX_POLL_FAILURES,
             )?,
             audit_retention_days: audit_retention_days(get(env, "MANA_AI_AUDIT_RETENTION_DAYS"))?,
             pg_bindir: get(env, "MANA_AI_PG_BINDIR").map(PathBuf::from),
@@ -319,7 +402,7 @@ fn policy_mode(env: &BTreeMap<String, String>) -> Result<PolicyMode, ConfigError
                 .map_err(|e: mana_ai_core::plan::PolicyModeError| err("POLICY_MODE", e.to_string()))
         })
         .transpose()
-        .map(Option::unwrap_or_default)
+        .map(|mode| mode.unwrap_or(run::POLICY_MODE))
 }
 
 /// `MANA_AI_DEFAULT_TIMEZONE`: an IANA zone name, default `Europe/Berlin`.

@@ -219,8 +219,9 @@ pub(super) fn opt_ms(
     var: &'static str,
     min: u64,
     max: u64,
-    default: u64,
+    default: Duration,
 ) -> Result<Duration, ConfigError> {
+    let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
     opt_num(env, var, min, max, default).map(Duration::from_millis)
 }
 
