@@ -263,20 +263,15 @@ mod tests {
 
     #[test]
     fn usage_total_never_below_parts() {
-        let u = Usage {
-            prompt_tokens: 10,
-            completion_tokens: 5,
-            total_tokens: 0,
+        for (reported_total, want) in [(0, 15), (40, 40)] {
+            let u = Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: reported_total,
+            }
+            .normalised();
+            assert_eq!(u.total_tokens, want);
         }
-        .normalised();
-        assert_eq!(u.total_tokens, 15);
-        let u = Usage {
-            prompt_tokens: 10,
-            completion_tokens: 5,
-            total_tokens: 40,
-        }
-        .normalised();
-        assert_eq!(u.total_tokens, 40);
     }
 
     /// Answers from a script; an entry of `None` refuses with `BudgetExhausted`.

@@ -616,6 +616,19 @@ mod tests {
         ToolSchema::from_specs(&function_specs(tools)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// One generation with a required tool call, default limits, no prompt tokens.
+    fn required_call(model: &mut FakeModel, vocab: &VocabIndex, specs: &[ToolSchema]) -> Outcome {
+        generate(
+            model,
+            vocab,
+            &[],
+            specs,
+            &ToolMode::Required,
+            Limits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     const MIX: &[&str] = &[
         "create_task",
         "log_drink",
@@ -694,15 +707,7 @@ mod tests {
         // Strongly prefer 'l' (→ "log_drink") and 'w' (→ drinkType "water"); the random
         // part of the logits is below 10, so these biases decide every choice they enter.
         model.bias = vec![(1 + u32::from(b'l'), 45.0), (1 + u32::from(b'w'), 60.0)];
-        let out = generate(
-            &mut model,
-            &vocab,
-            &[],
-            &specs,
-            &ToolMode::Required,
-            Limits::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let out = required_call(&mut model, &vocab, &specs);
         let Decision::Call { name, arguments } = &out.decision else {
             panic!("expected call, got {:?}", out.decision)
         };
@@ -767,15 +772,7 @@ mod tests {
         for seed in 0..40u64 {
             let mut model = FakeModel::new(seed, vocab.len());
             model.bias = vec![(1 + u32::from(b'\\'), 100.0), (1 + u32::from(b'\n'), 100.0)];
-            let out = generate(
-                &mut model,
-                &vocab,
-                &[],
-                &specs,
-                &ToolMode::Required,
-                Limits::default(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let out = required_call(&mut model, &vocab, &specs);
             assert!(
                 !out.raw.contains('\\') && !out.raw.contains('\n'),
                 "{}",

@@ -248,12 +248,7 @@ impl Cluster {
                 }
             })?;
         } else {
-            self.password = generate_password()?;
-            runas::write_private(
-                &self.password_file,
-                self.password.as_bytes(),
-                self.run_as.as_ref(),
-            )?;
+            self.write_new_password()?;
             self.initdb(false)?;
         }
         // A recorded live pid is only trusted if the port answers too (after a reboot the
@@ -280,6 +275,16 @@ impl Cluster {
             .map_err(|e| ClusterError::io(format!("could not write {:?}", self.port_file), e))
     }
 
+    /// A fresh superuser password, written where `initdb` (as the cluster's OS user) reads it.
+    fn write_new_password(&mut self) -> Result<(), ClusterError> {
+        self.password = generate_password()?;
+        runas::write_private(
+            &self.password_file,
+            self.password.as_bytes(),
+            self.run_as.as_ref(),
+        )
+    }
+
     fn start_throwaway(&mut self, requested: Option<u16>) -> Result<(), ClusterError> {
         let not_empty = std::fs::read_dir(&self.data_dir)
             .map(|mut entries| entries.next().is_some())
@@ -292,12 +297,7 @@ impl Cluster {
             });
         }
         self.watchdog = Some(self.spawn_watchdog()?);
-        self.password = generate_password()?;
-        runas::write_private(
-            &self.password_file,
-            self.password.as_bytes(),
-            self.run_as.as_ref(),
-        )?;
+        self.write_new_password()?;
         let created = self.initdb(true);
         remove_file_if_present(&self.password_file);
         created?;
