@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mana_ai_core::chat::{ChatMessage, ChatRequest, LlmClient, LlmError, ToolCall, Usage};
+use mana_ai_core::chat::{
+    ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, ToolCall, Usage,
+};
 use mana_ai_llm::{AttemptOutcome, AttemptReport, HttpLlmClient, HttpLlmConfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +62,25 @@ async fn error_from(server: &MockServer) -> LlmError {
         .complete(&simple_request())
         .await
         .unwrap_err()
+}
+
+/// An answer with `ok_body` that arrives after `delay`.
+fn ok_after(delay: Duration) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(ok_body())
+        .set_delay(delay)
+}
+
+/// One call (simple request) with a client of this config; it must succeed.
+async fn call_ok(cfg: HttpLlmConfig) -> ChatResponse {
+    let llm = HttpLlmClient::new(cfg).unwrap();
+    llm.complete(&simple_request()).await.unwrap()
+}
+
+/// One call (simple request) with a client of this config; it must fail.
+async fn call_err(cfg: HttpLlmConfig) -> LlmError {
+    let llm = HttpLlmClient::new(cfg).unwrap();
+    llm.complete(&simple_request()).await.unwrap_err()
 }
 
 async fn received(server: &MockServer) -> usize {
@@ -263,11 +284,7 @@ async fn retry_after_is_capped_at_four_backoff_caps() {
     let mut cfg = config(&server.uri());
     cfg.backoff_cap = Duration::from_millis(50);
     let started = Instant::now();
-    HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap();
+    call_ok(cfg).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(190), "waited {waited:?}");
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
@@ -287,11 +304,7 @@ async fn stops_after_max_attempts() {
         .await;
         let mut cfg = config(&server.uri());
         cfg.max_attempts = attempts;
-        let error = HttpLlmClient::new(cfg)
-            .unwrap()
-            .complete(&simple_request())
-            .await
-            .unwrap_err();
+        let error = call_err(cfg).await;
         assert_eq!(
             error,
             LlmError::Provider {
@@ -347,23 +360,12 @@ async fn blocked_error_keeps_kind_and_message() {
 
 #[tokio::test]
 async fn delayed_response_times_out() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(ok_body())
-            .set_delay(Duration::from_secs(3)),
-    )
-    .await;
+    let server = serving(ok_after(Duration::from_secs(3))).await;
     let mut cfg = config(&server.uri());
     cfg.call_deadline = Duration::from_millis(200);
     cfg.max_attempts = 2;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert_eq!(error, LlmError::Timeout(200));
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(received(&server).await, 2, "timeouts are retried");
@@ -395,35 +397,20 @@ async fn deadline_covers_the_body_read() {
     cfg.call_deadline = Duration::from_millis(300);
     cfg.max_attempts = 1;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert_eq!(error, LlmError::Timeout(300));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
 async fn overall_deadline_bounds_retries() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(ok_body())
-            .set_delay(Duration::from_secs(5)),
-    )
-    .await;
+    let server = serving(ok_after(Duration::from_secs(5))).await;
     let mut cfg = config(&server.uri());
     cfg.call_deadline = Duration::from_secs(2);
     cfg.overall_deadline = Some(Duration::from_millis(300));
     cfg.max_attempts = 5;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert!(
         matches!(error, LlmError::Timeout(ms) if ms <= 300),
         "{error:?}"
@@ -468,11 +455,7 @@ async fn oversized_success_body_is_rejected() {
     let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
     let mut cfg = config(&server.uri());
     cfg.max_response_bytes = 16;
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert!(
         matches!(&error, LlmError::InvalidResponse(m) if m.contains("16 bytes")),
         "{error:?}"
@@ -493,11 +476,7 @@ async fn connection_refused_is_transport_and_retried() {
     let sink = Arc::clone(&reports);
     let mut cfg = config(&base).with_attempt_hook(move |r| sink.lock().unwrap().push(r.clone()));
     cfg.max_attempts = 2;
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     match &error {
         LlmError::Transport(message) => assert!(message.contains(&base), "{message}"),
         other => panic!("expected Transport, got {other:?}"),
@@ -550,13 +529,7 @@ async fn api_key_never_appears_in_errors() {
     let mut cfg = config(&base);
     cfg.call_deadline = Duration::from_millis(100);
     cfg.max_attempts = 1;
-    errors.push(
-        HttpLlmClient::new(cfg)
-            .unwrap()
-            .complete(&simple_request())
-            .await
-            .unwrap_err(),
-    );
+    errors.push(call_err(cfg).await);
 
     assert_eq!(errors.len(), 5);
     for error in &errors {

@@ -14,7 +14,9 @@ use mana_ai_core::crypto::{
 use mana_ai_core::plan::iteration_id_for;
 use mana_ai_runner::testkit::{FakeLlm, Reply, RunnerBuilder};
 use mana_ai_runner::{Runner, TickStats};
-use mana_ai_store::testkit::rows::{decrypt_audit_rows, mission_record, AuditSummary};
+use mana_ai_store::testkit::rows::{
+    decrypt_audit_rows, first_column, mission_record, AuditSummary,
+};
 use mana_ai_store::testkit::{fresh_db, push_mission as push_mission_row, Change, TestDb};
 use mana_ai_store::{AuditStatus, DecryptAuditEntry, StoreError, REPLAY_ROW_LIMIT};
 use prometheus::IntCounterVec;
@@ -790,16 +792,11 @@ async fn the_audit_is_append_only_for_the_service_role_and_retention_prunes_old_
         .await
         .unwrap();
     assert_eq!(store.prune_decrypt_audit(365).await.unwrap(), 2);
-    let left: Vec<String> = admin
-        .query(
-            "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = first_column(
+        &admin,
+        "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
+    )
+    .await;
     assert_eq!(left, ["mid", "n1"]);
     // Below the floor: refused by the store and by the database function itself.
     assert!(matches!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_store::testkit::rows::mission_record;
+use mana_ai_store::testkit::rows::{first_column, mission_record};
 use mana_ai_store::testkit::{fresh_db, Change, TestDb};
 use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats, Store};
 use serde_json::{json, Value};
@@ -53,6 +53,23 @@ async fn push(
 /// Inserts a mission record from device 1.
 async fn insert_mission(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
     push(c, user, "aiMissions", id, "insert", data, json!({})).await;
+}
+
+/// Inserts an agent record from device 1.
+async fn insert_agent(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
+    push(c, user, "agents", id, "insert", data, json!({})).await;
+}
+
+/// Renames a mission from device 1, its title stamped at `stamp`.
+async fn retitle(c: &tokio_postgres::Client, user: &str, id: &str, title: &str, stamp: &str) {
+    let (data, meta) = (json!({"title": title}), json!({"title": stamp}));
+    push(c, user, "aiMissions", id, "update", data, meta).await;
+}
+
+/// The ids of the user's missions, as the store lists them.
+async fn mission_ids(store: &Store, user: &str) -> Vec<String> {
+    let missions = store.user_missions(user).await.unwrap();
+    missions.into_iter().map(|m| m.mission_id).collect()
 }
 
 fn mission(title: &str, next_run_at: &str) -> Value {
@@ -139,24 +156,12 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
         mission("first", "2020-01-01T00:00:00.000Z"),
     )
     .await;
-    push(
+    retitle(&admin, "u1", "m1", "second", "2026-01-01T00:00:00.000Z").await;
+    insert_agent(
         &admin,
         "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "second"}),
-        json!({"title": "2026-01-01T00:00:00.000Z"}),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "agents",
         "a1",
-        "insert",
         json!({"name": "Scout", "role": "r", "state": "active", "maxConcurrentMissions": 1}),
-        json!({}),
     )
     .await;
     let s = refresh(&store).await;
@@ -179,16 +184,7 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
 async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten() {
     let (_db, store, admin) = setup("incr").await;
     insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "t2"}),
-        json!({"title": "2026-05-01T00:00:00.000Z"}),
-    )
-    .await;
+    retitle(&admin, "u1", "m1", "t2", "2026-05-01T00:00:00.000Z").await;
     refresh(&store).await;
     let before = store.user_missions("u1").await.unwrap()[0].updated_at;
 
@@ -197,16 +193,7 @@ async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten()
     assert_eq!(s.users_processed, 0);
 
     // A stale update (older stamp) changes nothing: no rewrite.
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "stale"}),
-        json!({"title": "2026-04-01T00:00:00.000Z"}),
-    )
-    .await;
+    retitle(&admin, "u1", "m1", "stale", "2026-04-01T00:00:00.000Z").await;
     let s = refresh(&store).await;
     assert_eq!(s.rows_applied, 1);
     assert_eq!(s.unchanged_snapshots, 1);
@@ -243,13 +230,7 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     .await;
     refresh(&store).await;
     refresh(&store).await;
-    let ids: Vec<String> = store
-        .user_missions("u1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.mission_id)
-        .collect();
+    let ids = mission_ids(&store, "u1").await;
     assert!(
         !ids.contains(&"slow".to_string()),
         "uncommitted row cannot be visible"
@@ -259,13 +240,7 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     tx.commit().await.unwrap();
     let s = refresh(&store).await;
     assert!(s.rows_applied >= 1);
-    let ids: Vec<String> = store
-        .user_missions("u1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.mission_id)
-        .collect();
+    let ids = mission_ids(&store, "u1").await;
     assert!(
         ids.contains(&"slow".to_string()),
         "late-committing row was lost: {ids:?}"
@@ -363,18 +338,9 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
     // The due query is served by the partial index.
     let c = mana_ai_store::connect_once(&_db.service_url).await.unwrap();
     c.batch_execute("SET enable_seqscan = off").await.unwrap();
-    let plan: Vec<String> = c
-        .query(
-            "EXPLAIN SELECT user_id, mission_id, record, next_run_at FROM mana_ai.mission_snapshots
+    let plan: Vec<String> = first_column(&c, "EXPLAIN SELECT user_id, mission_id, record, next_run_at FROM mana_ai.mission_snapshots
               WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL AND next_run_at <= now()
-              ORDER BY next_run_at, user_id, mission_id LIMIT 10",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+              ORDER BY next_run_at, user_id, mission_id LIMIT 10").await;
     assert!(
         plan.iter()
             .any(|l| l.contains("idx_mission_snapshots_due_at")),
@@ -386,14 +352,11 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
 async fn batches_walk_the_whole_range() {
     let (_db, store, admin) = setup("batch").await;
     for i in 0..25 {
-        push(
+        insert_mission(
             &admin,
             &format!("u{}", i % 4),
-            "aiMissions",
             &format!("m{i}"),
-            "insert",
             mission("t", "2020-01-01T00:00:00.000Z"),
-            json!({}),
         )
         .await;
     }
@@ -503,24 +466,18 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     // Two users with records of the same ids (the shared default agent id, and a
     // mission id), different contents.
     for (user, name) in [("ua", "Alpha"), ("ub", "Bravo")] {
-        push(
+        insert_agent(
             &admin,
             user,
-            "agents",
             "legacy:ai-default",
-            "insert",
             json!({"name": name, "role": "r", "state": "active"}),
-            json!({}),
         )
         .await;
-        push(
+        insert_mission(
             &admin,
             user,
-            "aiMissions",
             "same-id",
-            "insert",
             mission(name, "2020-01-01T00:00:00.000Z"),
-            json!({}),
         )
         .await;
     }
@@ -643,14 +600,12 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     // And the refresh itself obeys the hiding policy: ub's new row is not projected,
     // ua's is.
     for user in ["ua", "ub"] {
-        push(
+        retitle(
             &admin,
             user,
-            "aiMissions",
             "same-id",
-            "update",
-            json!({"title": format!("{user} renamed")}),
-            json!({"title": "2026-06-01T00:00:00.000Z"}),
+            &format!("{user} renamed"),
+            "2026-06-01T00:00:00.000Z",
         )
         .await;
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use mana_ai_store::testkit::rows::{run_statuses, runner_row_count, written_run};
+use mana_ai_store::testkit::rows::{first_column, run_statuses, runner_row_count, written_run};
 use mana_ai_store::testkit::{fresh_db, TestDb, SERVICE_ROLE};
 use mana_ai_store::{schema, AgentSlot, Claim, ClaimRequest, Store, StoreError, WriteOutcome};
 use serde_json::json;
@@ -359,17 +359,12 @@ async fn the_migration_stays_idempotent_with_the_run_functions() {
     schema::migrate(&admin, Some(SERVICE_ROLE))
         .await
         .expect("third migration");
-    let invoker: Vec<bool> = admin
-        .query(
-            "SELECT prosecdef FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let invoker: Vec<bool> = first_column(
+        &admin,
+        "SELECT prosecdef FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname = 'mana_ai' AND p.proname IN ('claim_run', 'write_back_run')",
-            &[],
-        )
-        .await
-        .expect("functions")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         invoker,
         vec![false, false],

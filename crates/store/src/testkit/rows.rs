@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio_postgres::types::FromSqlOwned;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::WriteBack;
@@ -15,6 +16,16 @@ use crate::WriteBack;
 pub const RUNNER_CLIENT_ID: &str = "mana-ai-runner";
 /// The provider every research-job fixture names.
 pub const RESEARCH_PROVIDER: &str = "gemini-deep-research-max";
+
+/// The first column of every row `sql` (no parameters) returns, in order.
+pub async fn first_column<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) -> Vec<T> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
 
 /// A successful write-back (`failed: false`, no error) of the run `(user, mission, due_at)`
 /// claimed by `runner_id`.
