@@ -56,6 +56,20 @@ async fn serving(template: ResponseTemplate) -> MockServer {
     server
 }
 
+/// A server answering the first chat completion with `first`, every later one with
+/// `ok_body`.
+async fn once_then_ok(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    server
+}
+
 /// The error of one call (default client) to `server`.
 async fn error_from(server: &MockServer) -> LlmError {
     client(&server.uri())
@@ -69,6 +83,15 @@ fn ok_after(delay: Duration) -> ResponseTemplate {
     ResponseTemplate::new(200)
         .set_body_json(ok_body())
         .set_delay(delay)
+}
+
+/// A usage with these three counts.
+fn usage(prompt_tokens: u64, completion_tokens: u64, total_tokens: u64) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+    }
 }
 
 /// One call (simple request) with a client of this config; it must succeed.
@@ -164,10 +187,7 @@ async fn maps_tool_calls_and_usage_from_the_response() {
         "usage":{"prompt_tokens":100,"completion_tokens":20,"total_tokens":125}
     });
     mount(&server, ResponseTemplate::new(200).set_body_json(body)).await;
-    let response = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap();
+    let response = call_ok(config(&server.uri())).await;
     assert_eq!(
         response.tool_calls,
         vec![
@@ -185,51 +205,25 @@ async fn maps_tool_calls_and_usage_from_the_response() {
     );
     assert_eq!(response.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(response.content, None);
-    assert_eq!(
-        response.usage,
-        Usage {
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            total_tokens: 125
-        }
-    );
+    assert_eq!(response.usage, usage(100, 20, 125));
 }
 
 #[tokio::test]
 async fn usage_total_defaults_to_the_sum() {
     let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
-    let response = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap();
-    assert_eq!(
-        response.usage,
-        Usage {
-            prompt_tokens: 3,
-            completion_tokens: 2,
-            total_tokens: 5
-        }
-    );
+    let response = call_ok(config(&server.uri())).await;
+    assert_eq!(response.usage, usage(3, 2, 5));
     assert_eq!(response.finish_reason.as_deref(), Some("stop"));
 }
 
 #[tokio::test]
 async fn retries_a_500_then_succeeds_and_reports_each_attempt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = once_then_ok(ResponseTemplate::new(500).set_body_string("boom")).await;
     let reports: Arc<Mutex<Vec<AttemptReport>>> = Arc::default();
     let sink = Arc::clone(&reports);
     let cfg =
         config(&server.uri()).with_attempt_hook(move |r| sink.lock().unwrap().push(r.clone()));
-    let llm = HttpLlmClient::new(cfg).unwrap();
-
-    let response = llm.complete(&simple_request()).await.unwrap();
+    let response = call_ok(cfg).await;
     assert_eq!(response.content.as_deref(), Some("done"));
     assert_eq!(received(&server).await, 2);
     let reports = reports.lock().unwrap();
@@ -248,18 +242,12 @@ async fn retries_a_500_then_succeeds_and_reports_each_attempt() {
 
 #[tokio::test]
 async fn honours_retry_after_seconds() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "1")
-                .set_body_json(json!({"detail":{"kind":"rate_limit","message":"slow"}})),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = once_then_ok(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"detail":{"kind":"rate_limit","message":"slow"}})),
+    )
+    .await;
     let mut cfg = config(&server.uri());
     cfg.backoff_cap = Duration::from_secs(1); // Retry-After may ask for up to 4 s.
     let llm = HttpLlmClient::new(cfg).unwrap();
@@ -273,14 +261,8 @@ async fn honours_retry_after_seconds() {
 
 #[tokio::test]
 async fn retry_after_is_capped_at_four_backoff_caps() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "3600"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server =
+        once_then_ok(ResponseTemplate::new(503).insert_header("retry-after", "3600")).await;
     let mut cfg = config(&server.uri());
     cfg.backoff_cap = Duration::from_millis(50);
     let started = Instant::now();
