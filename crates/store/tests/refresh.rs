@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_store::testkit::rows::{first_column, mission_record};
+use mana_ai_store::testkit::rows::{first_column, mission_record, scalar};
 use mana_ai_store::testkit::{fresh_db, Change, TestDb};
-use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats, Store};
+use mana_ai_store::{DueMission, RefreshOptions, RefreshOutcome, RefreshStats, Store};
 use serde_json::{json, Value};
 
 fn opts() -> RefreshOptions {
@@ -64,6 +64,11 @@ async fn insert_agent(c: &tokio_postgres::Client, user: &str, id: &str, data: Va
 async fn retitle(c: &tokio_postgres::Client, user: &str, id: &str, title: &str, stamp: &str) {
     let (data, meta) = (json!({"title": title}), json!({"title": stamp}));
     push(c, user, "aiMissions", id, "update", data, meta).await;
+}
+
+/// The missions due now (at most 10).
+async fn due_now(store: &Store) -> Vec<DueMission> {
+    store.list_due_missions(Utc::now(), 10).await.unwrap()
 }
 
 /// The ids of the user's missions, as the store lists them.
@@ -130,11 +135,7 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
     ));
     // Outside withUser the service role sees nothing at all.
     let c = _db.service_client().await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM sync_changes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM sync_changes").await;
     assert_eq!(n, 0);
     // Yet discovery through the definer function finds both users' missions.
     let s = refresh(&store).await;
@@ -168,7 +169,7 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
     assert_eq!(s.rows_applied, 3);
     assert_eq!(s.new_snapshots, 2);
 
-    let due = store.list_due_missions(Utc::now(), 10).await.unwrap();
+    let due = due_now(&store).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].record["title"], "second");
     assert_eq!(
@@ -253,10 +254,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     let (_db, store, admin) = setup("del").await;
     insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     refresh(&store).await;
-    assert_eq!(
-        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
-        1
-    );
+    assert_eq!(due_now(&store).await.len(), 1);
     push(
         &admin,
         "u1",
@@ -268,11 +266,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     )
     .await;
     refresh(&store).await;
-    assert!(store
-        .list_due_missions(Utc::now(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(due_now(&store).await.is_empty());
     // A later update must not resurrect it.
     push(
         &admin,
@@ -285,11 +279,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     )
     .await;
     refresh(&store).await;
-    assert!(store
-        .list_due_missions(Utc::now(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(due_now(&store).await.is_empty());
     let snaps = store.user_missions("u1").await.unwrap();
     assert!(snaps[0].deleted);
 }
@@ -401,10 +391,7 @@ async fn migration_is_idempotent_and_keeps_data() {
     mana_ai_store::schema::create_sync_changes_for_dev(&db.admin().await)
         .await
         .expect("second DDL");
-    assert_eq!(
-        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
-        1
-    );
+    assert_eq!(due_now(&store).await.len(), 1);
 }
 
 #[tokio::test]
@@ -493,15 +480,12 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     }
 
     // The function is not a definer function: it runs with the caller's rights.
-    let definer: bool = admin
-        .query_one(
-            "SELECT prosecdef FROM pg_proc
+    let definer: bool = scalar(
+        &admin,
+        "SELECT prosecdef FROM pg_proc
               WHERE oid = 'mana_ai.read_ai_rows(text[],timestamptz,timestamptz)'::regprocedure",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert!(!definer, "read_ai_rows must be SECURITY INVOKER");
 
     // A policy that hides ub's rows from the service role is obeyed inside the
@@ -560,40 +544,27 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     )
     .await
     .unwrap();
-    let visible: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM sync_changes WHERE user_id = 'uc'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let visible: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM sync_changes WHERE user_id = 'uc'",
+    )
+    .await;
     assert_eq!(visible, 1, "the space policy shows uc's row to a member");
-    let leaked: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['ua'], '-infinity', 'infinity')
+    let leaked: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['ua'], '-infinity', 'infinity')
               WHERE user_id <> 'ua'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(leaked, 0, "another user's row came back in ua's answer");
     // The caller's scope is restored after the call.
-    let read: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['uc'], '-infinity', 'infinity')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let read: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['uc'], '-infinity', 'infinity')",
+    )
+    .await;
     assert_eq!(read, 1);
-    let scope: String = tx
-        .query_one("SELECT current_setting('app.current_user_id', true)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let scope: String = scalar(&tx, "SELECT current_setting('app.current_user_id', true)").await;
     assert_eq!(scope, "ua");
     tx.rollback().await.unwrap();
 

@@ -27,6 +27,14 @@ pub async fn first_column<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) ->
         .collect()
 }
 
+/// The one value `sql` (no parameters) returns: first column of its one row.
+pub async fn scalar<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) -> T {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// A successful write-back (`failed: false`, no error) of the run `(user, mission, due_at)`
 /// claimed by `runner_id`.
 pub fn written_run<'a>(
