@@ -18,7 +18,7 @@ use mana_ai_store::testkit::rows::{
     decrypt_audit_rows, first_column, mission_record, AuditSummary,
 };
 use mana_ai_store::testkit::{fresh_db, push_mission as push_mission_row, Change, TestDb};
-use mana_ai_store::{AuditStatus, DecryptAuditEntry, StoreError, REPLAY_ROW_LIMIT};
+use mana_ai_store::{AuditStatus, DecryptAuditEntry, Store, StoreError, REPLAY_ROW_LIMIT};
 use prometheus::IntCounterVec;
 use serde_json::{json, Value};
 
@@ -133,9 +133,10 @@ async fn push_mission(
     c: &tokio_postgres::Client,
     user: &str,
     id: &str,
-    inputs: Vec<Value>,
+    inputs: &[Rec<'_>],
     grant: Option<Value>,
 ) {
+    let inputs: Vec<Value> = inputs.iter().map(|&(m, t, i)| input(m, t, i)).collect();
     let mut m = mission_record(json!({
         "title": "Wochenplan", "conceptMarkdown": "Plan the week", "objective": "Propose tasks",
         "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}, "inputs": inputs
@@ -266,15 +267,15 @@ async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey
         admin,
         "u1",
         "m1",
-        vec![
-            input("notes", "notes", "n1"),
-            input("notes", "notes", "n2"),
-            input("tasks", "tasks", "t1"),
-            input("calendar", "events", "e1"),
-            input("contacts", "contacts", "c1"),
-            input("journal", "journalEntries", "j1"),
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "missing"),
+        &[
+            ("notes", "notes", "n1"),
+            ("notes", "notes", "n2"),
+            ("tasks", "tasks", "t1"),
+            ("calendar", "events", "e1"),
+            ("contacts", "contacts", "c1"),
+            ("journal", "journalEntries", "j1"),
+            ("goals", "companionGoals", "g1"),
+            ("notes", "notes", "missing"),
         ],
         Some(g.clone()),
     )
@@ -329,40 +330,39 @@ async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
     }
 
     let it = Some(iteration_id_for("m1", DUE));
-    let s = |x: &str| x.to_string();
+    let row = |table: &str, id: &str, status: &str, reason: Option<&str>| {
+        let s = |x: &str| x.to_string();
+        (s(table), s(id), s(status), reason.map(s), it.clone())
+    };
     assert_eq!(
         audit_rows(&admin).await,
         vec![
-            (
-                s("events"),
-                s("e1"),
-                s("failed"),
-                Some(s("ciphertext-tampered-or-wrong-key")),
-                it.clone()
+            row(
+                "events",
+                "e1",
+                "failed",
+                Some("ciphertext-tampered-or-wrong-key")
             ),
-            (
-                s("journalEntries"),
-                s("j1"),
-                s("failed"),
-                Some(s("ciphertext-malformed")),
-                it.clone()
+            row(
+                "journalEntries",
+                "j1",
+                "failed",
+                Some("ciphertext-malformed")
             ),
-            (
-                s("notes"),
-                s("missing"),
-                s("scope-violation"),
-                Some(s("record-not-in-grant-allowlist")),
-                it.clone()
+            row(
+                "notes",
+                "missing",
+                "scope-violation",
+                Some("record-not-in-grant-allowlist")
             ),
-            (s("notes"), s("n1"), s("ok"), None, it.clone()),
-            (
-                s("notes"),
-                s("n2"),
-                s("scope-violation"),
-                Some(s("record-not-in-grant-allowlist")),
-                it.clone()
+            row("notes", "n1", "ok", None),
+            row(
+                "notes",
+                "n2",
+                "scope-violation",
+                Some("record-not-in-grant-allowlist")
             ),
-            (s("tasks"), s("t1"), s("ok"), None, it.clone()),
+            row("tasks", "t1", "ok", None),
         ]
     );
     // The service role reads them back through RLS, newest first, scoped to the user.
@@ -468,10 +468,7 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
             &admin,
             &user,
             &mission,
-            vec![
-                input("notes", "notes", "n1"),
-                input("goals", "companionGoals", "g1"),
-            ],
+            &[("notes", "notes", "n1"), ("goals", "companionGoals", "g1")],
             Some(g),
         )
         .await;
@@ -542,17 +539,8 @@ async fn a_plaintext_goal_resolves_without_a_grant() {
         ],
     )
     .await;
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        vec![
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "n1"),
-        ],
-        None,
-    )
-    .await;
+    let inputs = [("goals", "companionGoals", "g1"), ("notes", "notes", "n1")];
+    push_mission(&admin, "u1", "m1", &inputs, None).await;
     let r = keyed_runner_plans_one(&db, &llm).await;
     let p = &prompts(&llm)[0];
     assert!(p.contains(&block(
@@ -611,18 +599,12 @@ async fn a_failing_resolver_drops_only_its_own_input() {
         )
         .await;
     }
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        vec![
-            input("goals", "companionGoals", "boom"),
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "n1"),
-        ],
-        Some(g),
-    )
-    .await;
+    let inputs = [
+        ("goals", "companionGoals", "boom"),
+        ("goals", "companionGoals", "g1"),
+        ("notes", "notes", "n1"),
+    ];
+    push_mission(&admin, "u1", "m1", &inputs, Some(g)).await;
     let r = keyed_runner_plans_one(&db, &llm).await;
     assert_eq!(count(&r.metrics().resolver_failures_total, "goals"), 1);
     let p = &prompts(&llm)[0];
@@ -634,6 +616,14 @@ async fn a_failing_resolver_drops_only_its_own_input() {
         "Fortschritt: 0 / ? (unbekannt)"
     )));
     assert!(p.contains(&block("n1", "notes/notes", "Bleibt", "Noch da")));
+}
+
+/// Replays u1's note `id` through the store.
+async fn replay_note(store: &Store, id: &str) -> Option<Value> {
+    store
+        .replay_record("u1", "notes", "notes", id)
+        .await
+        .unwrap()
 }
 
 /// The server's message of a database error.
@@ -830,13 +820,7 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
     let db = fresh_db("inputs_replay").await;
     let admin = db.admin().await;
     let store = db.service_store();
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "nothing")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "nothing").await, None);
     assert!(matches!(
         store.replay_record("", "notes", "notes", "x").await,
         Err(StoreError::Refused(_))
@@ -855,10 +839,7 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         push(&admin, user, (app, "notes", "a"), op, data).await;
     }
     assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "a")
-            .await
-            .unwrap(),
+        replay_note(&store, "a").await,
         Some(json!({"id": "a", "content": "y", "title": "A"}))
     );
     // deletedAt truthy ⇒ gone
@@ -870,13 +851,7 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         json!({"deletedAt": "2026-01-01T00:00:00.000Z"}),
     )
     .await;
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "a")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "a").await, None);
 
     // A record with more rows than the bound: only the newest rows are read.
     admin
@@ -899,10 +874,7 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "big")
-            .await
-            .unwrap(),
+        replay_note(&store, "big").await,
         Some(json!({"id": "big", "counter": REPLAY_ROW_LIMIT})),
         "the insert row is beyond the bound, so its title is not read"
     );
@@ -915,11 +887,5 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "big")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "big").await, None);
 }
