@@ -62,7 +62,7 @@ async fn refresh(store: &Store) {
 /// calling the LLM or writing a plan; returns the runner.
 async fn tick_skips_the_one_due_run(db: &TestDb) -> Runner {
     let llm = FakeLlm::replying(Reply::text("ok"));
-    let r = runner(&db, llm.clone())
+    let r = runner(db, llm.clone())
         .config(|c| c.default_agent_max_concurrent = 5)
         .build();
     let stats = r.tick().await;
@@ -249,7 +249,7 @@ async fn a_run_written_by_another_runner_is_skipped_as_already_done() {
         .await
         .unwrap();
     assert_eq!(written, WriteOutcome::Written);
-    let r = tick_skips_the_one_due_run(&db).await;
+    let _r = tick_skips_the_one_due_run(&db).await;
     assert_eq!(run_statuses(&admin, "m1").await, ["written"]);
     assert_eq!(
         runner_row_count(&admin, None).await,
