@@ -22,6 +22,18 @@ fn tool(name: &str) -> &'static Tool {
 
 // ---- catalog counts -----------------------------------------------------------------------
 
+/// The mood enum of `create_journal_entry`, in catalog order.
+const MOODS: [&str; 8] = [
+    "dankbar",
+    "glücklich",
+    "zufrieden",
+    "neutral",
+    "nachdenklich",
+    "traurig",
+    "gestresst",
+    "wütend",
+];
+
 #[test]
 fn builtin_catalog_counts() {
     let c = builtin();
@@ -138,19 +150,7 @@ fn builtin_parameterless_tools() {
 #[test]
 fn builtin_exact_enums_and_nested_schemas() {
     let mood = tool("create_journal_entry").param("mood").expect("mood");
-    assert_eq!(
-        mood.enum_values,
-        [
-            "dankbar",
-            "glücklich",
-            "zufrieden",
-            "neutral",
-            "nachdenklich",
-            "traurig",
-            "gestresst",
-            "wütend"
-        ]
-    );
+    assert_eq!(mood.enum_values, MOODS);
     assert_eq!(
         tool("generate_comic_panel")
             .param("model")
@@ -842,18 +842,7 @@ fn validate_call_rejections_table() {
             r#"{"content":"c","mood":"glucklich"}"#,
             CallRejection::NotInEnum {
                 param: "mood".into(),
-                allowed: [
-                    "dankbar",
-                    "glücklich",
-                    "zufrieden",
-                    "neutral",
-                    "nachdenklich",
-                    "traurig",
-                    "gestresst",
-                    "wütend",
-                ]
-                .map(String::from)
-                .to_vec(),
+                allowed: MOODS.map(String::from).to_vec(),
             },
             "not_in_enum",
         ),

@@ -134,6 +134,13 @@ fn outcomes(o: &PlanOutcome) -> Vec<CallOutcome> {
     o.call_log.iter().map(|r| r.outcome.clone()).collect()
 }
 
+/// Runs the planner on the default input and asserts each call's outcome, in call order.
+fn run_expecting(llm: &ScriptedLlm, expected: &[CallOutcome]) -> PlanOutcome {
+    let out = run(llm, input());
+    assert_eq!(outcomes(&out), expected);
+    out
+}
+
 fn tool_messages(req: &ChatRequest) -> Vec<(String, Value)> {
     req.messages
         .iter()
@@ -240,15 +247,14 @@ fn bad_json_missing_required_and_denied_are_not_recorded() {
         ),
         stop("done", usage(1, 1)),
     ]);
-    let out = run(&llm, input());
-    assert_eq!(
-        outcomes(&out),
-        vec![
+    let out = run_expecting(
+        &llm,
+        &[
             CallOutcome::Rejected("bad-json"),
             CallOutcome::Rejected("missing-param"),
             CallOutcome::Rejected("denied"),
             CallOutcome::Accepted,
-        ]
+        ],
     );
     assert_eq!(out.steps.len(), 1);
     assert_eq!(out.steps[0].tool_name, "create_note");
@@ -286,15 +292,14 @@ fn identical_calls_are_recorded_once() {
         ),
         stop("done", usage(1, 1)),
     ]);
-    let out = run(&llm, input());
-    assert_eq!(
-        outcomes(&out),
-        vec![
+    let out = run_expecting(
+        &llm,
+        &[
             CallOutcome::Accepted,
             CallOutcome::Duplicate,
             CallOutcome::Duplicate,
-            CallOutcome::Accepted
-        ]
+            CallOutcome::Accepted,
+        ],
     );
     let titles: Vec<&str> = out
         .steps

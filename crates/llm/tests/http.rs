@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mana_ai_core::chat::{ChatMessage, ChatRequest, LlmClient, LlmError, ToolCall, Usage};
+use mana_ai_core::chat::{
+    ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, ToolCall, Usage,
+};
 use mana_ai_llm::{AttemptOutcome, AttemptReport, HttpLlmClient, HttpLlmConfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,12 +56,54 @@ async fn serving(template: ResponseTemplate) -> MockServer {
     server
 }
 
+/// A server answering the first chat completion with `first`, every later one with
+/// `ok_body`.
+async fn once_then_ok(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    server
+}
+
 /// The error of one call (default client) to `server`.
 async fn error_from(server: &MockServer) -> LlmError {
     client(&server.uri())
         .complete(&simple_request())
         .await
         .unwrap_err()
+}
+
+/// An answer with `ok_body` that arrives after `delay`.
+fn ok_after(delay: Duration) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(ok_body())
+        .set_delay(delay)
+}
+
+/// A usage with these three counts.
+fn usage(prompt_tokens: u64, completion_tokens: u64, total_tokens: u64) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+    }
+}
+
+/// One call (simple request) with a client of this config; it must succeed.
+async fn call_ok(cfg: HttpLlmConfig) -> ChatResponse {
+    let llm = HttpLlmClient::new(cfg).unwrap();
+    llm.complete(&simple_request()).await.unwrap()
+}
+
+/// One call (simple request) with a client of this config; it must fail.
+async fn call_err(cfg: HttpLlmConfig) -> LlmError {
+    let llm = HttpLlmClient::new(cfg).unwrap();
+    llm.complete(&simple_request()).await.unwrap_err()
 }
 
 async fn received(server: &MockServer) -> usize {
@@ -143,10 +187,7 @@ async fn maps_tool_calls_and_usage_from_the_response() {
         "usage":{"prompt_tokens":100,"completion_tokens":20,"total_tokens":125}
     });
     mount(&server, ResponseTemplate::new(200).set_body_json(body)).await;
-    let response = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap();
+    let response = call_ok(config(&server.uri())).await;
     assert_eq!(
         response.tool_calls,
         vec![
@@ -164,51 +205,25 @@ async fn maps_tool_calls_and_usage_from_the_response() {
     );
     assert_eq!(response.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(response.content, None);
-    assert_eq!(
-        response.usage,
-        Usage {
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            total_tokens: 125
-        }
-    );
+    assert_eq!(response.usage, usage(100, 20, 125));
 }
 
 #[tokio::test]
 async fn usage_total_defaults_to_the_sum() {
     let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
-    let response = client(&server.uri())
-        .complete(&simple_request())
-        .await
-        .unwrap();
-    assert_eq!(
-        response.usage,
-        Usage {
-            prompt_tokens: 3,
-            completion_tokens: 2,
-            total_tokens: 5
-        }
-    );
+    let response = call_ok(config(&server.uri())).await;
+    assert_eq!(response.usage, usage(3, 2, 5));
     assert_eq!(response.finish_reason.as_deref(), Some("stop"));
 }
 
 #[tokio::test]
 async fn retries_a_500_then_succeeds_and_reports_each_attempt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = once_then_ok(ResponseTemplate::new(500).set_body_string("boom")).await;
     let reports: Arc<Mutex<Vec<AttemptReport>>> = Arc::default();
     let sink = Arc::clone(&reports);
     let cfg =
         config(&server.uri()).with_attempt_hook(move |r| sink.lock().unwrap().push(r.clone()));
-    let llm = HttpLlmClient::new(cfg).unwrap();
-
-    let response = llm.complete(&simple_request()).await.unwrap();
+    let response = call_ok(cfg).await;
     assert_eq!(response.content.as_deref(), Some("done"));
     assert_eq!(received(&server).await, 2);
     let reports = reports.lock().unwrap();
@@ -227,18 +242,12 @@ async fn retries_a_500_then_succeeds_and_reports_each_attempt() {
 
 #[tokio::test]
 async fn honours_retry_after_seconds() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "1")
-                .set_body_json(json!({"detail":{"kind":"rate_limit","message":"slow"}})),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server = once_then_ok(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"detail":{"kind":"rate_limit","message":"slow"}})),
+    )
+    .await;
     let mut cfg = config(&server.uri());
     cfg.backoff_cap = Duration::from_secs(1); // Retry-After may ask for up to 4 s.
     let llm = HttpLlmClient::new(cfg).unwrap();
@@ -252,22 +261,12 @@ async fn honours_retry_after_seconds() {
 
 #[tokio::test]
 async fn retry_after_is_capped_at_four_backoff_caps() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "3600"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount(&server, ResponseTemplate::new(200).set_body_json(ok_body())).await;
+    let server =
+        once_then_ok(ResponseTemplate::new(503).insert_header("retry-after", "3600")).await;
     let mut cfg = config(&server.uri());
     cfg.backoff_cap = Duration::from_millis(50);
     let started = Instant::now();
-    HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap();
+    call_ok(cfg).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(190), "waited {waited:?}");
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
@@ -287,11 +286,7 @@ async fn stops_after_max_attempts() {
         .await;
         let mut cfg = config(&server.uri());
         cfg.max_attempts = attempts;
-        let error = HttpLlmClient::new(cfg)
-            .unwrap()
-            .complete(&simple_request())
-            .await
-            .unwrap_err();
+        let error = call_err(cfg).await;
         assert_eq!(
             error,
             LlmError::Provider {
@@ -347,23 +342,12 @@ async fn blocked_error_keeps_kind_and_message() {
 
 #[tokio::test]
 async fn delayed_response_times_out() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(ok_body())
-            .set_delay(Duration::from_secs(3)),
-    )
-    .await;
+    let server = serving(ok_after(Duration::from_secs(3))).await;
     let mut cfg = config(&server.uri());
     cfg.call_deadline = Duration::from_millis(200);
     cfg.max_attempts = 2;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert_eq!(error, LlmError::Timeout(200));
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(received(&server).await, 2, "timeouts are retried");
@@ -395,35 +379,20 @@ async fn deadline_covers_the_body_read() {
     cfg.call_deadline = Duration::from_millis(300);
     cfg.max_attempts = 1;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert_eq!(error, LlmError::Timeout(300));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
 async fn overall_deadline_bounds_retries() {
-    let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(ok_body())
-            .set_delay(Duration::from_secs(5)),
-    )
-    .await;
+    let server = serving(ok_after(Duration::from_secs(5))).await;
     let mut cfg = config(&server.uri());
     cfg.call_deadline = Duration::from_secs(2);
     cfg.overall_deadline = Some(Duration::from_millis(300));
     cfg.max_attempts = 5;
     let started = Instant::now();
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert!(
         matches!(error, LlmError::Timeout(ms) if ms <= 300),
         "{error:?}"
@@ -468,11 +437,7 @@ async fn oversized_success_body_is_rejected() {
     let server = serving(ResponseTemplate::new(200).set_body_json(ok_body())).await;
     let mut cfg = config(&server.uri());
     cfg.max_response_bytes = 16;
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     assert!(
         matches!(&error, LlmError::InvalidResponse(m) if m.contains("16 bytes")),
         "{error:?}"
@@ -493,11 +458,7 @@ async fn connection_refused_is_transport_and_retried() {
     let sink = Arc::clone(&reports);
     let mut cfg = config(&base).with_attempt_hook(move |r| sink.lock().unwrap().push(r.clone()));
     cfg.max_attempts = 2;
-    let error = HttpLlmClient::new(cfg)
-        .unwrap()
-        .complete(&simple_request())
-        .await
-        .unwrap_err();
+    let error = call_err(cfg).await;
     match &error {
         LlmError::Transport(message) => assert!(message.contains(&base), "{message}"),
         other => panic!("expected Transport, got {other:?}"),
@@ -550,13 +511,7 @@ async fn api_key_never_appears_in_errors() {
     let mut cfg = config(&base);
     cfg.call_deadline = Duration::from_millis(100);
     cfg.max_attempts = 1;
-    errors.push(
-        HttpLlmClient::new(cfg)
-            .unwrap()
-            .complete(&simple_request())
-            .await
-            .unwrap_err(),
-    );
+    errors.push(call_err(cfg).await);
 
     assert_eq!(errors.len(), 5);
     for error in &errors {

@@ -26,15 +26,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mana_ai_core::catalog::{function_specs, Catalog, Tool};
+use mana_ai_core::catalog::{function_specs, Catalog};
 use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
 use mana_ai_core::iso::{parse_iso, to_iso_ms};
-use mana_ai_core::plan::{
-    build_iteration, iteration_id_for, run_planner, CallValidator, PlannerInput, Rejection,
-};
+use mana_ai_core::plan::{build_iteration, iteration_id_for, run_planner, PlannerInput};
 use mana_ai_core::policy::{filter_offered, AgentPolicy};
 use mana_ai_core::records::MissionView;
 use mana_ai_llm::{HttpLlmClient, HttpLlmConfig};
+use mana_ai_runner::mission::OfferedTools;
 use mana_ai_runner::{
     Metrics, MissionOutcome, Runner, RunnerConfig, RunnerDeps, SystemClock, TickStats,
 };
@@ -42,7 +41,7 @@ use mana_ai_store::testkit::{fresh_db, TestDb};
 use mana_ai_store::{
     AgentSlot, Claim, ClaimRequest, RefreshOptions, Store, StoreConfig, WriteBack, WriteOutcome,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -138,22 +137,6 @@ impl LlmClient for InstantLlm {
                 },
             }
         })
-    }
-}
-
-/// Validates calls against the offered tools, as the runner does.
-struct Offered<'a> {
-    tools: Vec<&'a Tool>,
-}
-
-impl CallValidator for Offered<'_> {
-    fn validate(&self, name: &str, raw_args: &str) -> Result<Map<String, Value>, Rejection> {
-        Catalog::builtin()
-            .validate_call(&self.tools, name, raw_args)
-            .map_err(|r| Rejection {
-                label: r.label(),
-                message: r.to_string(),
-            })
     }
 }
 
@@ -345,6 +328,17 @@ struct Throughput {
     max: f64,
 }
 
+/// Folds the whole seeded log into snapshots (no safety margin), as a first pass would.
+async fn initial_refresh(store: &Store) {
+    store
+        .refresh_snapshots(RefreshOptions {
+            batch_rows: 5_000,
+            safety_margin: Duration::ZERO,
+        })
+        .await
+        .expect("initial refresh");
+}
+
 /// Seeds a fresh DB, folds the log into snapshots, then ticks until nothing is due
 /// (at most `max_ticks`). Wall time covers the ticks only.
 async fn throughput(
@@ -361,13 +355,7 @@ async fn throughput(
     let llm = fake_llm(llm_delay).await;
     let r = runner(store_with_pool(&db, pool), &llm.uri(), tweak);
     let t = Instant::now();
-    r.store()
-        .refresh_snapshots(RefreshOptions {
-            batch_rows: 5_000,
-            safety_margin: Duration::ZERO,
-        })
-        .await
-        .expect("initial refresh");
+    initial_refresh(r.store()).await;
     let refresh_ms = ms(t.elapsed());
 
     let t = Instant::now();
@@ -434,9 +422,7 @@ async fn mission_with_history() -> Value {
     let catalog = Catalog::builtin();
     let server = catalog.server_tools();
     let offered = filter_offered(&server, Some(&policy));
-    let validator = Offered {
-        tools: offered.clone(),
-    };
+    let validator = OfferedTools::new(offered.clone());
     let input = PlannerInput::new("s", "u", function_specs(&offered), &validator);
     let outcome = run_planner(&InstantLlm, input)
         .await
@@ -468,13 +454,7 @@ async fn non_llm_mission_path(n: usize) -> (Vec<f64>, Option<f64>) {
     };
     seed(&admin, shape, &history).await;
     let r = runner_with(db.service_store(), Arc::new(InstantLlm), |_| {});
-    r.store()
-        .refresh_snapshots(RefreshOptions {
-            batch_rows: 5_000,
-            safety_margin: Duration::ZERO,
-        })
-        .await
-        .expect("initial refresh");
+    initial_refresh(r.store()).await;
     let keys = r
         .store()
         .list_due_keys(Utc::now(), n as i64)

@@ -13,10 +13,13 @@ use mana_ai_core::crypto::{
 };
 use mana_ai_core::plan::iteration_id_for;
 use mana_ai_runner::testkit::{FakeLlm, Reply, RunnerBuilder};
-use mana_ai_runner::Runner;
-use mana_ai_store::testkit::rows::{decrypt_audit_rows, mission_record, AuditSummary};
+use mana_ai_runner::{Runner, TickStats};
+use mana_ai_store::testkit::rows::{
+    decrypt_audit_rows, first_column, mission_record, AuditSummary,
+};
 use mana_ai_store::testkit::{fresh_db, push_mission as push_mission_row, Change, TestDb};
-use mana_ai_store::{AuditStatus, DecryptAuditEntry, StoreError, REPLAY_ROW_LIMIT};
+use mana_ai_store::{AuditStatus, DecryptAuditEntry, Store, StoreError, REPLAY_ROW_LIMIT};
+use prometheus::IntCounterVec;
 use serde_json::{json, Value};
 
 const DUE: &str = "2026-01-05T06:00:00.000Z";
@@ -97,12 +100,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A record: (app, table, id).
+type Rec<'a> = (&'a str, &'a str, &'a str);
+
+/// Pushes one change of `user` to the record `(app, table, id)`.
 async fn push(
     c: &tokio_postgres::Client,
     user: &str,
-    app: &str,
-    table: &str,
-    id: &str,
+    (app, table, id): Rec<'_>,
     op: &str,
     data: Value,
 ) {
@@ -113,6 +118,13 @@ async fn push(
         .await;
 }
 
+/// Pushes these changes of `user`, in order.
+async fn push_all(c: &tokio_postgres::Client, user: &str, changes: Vec<(Rec<'_>, &str, Value)>) {
+    for (rec, op, data) in changes {
+        push(c, user, rec, op, data).await;
+    }
+}
+
 fn input(module: &str, table: &str, id: &str) -> Value {
     json!({"module": module, "table": table, "id": id})
 }
@@ -121,9 +133,10 @@ async fn push_mission(
     c: &tokio_postgres::Client,
     user: &str,
     id: &str,
-    inputs: Vec<Value>,
+    inputs: &[Rec<'_>],
     grant: Option<Value>,
 ) {
+    let inputs: Vec<Value> = inputs.iter().map(|&(m, t, i)| input(m, t, i)).collect();
     let mut m = mission_record(json!({
         "title": "Wochenplan", "conceptMarkdown": "Plan the week", "objective": "Propose tasks",
         "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}, "inputs": inputs
@@ -137,6 +150,32 @@ async fn push_mission(
 /// A fake LLM that answers every call with a final text (a plan with no steps).
 fn fake_llm() -> Arc<FakeLlm> {
     FakeLlm::replying(Reply::text("Nichts zu tun.").usage(10, 5))
+}
+
+/// A fresh database, its admin client and the fake LLM.
+async fn setup(name: &str) -> (TestDb, tokio_postgres::Client, Arc<FakeLlm>) {
+    let db = fresh_db(name).await;
+    let admin = db.admin().await;
+    (db, admin, fake_llm())
+}
+
+/// One tick that must write exactly one plan back; returns its stats.
+async fn plans_one(r: &Runner) -> TickStats {
+    let stats = r.tick().await;
+    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    stats
+}
+
+/// A runner holding the grant key, after one tick that wrote exactly one plan back.
+async fn keyed_runner_plans_one(db: &TestDb, llm: &Arc<FakeLlm>) -> Runner {
+    let r = runner(db, llm, Some(keys().private.clone()));
+    plans_one(&r).await;
+    r
+}
+
+/// The value of one labelled counter.
+fn count(v: &IntCounterVec, label: &str) -> u64 {
+    v.with_label_values(&[label]).get()
 }
 
 fn runner(db: &TestDb, llm: &Arc<FakeLlm>, key: Option<Arc<GrantPrivateKey>>) -> Runner {
@@ -170,35 +209,29 @@ async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey
         Utc::now(),
         None,
     );
-    push(
+    push_all(
         admin,
         "u1",
-        "notes",
-        "notes",
-        "n1",
-        "insert",
-        json!({"title": enc(&mdk, "Geheime Notiz"), "content": enc(&mdk, "Notizinhalt XYZ")}),
-    )
-    .await;
-    push(
-        admin,
-        "u1",
-        "notes",
-        "notes",
-        "n2",
-        "insert",
-        json!({"title": "Nicht freigegeben", "content": enc(&mdk, "Verbotener Inhalt QQQ")}),
-    )
-    .await;
-    push(
-        admin,
-        "u1",
-        "todo",
-        "tasks",
-        "t1",
-        "insert",
-        json!({"title": enc(&mdk, "Steuer"), "status": "open",
-               "description": enc(&mdk, "Belege sammeln"), "dueDate": "2026-02-01"}),
+        vec![
+            (
+                ("notes", "notes", "n1"),
+                "insert",
+                json!({"title": enc(&mdk, "Geheime Notiz"),
+                       "content": enc(&mdk, "Notizinhalt XYZ")}),
+            ),
+            (
+                ("notes", "notes", "n2"),
+                "insert",
+                json!({"title": "Nicht freigegeben",
+                       "content": enc(&mdk, "Verbotener Inhalt QQQ")}),
+            ),
+            (
+                ("todo", "tasks", "t1"),
+                "insert",
+                json!({"title": enc(&mdk, "Steuer"), "status": "open",
+                       "description": enc(&mdk, "Belege sammeln"), "dueDate": "2026-02-01"}),
+            ),
+        ],
     )
     .await;
     // Tampered: a valid blob with one ciphertext bit flipped.
@@ -207,49 +240,42 @@ async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey
     let mut ct = mana_ai_core::crypto::decode_forgiving(ct).unwrap();
     ct[0] ^= 0x01;
     let tampered = format!("{head}.{}", encode_standard(&ct));
-    push(
+    push_all(
         admin,
         "u1",
-        "calendar",
-        "events",
-        "e1",
-        "insert",
-        json!({"title": tampered}),
-    )
-    .await;
-    push(
-        admin,
-        "u1",
-        "journal",
-        "journalEntries",
-        "j1",
-        "insert",
-        json!({"content": "enc:1:no-separator-here"}),
-    )
-    .await;
-    push(
-        admin,
-        "u1",
-        "companion",
-        "companionGoals",
-        "g1",
-        "insert",
-        json!({"title": "Laufen", "currentValue": 3, "target": {"value": 10, "period": "week"}}),
+        vec![
+            (
+                ("calendar", "events", "e1"),
+                "insert",
+                json!({"title": tampered}),
+            ),
+            (
+                ("journal", "journalEntries", "j1"),
+                "insert",
+                json!({"content": "enc:1:no-separator-here"}),
+            ),
+            (
+                ("companion", "companionGoals", "g1"),
+                "insert",
+                json!({"title": "Laufen", "currentValue": 3,
+                       "target": {"value": 10, "period": "week"}}),
+            ),
+        ],
     )
     .await;
     push_mission(
         admin,
         "u1",
         "m1",
-        vec![
-            input("notes", "notes", "n1"),
-            input("notes", "notes", "n2"),
-            input("tasks", "tasks", "t1"),
-            input("calendar", "events", "e1"),
-            input("contacts", "contacts", "c1"),
-            input("journal", "journalEntries", "j1"),
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "missing"),
+        &[
+            ("notes", "notes", "n1"),
+            ("notes", "notes", "n2"),
+            ("tasks", "tasks", "t1"),
+            ("calendar", "events", "e1"),
+            ("contacts", "contacts", "c1"),
+            ("journal", "journalEntries", "j1"),
+            ("goals", "companionGoals", "g1"),
+            ("notes", "notes", "missing"),
         ],
         Some(g.clone()),
     )
@@ -262,13 +288,10 @@ async fn seed_granted_mission(admin: &tokio_postgres::Client) -> (MissionDataKey
 
 #[tokio::test]
 async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
-    let db = fresh_db("inputs_granted").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("inputs_granted").await;
     let (_mdk, _g) = seed_granted_mission(&admin).await;
     let r = runner(&db, &llm, Some(keys().private.clone()));
-    let stats = r.tick().await;
-    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let stats = plans_one(&r).await;
     assert!(stats.errors.is_empty(), "{stats:?}");
 
     let prompts = prompts(&llm);
@@ -307,40 +330,39 @@ async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
     }
 
     let it = Some(iteration_id_for("m1", DUE));
-    let s = |x: &str| x.to_string();
+    let row = |table: &str, id: &str, status: &str, reason: Option<&str>| {
+        let s = |x: &str| x.to_string();
+        (s(table), s(id), s(status), reason.map(s), it.clone())
+    };
     assert_eq!(
         audit_rows(&admin).await,
         vec![
-            (
-                s("events"),
-                s("e1"),
-                s("failed"),
-                Some(s("ciphertext-tampered-or-wrong-key")),
-                it.clone()
+            row(
+                "events",
+                "e1",
+                "failed",
+                Some("ciphertext-tampered-or-wrong-key")
             ),
-            (
-                s("journalEntries"),
-                s("j1"),
-                s("failed"),
-                Some(s("ciphertext-malformed")),
-                it.clone()
+            row(
+                "journalEntries",
+                "j1",
+                "failed",
+                Some("ciphertext-malformed")
             ),
-            (
-                s("notes"),
-                s("missing"),
-                s("scope-violation"),
-                Some(s("record-not-in-grant-allowlist")),
-                it.clone()
+            row(
+                "notes",
+                "missing",
+                "scope-violation",
+                Some("record-not-in-grant-allowlist")
             ),
-            (s("notes"), s("n1"), s("ok"), None, it.clone()),
-            (
-                s("notes"),
-                s("n2"),
-                s("scope-violation"),
-                Some(s("record-not-in-grant-allowlist")),
-                it.clone()
+            row("notes", "n1", "ok", None),
+            row(
+                "notes",
+                "n2",
+                "scope-violation",
+                Some("record-not-in-grant-allowlist")
             ),
-            (s("tasks"), s("t1"), s("ok"), None, it.clone()),
+            row("tasks", "t1", "ok", None),
         ]
     );
     // The service role reads them back through RLS, newest first, scoped to the user.
@@ -358,36 +380,19 @@ async fn granted_inputs_reach_the_llm_and_every_decrypt_outcome_is_audited() {
         .is_empty());
 
     let m = r.metrics();
-    assert_eq!(m.decrypts_total.with_label_values(&["notes"]).get(), 2);
-    assert_eq!(m.decrypts_total.with_label_values(&["tasks"]).get(), 2);
-    assert_eq!(m.decrypts_total.with_label_values(&["events"]).get(), 0);
-    assert_eq!(
-        m.grant_scope_violations_total
-            .with_label_values(&["notes"])
-            .get(),
-        2
-    );
-    assert_eq!(
-        m.resolver_failures_total
-            .with_label_values(&["unknown"])
-            .get(),
-        1
-    );
+    assert_eq!(count(&m.decrypts_total, "notes"), 2);
+    assert_eq!(count(&m.decrypts_total, "tasks"), 2);
+    assert_eq!(count(&m.decrypts_total, "events"), 0);
+    assert_eq!(count(&m.grant_scope_violations_total, "notes"), 2);
+    assert_eq!(count(&m.resolver_failures_total, "unknown"), 1);
     for reason in mana_ai_core::crypto::UnwrapFailure::ALL {
-        assert_eq!(
-            m.grant_skips_total
-                .with_label_values(&[reason.as_str()])
-                .get(),
-            0
-        );
+        assert_eq!(count(&m.grant_skips_total, reason.as_str()), 0);
     }
 }
 
 #[tokio::test]
 async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan() {
-    let db = fresh_db("inputs_skips").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("inputs_skips").await;
     let now = Utc::now();
     let ids = ["notes:n1"];
     // One user and mission per case, each with a note encrypted under the mission's real
@@ -442,34 +447,28 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
             }
         };
         expected.push(reason);
-        push(
+        push_all(
             &admin,
             &user,
-            "notes",
-            "notes",
-            "n1",
-            "insert",
-            json!({"title": "T", "content": enc(&mdk, "Skip-Geheimnis")}),
-        )
-        .await;
-        push(
-            &admin,
-            &user,
-            "companion",
-            "companionGoals",
-            "g1",
-            "insert",
-            json!({"title": "Ziel", "currentValue": 1}),
+            vec![
+                (
+                    ("notes", "notes", "n1"),
+                    "insert",
+                    json!({"title": "T", "content": enc(&mdk, "Skip-Geheimnis")}),
+                ),
+                (
+                    ("companion", "companionGoals", "g1"),
+                    "insert",
+                    json!({"title": "Ziel", "currentValue": 1}),
+                ),
+            ],
         )
         .await;
         push_mission(
             &admin,
             &user,
             &mission,
-            vec![
-                input("notes", "notes", "n1"),
-                input("goals", "companionGoals", "g1"),
-            ],
+            &[("notes", "notes", "n1"), ("goals", "companionGoals", "g1")],
             Some(g),
         )
         .await;
@@ -481,18 +480,9 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
     let m = r.metrics();
     for reason in ["expired", "malformed", "wrap-rejected", "mission-mismatch"] {
         let want = expected.iter().filter(|r| **r == reason).count() as u64;
-        assert_eq!(
-            m.grant_skips_total.with_label_values(&[reason]).get(),
-            want,
-            "{reason}"
-        );
+        assert_eq!(count(&m.grant_skips_total, reason), want, "{reason}");
     }
-    assert_eq!(
-        m.grant_skips_total
-            .with_label_values(&["not-configured"])
-            .get(),
-        0
-    );
+    assert_eq!(count(&m.grant_skips_total, "not-configured"), 0);
     let prompts = prompts(&llm);
     assert_eq!(prompts.len(), cases.len());
     for p in &prompts {
@@ -512,20 +502,11 @@ async fn unusable_grants_are_skipped_with_their_reason_and_missions_still_plan()
 
 #[tokio::test]
 async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
-    let db = fresh_db("inputs_nokey").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("inputs_nokey").await;
     seed_granted_mission(&admin).await;
     let r = runner(&db, &llm, None);
-    let stats = r.tick().await;
-    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert_eq!(
-        r.metrics()
-            .grant_skips_total
-            .with_label_values(&["not-configured"])
-            .get(),
-        1
-    );
+    plans_one(&r).await;
+    assert_eq!(count(&r.metrics().grant_skips_total, "not-configured"), 1);
     let p = &prompts(&llm)[0];
     assert!(!p.contains("Notizinhalt") && p.contains("id=\"g1\""));
     assert!(audit_rows(&admin).await.is_empty());
@@ -533,54 +514,34 @@ async fn without_a_configured_key_grants_are_skipped_as_not_configured() {
 
 #[tokio::test]
 async fn a_plaintext_goal_resolves_without_a_grant() {
-    let db = fresh_db("inputs_plain").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
-    push(
+    let (db, admin, llm) = setup("inputs_plain").await;
+    push_all(
         &admin,
         "u1",
-        "companion",
-        "companionGoals",
-        "g1",
-        "insert",
-        json!({"title": "Lesen", "currentValue": 2, "period": "month", "target": {"value": 4}}),
-    )
-    .await;
-    // A later update wins field-wise (shared LWW merge).
-    push(
-        &admin,
-        "u1",
-        "companion",
-        "companionGoals",
-        "g1",
-        "update",
-        json!({"currentValue": 3}),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "notes",
-        "notes",
-        "n1",
-        "insert",
-        json!({"content": "plain but encrypted module"}),
-    )
-    .await;
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
         vec![
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "n1"),
+            (
+                ("companion", "companionGoals", "g1"),
+                "insert",
+                json!({"title": "Lesen", "currentValue": 2, "period": "month",
+                       "target": {"value": 4}}),
+            ),
+            // A later update wins field-wise (shared LWW merge).
+            (
+                ("companion", "companionGoals", "g1"),
+                "update",
+                json!({"currentValue": 3}),
+            ),
+            (
+                ("notes", "notes", "n1"),
+                "insert",
+                json!({"content": "plain but encrypted module"}),
+            ),
         ],
-        None,
     )
     .await;
-    let r = runner(&db, &llm, Some(keys().private.clone()));
-    let stats = r.tick().await;
-    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let inputs = [("goals", "companionGoals", "g1"), ("notes", "notes", "n1")];
+    push_mission(&admin, "u1", "m1", &inputs, None).await;
+    let r = keyed_runner_plans_one(&db, &llm).await;
     let p = &prompts(&llm)[0];
     assert!(p.contains(&block(
         "g1",
@@ -594,10 +555,7 @@ async fn a_plaintext_goal_resolves_without_a_grant() {
     );
     for reason in mana_ai_core::crypto::UnwrapFailure::ALL {
         assert_eq!(
-            r.metrics()
-                .grant_skips_total
-                .with_label_values(&[reason.as_str()])
-                .get(),
+            count(&r.metrics().grant_skips_total, reason.as_str()),
             0,
             "no grant, nothing to skip"
         );
@@ -607,9 +565,7 @@ async fn a_plaintext_goal_resolves_without_a_grant() {
 
 #[tokio::test]
 async fn a_failing_resolver_drops_only_its_own_input() {
-    let db = fresh_db("inputs_fail").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("inputs_fail").await;
     // Reading record "boom" raises inside the database (a restrictive RLS policy whose
     // check errors for that record only): a real query failure for one resolver.
     admin
@@ -628,9 +584,7 @@ async fn a_failing_resolver_drops_only_its_own_input() {
     push(
         &admin,
         "u1",
-        "notes",
-        "notes",
-        "n1",
+        ("notes", "notes", "n1"),
         "insert",
         json!({"title": "Bleibt", "content": enc(&mdk, "Noch da")}),
     )
@@ -639,36 +593,20 @@ async fn a_failing_resolver_drops_only_its_own_input() {
         push(
             &admin,
             "u1",
-            "companion",
-            "companionGoals",
-            id,
+            ("companion", "companionGoals", id),
             "insert",
             json!({"title": format!("Ziel {id}")}),
         )
         .await;
     }
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        vec![
-            input("goals", "companionGoals", "boom"),
-            input("goals", "companionGoals", "g1"),
-            input("notes", "notes", "n1"),
-        ],
-        Some(g),
-    )
-    .await;
-    let r = runner(&db, &llm, Some(keys().private.clone()));
-    let stats = r.tick().await;
-    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
-    assert_eq!(
-        r.metrics()
-            .resolver_failures_total
-            .with_label_values(&["goals"])
-            .get(),
-        1
-    );
+    let inputs = [
+        ("goals", "companionGoals", "boom"),
+        ("goals", "companionGoals", "g1"),
+        ("notes", "notes", "n1"),
+    ];
+    push_mission(&admin, "u1", "m1", &inputs, Some(g)).await;
+    let r = keyed_runner_plans_one(&db, &llm).await;
+    assert_eq!(count(&r.metrics().resolver_failures_total, "goals"), 1);
     let p = &prompts(&llm)[0];
     assert!(!p.contains("id=\"boom\""));
     assert!(p.contains(&block(
@@ -678,6 +616,14 @@ async fn a_failing_resolver_drops_only_its_own_input() {
         "Fortschritt: 0 / ? (unbekannt)"
     )));
     assert!(p.contains(&block("n1", "notes/notes", "Bleibt", "Noch da")));
+}
+
+/// Replays u1's note `id` through the store.
+async fn replay_note(store: &Store, id: &str) -> Option<Value> {
+    store
+        .replay_record("u1", "notes", "notes", id)
+        .await
+        .unwrap()
 }
 
 /// The server's message of a database error.
@@ -721,13 +667,9 @@ fn log_capture() -> &'static LogBuf {
 #[tokio::test]
 async fn logs_never_carry_key_bytes_or_plaintext() {
     let buf = log_capture();
-    let db = fresh_db("inputs_logs").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("inputs_logs").await;
     let (mdk, g) = seed_granted_mission(&admin).await;
-    let r = runner(&db, &llm, Some(keys().private.clone()));
-    let stats = r.tick().await;
-    assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let _r = keyed_runner_plans_one(&db, &llm).await;
     // The plaintext did reach the LLM, so its absence from the logs means something.
     assert!(prompts(&llm)[0].contains("Notizinhalt XYZ"));
     let mut out = buf.0.lock().unwrap().clone();
@@ -840,16 +782,11 @@ async fn the_audit_is_append_only_for_the_service_role_and_retention_prunes_old_
         .await
         .unwrap();
     assert_eq!(store.prune_decrypt_audit(365).await.unwrap(), 2);
-    let left: Vec<String> = admin
-        .query(
-            "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = first_column(
+        &admin,
+        "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
+    )
+    .await;
     assert_eq!(left, ["mid", "n1"]);
     // Below the floor: refused by the store and by the database function itself.
     assert!(matches!(
@@ -883,82 +820,38 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
     let db = fresh_db("inputs_replay").await;
     let admin = db.admin().await;
     let store = db.service_store();
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "nothing")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "nothing").await, None);
     assert!(matches!(
         store.replay_record("", "notes", "notes", "x").await,
         Err(StoreError::Refused(_))
     ));
-    push(
-        &admin,
-        "u1",
-        "notes",
-        "notes",
-        "a",
-        "insert",
-        json!({"title": "A", "content": "x"}),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "notes",
-        "notes",
-        "a",
-        "update",
-        json!({"content": "y"}),
-    )
-    .await;
-    push(
-        &admin,
-        "u2",
-        "notes",
-        "notes",
-        "a",
-        "update",
-        json!({"content": "other user's"}),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "todo",
-        "notes",
-        "a",
-        "update",
-        json!({"content": "other app"}),
-    )
-    .await;
+    for (user, app, op, data) in [
+        (
+            "u1",
+            "notes",
+            "insert",
+            json!({"title": "A", "content": "x"}),
+        ),
+        ("u1", "notes", "update", json!({"content": "y"})),
+        ("u2", "notes", "update", json!({"content": "other user's"})),
+        ("u1", "todo", "update", json!({"content": "other app"})),
+    ] {
+        push(&admin, user, (app, "notes", "a"), op, data).await;
+    }
     assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "a")
-            .await
-            .unwrap(),
+        replay_note(&store, "a").await,
         Some(json!({"id": "a", "content": "y", "title": "A"}))
     );
     // deletedAt truthy ⇒ gone
     push(
         &admin,
         "u1",
-        "notes",
-        "notes",
-        "a",
+        ("notes", "notes", "a"),
         "update",
         json!({"deletedAt": "2026-01-01T00:00:00.000Z"}),
     )
     .await;
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "a")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "a").await, None);
 
     // A record with more rows than the bound: only the newest rows are read.
     admin
@@ -981,10 +874,7 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "big")
-            .await
-            .unwrap(),
+        replay_note(&store, "big").await,
         Some(json!({"id": "big", "counter": REPLAY_ROW_LIMIT})),
         "the insert row is beyond the bound, so its title is not read"
     );
@@ -997,11 +887,5 @@ async fn replay_is_rls_scoped_bounded_and_honours_old_tombstones() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .replay_record("u1", "notes", "notes", "big")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(replay_note(&store, "big").await, None);
 }

@@ -15,12 +15,10 @@ use mana_ai_runner::testkit::{
 use mana_ai_runner::{Clock, Runner};
 use mana_ai_store::testkit::faults::{break_due_listing, break_refresh, reassign_running_claims};
 use mana_ai_store::testkit::rows::{
-    mission_record, run_count, run_statuses, runner_data, runner_row_count,
+    mission_record, run_count, run_statuses, runner_data, runner_row_count, written_run,
 };
 use mana_ai_store::testkit::{fresh_db, push_mission, Change, TestDb};
-use mana_ai_store::{
-    AgentSlot, Claim, ClaimRequest, RefreshOptions, Store, WriteBack, WriteOutcome,
-};
+use mana_ai_store::{AgentSlot, Claim, ClaimRequest, RefreshOptions, Store, WriteOutcome};
 use serde_json::{json, Value};
 
 const DUE: &str = "2026-01-05T06:00:00.000Z";
@@ -60,6 +58,25 @@ async fn refresh(store: &Store) {
 }
 
 /// Claims m1's run due at [`DUE`] as another runner, for the default agent.
+/// One tick (room for 5 concurrent runs) that finds the one due run and skips it without
+/// calling the LLM or writing a plan; returns the runner.
+async fn tick_skips_the_one_due_run(db: &TestDb) -> Runner {
+    let llm = FakeLlm::replying(Reply::text("ok"));
+    let r = runner(db, llm.clone())
+        .config(|c| c.default_agent_max_concurrent = 5)
+        .build();
+    let stats = r.tick().await;
+    assert_eq!(
+        (stats.due_mission_count, stats.skipped),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.plans_written_back, 0);
+    assert!(stats.errors.is_empty(), "{stats:?}");
+    assert_eq!(llm.calls(), 0);
+    r
+}
+
 async fn claim_elsewhere(store: &Store) {
     let due = parse_iso(DUE).unwrap();
     let claim = store
@@ -201,19 +218,7 @@ async fn a_run_claimed_by_another_runner_is_skipped_as_held_elsewhere() {
     let admin = db.admin().await;
     push_mission(&admin, "u1", "m1", mission(DUE)).await;
     claim_elsewhere(&db.service_store()).await;
-    let llm = FakeLlm::replying(Reply::text("ok"));
-    let r = runner(&db, llm.clone())
-        .config(|c| c.default_agent_max_concurrent = 5)
-        .build();
-    let stats = r.tick().await;
-    assert_eq!(
-        (stats.due_mission_count, stats.skipped),
-        (1, 1),
-        "{stats:?}"
-    );
-    assert_eq!(stats.plans_written_back, 0);
-    assert!(stats.errors.is_empty(), "{stats:?}");
-    assert_eq!(llm.calls(), 0);
+    let r = tick_skips_the_one_due_run(&db).await;
     assert_eq!(decisions(&r, "ran"), 0);
     // The other runner's claim is untouched.
     assert_eq!(run_statuses(&admin, "m1").await, ["running"]);
@@ -234,33 +239,17 @@ async fn a_run_written_by_another_runner_is_skipped_as_already_done() {
     let meta = json!({"iterations": stamp, "nextRunAt": stamp});
     let actor = json!({"kind": "ai", "principalId": DEFAULT_AGENT_ID});
     let written = store
-        .write_back(&WriteBack {
-            user_id: "u1",
-            mission_id: "m1",
-            due_at: parse_iso(DUE).unwrap(),
-            runner_id: "other-runner",
-            data: &data,
-            field_meta: &meta,
-            actor: &actor,
-            failed: false,
-            error: None,
-        })
+        .write_back(&written_run(
+            ("u1", "m1", parse_iso(DUE).unwrap()),
+            "other-runner",
+            &data,
+            &meta,
+            &actor,
+        ))
         .await
         .unwrap();
     assert_eq!(written, WriteOutcome::Written);
-    let llm = FakeLlm::replying(Reply::text("ok"));
-    let r = runner(&db, llm.clone())
-        .config(|c| c.default_agent_max_concurrent = 5)
-        .build();
-    let stats = r.tick().await;
-    assert_eq!(
-        (stats.due_mission_count, stats.skipped),
-        (1, 1),
-        "{stats:?}"
-    );
-    assert_eq!(stats.plans_written_back, 0);
-    assert!(stats.errors.is_empty(), "{stats:?}");
-    assert_eq!(llm.calls(), 0);
+    let _r = tick_skips_the_one_due_run(&db).await;
     assert_eq!(run_statuses(&admin, "m1").await, ["written"]);
     assert_eq!(
         runner_row_count(&admin, None).await,

@@ -130,6 +130,29 @@ fn hourly() -> Value {
     json!({"kind": "interval", "everyMinutes": 60})
 }
 
+/// A fresh database, its admin client and the fake LLM every test here plans with.
+async fn setup(name: &str) -> (TestDb, tokio_postgres::Client, Arc<FakeLlm>) {
+    let db = fresh_db(name).await;
+    let admin = db.admin().await;
+    (db, admin, fake_llm())
+}
+
+/// Pushes an hourly research mission with this objective.
+async fn push(admin: &tokio_postgres::Client, user: &str, mission_id: &str, objective: &str) {
+    push_mission(admin, user, mission_id, mission(objective, hourly())).await;
+}
+
+/// Turns deep research on against this mana-research.
+fn deep(c: &mut RunnerConfig, research: &MockServer) {
+    c.research_url = Some(research.uri());
+    c.deep_research_enabled = true;
+}
+
+/// The rendered metrics `m` carry a sample of `name` with these labels.
+fn assert_metric_seen(m: &str, name: &str, labels: &[(&str, &str)], context: &str) {
+    assert!(metric_value(m, name, labels).is_some(), "{context}{m}");
+}
+
 async fn server_rows(admin: &tokio_postgres::Client, mission: &str) -> Vec<Value> {
     runner_data(admin, mission).await
 }
@@ -168,13 +191,11 @@ fn due() -> DateTime<Utc> {
 
 #[tokio::test]
 async fn shallow_research_injects_the_exact_markdown_with_credentials() {
-    let db = fresh_db("res_shallow").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_shallow").await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective =
         "Recherchiere Nachrichten zur Energiewende in Norddeutschland und fasse sie kurz zusammen";
-    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    push(&admin, "u1", "m1", objective).await;
     let r = runner(&db, &llm, |c| c.news_api_url = Some(news.uri()));
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
@@ -206,20 +227,20 @@ async fn shallow_research_injects_the_exact_markdown_with_credentials() {
         assert_eq!(header(req, "x-user-id").as_deref(), Some("u1"));
     }
     let m = r.metrics().render();
-    assert!(
-        metric_value(&m, "mana_ai_shallow_research_total", &[("outcome", "ok")]).is_some(),
-        "{m}"
+    assert_metric_seen(
+        &m,
+        "mana_ai_shallow_research_total",
+        &[("outcome", "ok")],
+        "",
     );
     assert!(!m.contains("svc-secret"));
 }
 
 #[tokio::test]
 async fn shallow_research_header_names_are_configurable_and_can_be_off() {
-    let db = fresh_db("res_headers").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_headers").await;
     let news = news_api(two_feeds(), two_articles()).await;
-    push_mission(&admin, "u7", "m1", mission("News des Tages", hourly())).await;
+    push(&admin, "u7", "m1", "News des Tages").await;
     let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
         c.news_service_key_header = None;
@@ -235,9 +256,7 @@ async fn shallow_research_header_names_are_configurable_and_can_be_off() {
 
 #[tokio::test]
 async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() {
-    let db = fresh_db("res_shallow_fail").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_shallow_fail").await;
     let cases: Vec<(&str, ResponseTemplate, ResponseTemplate)> = vec![
         (
             "unauthorized",
@@ -283,15 +302,11 @@ async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() 
         let prompt = user_prompt(&llm, i);
         assert!(prompt.contains("Suche Neuigkeiten"), "case {i}");
         assert!(!prompt.contains("Web-Research"), "{outcome}: {prompt}");
-        let m = r.metrics().render();
-        assert!(
-            metric_value(
-                &m,
-                "mana_ai_shallow_research_total",
-                &[("outcome", outcome)]
-            )
-            .is_some(),
-            "{outcome}: {m}"
+        assert_metric_seen(
+            &r.metrics().render(),
+            "mana_ai_shallow_research_total",
+            &[("outcome", outcome)],
+            &format!("{outcome}: "),
         );
         let data = &server_rows(&admin, &format!("m{i}")).await[0];
         assert_ne!(
@@ -303,17 +318,14 @@ async fn shallow_research_failures_drop_the_input_and_the_mission_still_plans() 
 
 #[tokio::test]
 async fn deep_research_pending_then_completed_answers_the_due_run_once() {
-    let db = fresh_db("res_deep").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_deep").await;
     let research = research_api(vec![status("running"), completed()]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Deep Dive: aktuelle Entwicklungen bei Wärmepumpen";
-    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    push(&admin, "u1", "m1", objective).await;
     let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
     });
 
     // Tick 1: submitted, mission skipped, nothing written.
@@ -397,17 +409,14 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
 
 #[tokio::test]
 async fn a_failed_job_falls_back_to_shallow_research() {
-    let db = fresh_db("res_deep_fail").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_deep_fail").await;
     let research = research_api(vec![status("failed")]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Tiefe Recherche: aktuelle Mietpreise";
-    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    push(&admin, "u1", "m1", objective).await;
     let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
     });
     assert_eq!(r.tick().await.skipped, 1);
     let stats = r.tick().await;
@@ -429,17 +438,14 @@ async fn a_failed_job_falls_back_to_shallow_research() {
 
 #[tokio::test]
 async fn a_stuck_job_is_abandoned_after_the_max_age() {
-    let db = fresh_db("res_stuck").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_stuck").await;
     let research = research_api(vec![status("running")]).await;
     let news = news_api(two_feeds(), two_articles()).await;
     let objective = "Deep research: aktuelle Zinsen";
-    push_mission(&admin, "u1", "m1", mission(objective, hourly())).await;
+    push(&admin, "u1", "m1", objective).await;
     let r = runner(&db, &llm, |c| {
         c.news_api_url = Some(news.uri());
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
         c.research_job_max_age = Duration::from_secs(3600);
     });
     assert_eq!(r.tick().await.skipped, 1);
@@ -452,31 +458,24 @@ async fn a_stuck_job_is_abandoned_after_the_max_age() {
     assert_eq!(requests_to(&research, POLL).await.len(), 1);
     assert_eq!(requests_to(&research, SUBMIT).await.len(), 1);
     assert_eq!(job_rows(&admin, "m1").await[0].0, "abandoned");
-    let m = r.metrics().render();
-    assert!(
-        metric_value(
-            &m,
-            "mana_ai_research_jobs_abandoned_total",
-            &[("reason", "max-age")]
-        )
-        .is_some(),
-        "{m}"
+    assert_metric_seen(
+        &r.metrics().render(),
+        "mana_ai_research_jobs_abandoned_total",
+        &[("reason", "max-age")],
+        "",
     );
 }
 
 #[tokio::test]
 async fn polls_that_keep_failing_abandon_the_job() {
-    let db = fresh_db("res_poll_fail").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_poll_fail").await;
     let research = research_api(vec![
         ResponseTemplate::new(404).set_body_string("{\"error\":\"unknown task\"}")
     ])
     .await;
-    push_mission(&admin, "u1", "m1", mission("Deep dive Steuern", hourly())).await;
+    push(&admin, "u1", "m1", "Deep dive Steuern").await;
     let r = runner(&db, &llm, |c| {
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
         c.research_max_poll_failures = 2;
     });
     assert_eq!(r.tick().await.skipped, 1, "submit");
@@ -484,31 +483,19 @@ async fn polls_that_keep_failing_abandon_the_job() {
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "second failed poll: {stats:?}");
     assert_eq!(requests_to(&research, POLL).await.len(), 2);
-    let m = r.metrics().render();
-    assert!(
-        metric_value(
-            &m,
-            "mana_ai_research_jobs_abandoned_total",
-            &[("reason", "poll-failures")]
-        )
-        .is_some(),
-        "{m}"
+    assert_metric_seen(
+        &r.metrics().render(),
+        "mana_ai_research_jobs_abandoned_total",
+        &[("reason", "poll-failures")],
+        "",
     );
 }
 
 #[tokio::test]
 async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
-    let db = fresh_db("res_crash").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_crash").await;
     let research = research_api(vec![status("queued")]).await;
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        mission("Deep research Bahnstreik", hourly()),
-    )
-    .await;
+    push(&admin, "u1", "m1", "Deep research Bahnstreik").await;
     // A previous runner wrote the row and died before submitting.
     let key = idempotency_key("u1", "m1", due()).to_string();
     insert_research_job(
@@ -525,8 +512,7 @@ async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
     )
     .await;
     let r = runner(&db, &llm, |c| {
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
     });
     assert_eq!(r.tick().await.skipped, 1);
     let submits = requests_to(&research, SUBMIT).await;
@@ -543,9 +529,7 @@ async fn a_crash_between_row_and_submit_resubmits_with_the_same_key() {
 
 #[tokio::test]
 async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
-    let db = fresh_db("res_retry").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_retry").await;
     let research = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(SUBMIT))
@@ -555,16 +539,9 @@ async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
         ]))
         .mount(&research)
         .await;
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        mission("Deep research Bahnstreik", hourly()),
-    )
-    .await;
+    push(&admin, "u1", "m1", "Deep research Bahnstreik").await;
     let r = runner(&db, &llm, |c| {
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
     });
     assert_eq!(r.tick().await.skipped, 1);
     assert_eq!(job_rows(&admin, "m1").await[0].0, "submitting");
@@ -587,26 +564,12 @@ async fn an_ambiguous_submit_failure_retries_with_the_same_key() {
 
 #[tokio::test]
 async fn a_finished_job_answers_only_its_own_due_run() {
-    let db = fresh_db("res_keyed").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_keyed").await;
     let research = research_api(vec![status("queued")]).await;
     // m1: its job already completed for THIS due run (a retried run): reuse, no submit.
-    push_mission(
-        &admin,
-        "u1",
-        "m1",
-        mission("Deep dive Solarpflicht", hourly()),
-    )
-    .await;
+    push(&admin, "u1", "m1", "Deep dive Solarpflicht").await;
     // m2: its job completed for an EARLIER due run: this run submits a new job.
-    push_mission(
-        &admin,
-        "u2",
-        "m2",
-        mission("Deep dive Solarpflicht", hourly()),
-    )
-    .await;
+    push(&admin, "u2", "m2", "Deep dive Solarpflicht").await;
     let earlier = due() - chrono::Duration::hours(1);
     for (user, mid, at) in [("u1", "m1", due()), ("u2", "m2", earlier)] {
         let job = JobRow {
@@ -621,8 +584,7 @@ async fn a_finished_job_answers_only_its_own_due_run() {
         insert_research_job(&admin, &job).await;
     }
     let r = runner(&db, &llm, |c| {
-        c.research_url = Some(research.uri());
-        c.deep_research_enabled = true;
+        deep(c, &research);
     });
     let stats = r.tick().await;
     assert_eq!(
@@ -642,9 +604,7 @@ async fn a_finished_job_answers_only_its_own_due_run() {
 
 #[tokio::test]
 async fn jobs_of_inactive_missions_are_cleaned_up_each_tick() {
-    let db = fresh_db("res_cleanup").await;
-    let admin = db.admin().await;
-    let llm = fake_llm();
+    let (db, admin, llm) = setup("res_cleanup").await;
     let future = "2099-01-01T00:00:00.000Z";
     let mut active = mission("Deep dive", hourly());
     active["nextRunAt"] = json!(future);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mana_ai::http;
+use mana_ai_runner::testkit::metrics::CONTRACT_METRICS;
 use mana_ai_store::testkit::{fresh_db, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -127,38 +128,6 @@ async fn health_is_503_when_the_database_is_unreachable() {
 // ---------------------------------------------------------------------------------------
 // /metrics
 
-/// The metric names of the compatibility contract (planner-service spec, metrics table),
-/// written out here so that a rename in the code cannot pass unnoticed.
-const CONTRACT_METRICS: &[&str] = &[
-    "mana_ai_http_requests_total",
-    "mana_ai_http_request_duration_seconds",
-    "mana_ai_ticks_total",
-    "mana_ai_tick_duration_seconds",
-    "mana_ai_plans_produced_total",
-    "mana_ai_plans_written_back_total",
-    "mana_ai_parse_failures_total",
-    "mana_ai_mission_errors_total",
-    "mana_ai_research_jobs_submitted_total",
-    "mana_ai_research_jobs_completed_total",
-    "mana_ai_research_jobs_failed_total",
-    "mana_ai_research_jobs_pending_skips_total",
-    "mana_ai_planner_request_duration_seconds",
-    "mana_ai_snapshots_new_total",
-    "mana_ai_snapshots_updated_total",
-    "mana_ai_snapshot_rows_applied_total",
-    "mana_ai_decrypts_total",
-    "mana_ai_grant_scope_violations_total",
-    "mana_ai_grant_skips_total",
-    "mana_ai_agent_decisions_total",
-    "mana_ai_tokens_used_total",
-    "mana_ai_tool_calls_total",
-    "mana_ai_planner_rounds",
-    "mana_ai_provider_errors_total",
-    "mana_ai_reminders_emitted_total",
-    "mana_ai_compactions_triggered_total",
-    "mana_ai_compacted_turns",
-];
-
 #[tokio::test]
 async fn metrics_announce_every_contract_metric_with_the_service_label() {
     let (_db, app) = spawn_with_db("http_metrics", &[]).await;
@@ -168,7 +137,7 @@ async fn metrics_announce_every_contract_metric_with_the_service_label() {
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert!(ct.contains("version=0.0.4"), "{ct}");
     let text = r.text().await.unwrap();
-    for name in CONTRACT_METRICS {
+    for (name, _kind) in CONTRACT_METRICS {
         assert!(
             text.contains(&format!("\n# TYPE {name} "))
                 || text.starts_with(&format!("# TYPE {name} ")),

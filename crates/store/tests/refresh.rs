@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mana_ai_store::testkit::rows::mission_record;
+use mana_ai_store::testkit::rows::{first_column, mission_record, scalar};
 use mana_ai_store::testkit::{fresh_db, Change, TestDb};
-use mana_ai_store::{RefreshOptions, RefreshOutcome, RefreshStats, Store};
+use mana_ai_store::{DueMission, RefreshOptions, RefreshOutcome, RefreshStats, Store};
 use serde_json::{json, Value};
 
 fn opts() -> RefreshOptions {
@@ -53,6 +53,28 @@ async fn push(
 /// Inserts a mission record from device 1.
 async fn insert_mission(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
     push(c, user, "aiMissions", id, "insert", data, json!({})).await;
+}
+
+/// Inserts an agent record from device 1.
+async fn insert_agent(c: &tokio_postgres::Client, user: &str, id: &str, data: Value) {
+    push(c, user, "agents", id, "insert", data, json!({})).await;
+}
+
+/// Renames a mission from device 1, its title stamped at `stamp`.
+async fn retitle(c: &tokio_postgres::Client, user: &str, id: &str, title: &str, stamp: &str) {
+    let (data, meta) = (json!({"title": title}), json!({"title": stamp}));
+    push(c, user, "aiMissions", id, "update", data, meta).await;
+}
+
+/// The missions due now (at most 10).
+async fn due_now(store: &Store) -> Vec<DueMission> {
+    store.list_due_missions(Utc::now(), 10).await.unwrap()
+}
+
+/// The ids of the user's missions, as the store lists them.
+async fn mission_ids(store: &Store, user: &str) -> Vec<String> {
+    let missions = store.user_missions(user).await.unwrap();
+    missions.into_iter().map(|m| m.mission_id).collect()
 }
 
 fn mission(title: &str, next_run_at: &str) -> Value {
@@ -113,11 +135,7 @@ async fn service_role_is_least_privilege_and_rls_scopes_every_read() {
     ));
     // Outside withUser the service role sees nothing at all.
     let c = _db.service_client().await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM sync_changes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM sync_changes").await;
     assert_eq!(n, 0);
     // Yet discovery through the definer function finds both users' missions.
     let s = refresh(&store).await;
@@ -139,31 +157,19 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
         mission("first", "2020-01-01T00:00:00.000Z"),
     )
     .await;
-    push(
+    retitle(&admin, "u1", "m1", "second", "2026-01-01T00:00:00.000Z").await;
+    insert_agent(
         &admin,
         "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "second"}),
-        json!({"title": "2026-01-01T00:00:00.000Z"}),
-    )
-    .await;
-    push(
-        &admin,
-        "u1",
-        "agents",
         "a1",
-        "insert",
         json!({"name": "Scout", "role": "r", "state": "active", "maxConcurrentMissions": 1}),
-        json!({}),
     )
     .await;
     let s = refresh(&store).await;
     assert_eq!(s.rows_applied, 3);
     assert_eq!(s.new_snapshots, 2);
 
-    let due = store.list_due_missions(Utc::now(), 10).await.unwrap();
+    let due = due_now(&store).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].record["title"], "second");
     assert_eq!(
@@ -179,16 +185,7 @@ async fn refresh_merges_missions_and_agents_and_lists_due() {
 async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten() {
     let (_db, store, admin) = setup("incr").await;
     insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "t2"}),
-        json!({"title": "2026-05-01T00:00:00.000Z"}),
-    )
-    .await;
+    retitle(&admin, "u1", "m1", "t2", "2026-05-01T00:00:00.000Z").await;
     refresh(&store).await;
     let before = store.user_missions("u1").await.unwrap()[0].updated_at;
 
@@ -197,16 +194,7 @@ async fn nothing_new_means_nothing_read_and_unchanged_content_is_not_rewritten()
     assert_eq!(s.users_processed, 0);
 
     // A stale update (older stamp) changes nothing: no rewrite.
-    push(
-        &admin,
-        "u1",
-        "aiMissions",
-        "m1",
-        "update",
-        json!({"title": "stale"}),
-        json!({"title": "2026-04-01T00:00:00.000Z"}),
-    )
-    .await;
+    retitle(&admin, "u1", "m1", "stale", "2026-04-01T00:00:00.000Z").await;
     let s = refresh(&store).await;
     assert_eq!(s.rows_applied, 1);
     assert_eq!(s.unchanged_snapshots, 1);
@@ -243,13 +231,7 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     .await;
     refresh(&store).await;
     refresh(&store).await;
-    let ids: Vec<String> = store
-        .user_missions("u1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.mission_id)
-        .collect();
+    let ids = mission_ids(&store, "u1").await;
     assert!(
         !ids.contains(&"slow".to_string()),
         "uncommitted row cannot be visible"
@@ -259,13 +241,7 @@ async fn a_transaction_open_across_a_refresh_is_not_lost() {
     tx.commit().await.unwrap();
     let s = refresh(&store).await;
     assert!(s.rows_applied >= 1);
-    let ids: Vec<String> = store
-        .user_missions("u1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.mission_id)
-        .collect();
+    let ids = mission_ids(&store, "u1").await;
     assert!(
         ids.contains(&"slow".to_string()),
         "late-committing row was lost: {ids:?}"
@@ -278,10 +254,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     let (_db, store, admin) = setup("del").await;
     insert_mission(&admin, "u1", "m1", mission("t", "2020-01-01T00:00:00.000Z")).await;
     refresh(&store).await;
-    assert_eq!(
-        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
-        1
-    );
+    assert_eq!(due_now(&store).await.len(), 1);
     push(
         &admin,
         "u1",
@@ -293,11 +266,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     )
     .await;
     refresh(&store).await;
-    assert!(store
-        .list_due_missions(Utc::now(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(due_now(&store).await.is_empty());
     // A later update must not resurrect it.
     push(
         &admin,
@@ -310,11 +279,7 @@ async fn deletes_are_final_and_hide_the_mission() {
     )
     .await;
     refresh(&store).await;
-    assert!(store
-        .list_due_missions(Utc::now(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(due_now(&store).await.is_empty());
     let snaps = store.user_missions("u1").await.unwrap();
     assert!(snaps[0].deleted);
 }
@@ -363,18 +328,9 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
     // The due query is served by the partial index.
     let c = mana_ai_store::connect_once(&_db.service_url).await.unwrap();
     c.batch_execute("SET enable_seqscan = off").await.unwrap();
-    let plan: Vec<String> = c
-        .query(
-            "EXPLAIN SELECT user_id, mission_id, record, next_run_at FROM mana_ai.mission_snapshots
+    let plan: Vec<String> = first_column(&c, "EXPLAIN SELECT user_id, mission_id, record, next_run_at FROM mana_ai.mission_snapshots
               WHERE state = 'active' AND NOT deleted AND next_run_at IS NOT NULL AND next_run_at <= now()
-              ORDER BY next_run_at, user_id, mission_id LIMIT 10",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+              ORDER BY next_run_at, user_id, mission_id LIMIT 10").await;
     assert!(
         plan.iter()
             .any(|l| l.contains("idx_mission_snapshots_due_at")),
@@ -386,14 +342,11 @@ async fn due_missions_compare_instants_oldest_first_with_a_limit() {
 async fn batches_walk_the_whole_range() {
     let (_db, store, admin) = setup("batch").await;
     for i in 0..25 {
-        push(
+        insert_mission(
             &admin,
             &format!("u{}", i % 4),
-            "aiMissions",
             &format!("m{i}"),
-            "insert",
             mission("t", "2020-01-01T00:00:00.000Z"),
-            json!({}),
         )
         .await;
     }
@@ -438,10 +391,7 @@ async fn migration_is_idempotent_and_keeps_data() {
     mana_ai_store::schema::create_sync_changes_for_dev(&db.admin().await)
         .await
         .expect("second DDL");
-    assert_eq!(
-        store.list_due_missions(Utc::now(), 10).await.unwrap().len(),
-        1
-    );
+    assert_eq!(due_now(&store).await.len(), 1);
 }
 
 #[tokio::test]
@@ -503,24 +453,18 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     // Two users with records of the same ids (the shared default agent id, and a
     // mission id), different contents.
     for (user, name) in [("ua", "Alpha"), ("ub", "Bravo")] {
-        push(
+        insert_agent(
             &admin,
             user,
-            "agents",
             "legacy:ai-default",
-            "insert",
             json!({"name": name, "role": "r", "state": "active"}),
-            json!({}),
         )
         .await;
-        push(
+        insert_mission(
             &admin,
             user,
-            "aiMissions",
             "same-id",
-            "insert",
             mission(name, "2020-01-01T00:00:00.000Z"),
-            json!({}),
         )
         .await;
     }
@@ -536,15 +480,12 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     }
 
     // The function is not a definer function: it runs with the caller's rights.
-    let definer: bool = admin
-        .query_one(
-            "SELECT prosecdef FROM pg_proc
+    let definer: bool = scalar(
+        &admin,
+        "SELECT prosecdef FROM pg_proc
               WHERE oid = 'mana_ai.read_ai_rows(text[],timestamptz,timestamptz)'::regprocedure",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert!(!definer, "read_ai_rows must be SECURITY INVOKER");
 
     // A policy that hides ub's rows from the service role is obeyed inside the
@@ -603,54 +544,39 @@ async fn refresh_reads_stay_under_row_level_security_per_user() {
     )
     .await
     .unwrap();
-    let visible: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM sync_changes WHERE user_id = 'uc'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let visible: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM sync_changes WHERE user_id = 'uc'",
+    )
+    .await;
     assert_eq!(visible, 1, "the space policy shows uc's row to a member");
-    let leaked: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['ua'], '-infinity', 'infinity')
+    let leaked: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['ua'], '-infinity', 'infinity')
               WHERE user_id <> 'ua'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(leaked, 0, "another user's row came back in ua's answer");
     // The caller's scope is restored after the call.
-    let read: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['uc'], '-infinity', 'infinity')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let read: i64 = scalar(
+        &tx,
+        "SELECT count(*) FROM mana_ai.read_ai_rows(ARRAY['uc'], '-infinity', 'infinity')",
+    )
+    .await;
     assert_eq!(read, 1);
-    let scope: String = tx
-        .query_one("SELECT current_setting('app.current_user_id', true)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let scope: String = scalar(&tx, "SELECT current_setting('app.current_user_id', true)").await;
     assert_eq!(scope, "ua");
     tx.rollback().await.unwrap();
 
     // And the refresh itself obeys the hiding policy: ub's new row is not projected,
     // ua's is.
     for user in ["ua", "ub"] {
-        push(
+        retitle(
             &admin,
             user,
-            "aiMissions",
             "same-id",
-            "update",
-            json!({"title": format!("{user} renamed")}),
-            json!({"title": "2026-06-01T00:00:00.000Z"}),
+            &format!("{user} renamed"),
+            "2026-06-01T00:00:00.000Z",
         )
         .await;
     }

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use mana_ai_store::testkit::rows::{run_statuses, runner_row_count};
+use mana_ai_store::testkit::rows::{first_column, run_statuses, runner_row_count, written_run};
 use mana_ai_store::testkit::{fresh_db, TestDb, SERVICE_ROLE};
-use mana_ai_store::{
-    schema, AgentSlot, Claim, ClaimRequest, Store, StoreError, WriteBack, WriteOutcome,
-};
+use mana_ai_store::{schema, AgentSlot, Claim, ClaimRequest, Store, StoreError, WriteOutcome};
 use serde_json::json;
 
 const USER: &str = "user-a";
@@ -70,17 +68,13 @@ async fn write(store: &Store, mission: &str, due_at: DateTime<Utc>, runner: &str
     let meta = json!({"iterations": "2026-01-05T06:00:00.000Z"});
     let actor = json!({"kind": "ai", "principalId": AGENT});
     store
-        .write_back(&WriteBack {
-            user_id: USER,
-            mission_id: mission,
-            due_at,
-            runner_id: runner,
-            data: &data,
-            field_meta: &meta,
-            actor: &actor,
-            failed: false,
-            error: None,
-        })
+        .write_back(&written_run(
+            (USER, mission, due_at),
+            runner,
+            &data,
+            &meta,
+            &actor,
+        ))
         .await
         .expect("write-back")
 }
@@ -289,17 +283,7 @@ async fn write_back_is_rls_scoped_and_refuses_an_empty_user() {
     let (db, a, _b, admin) = setup("runs_rls").await;
     let data = json!({"iterations": []});
     let meta = json!({});
-    let wb = WriteBack {
-        user_id: "",
-        mission_id: "m-1",
-        due_at: due(0),
-        runner_id: "runner-a",
-        data: &data,
-        field_meta: &meta,
-        actor: &meta,
-        failed: false,
-        error: None,
-    };
+    let wb = written_run(("", "m-1", due(0)), "runner-a", &data, &meta, &meta);
     assert!(matches!(
         a.write_back(&wb).await,
         Err(StoreError::Refused(_))
@@ -375,17 +359,12 @@ async fn the_migration_stays_idempotent_with_the_run_functions() {
     schema::migrate(&admin, Some(SERVICE_ROLE))
         .await
         .expect("third migration");
-    let invoker: Vec<bool> = admin
-        .query(
-            "SELECT prosecdef FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let invoker: Vec<bool> = first_column(
+        &admin,
+        "SELECT prosecdef FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname = 'mana_ai' AND p.proname IN ('claim_run', 'write_back_run')",
-            &[],
-        )
-        .await
-        .expect("functions")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         invoker,
         vec![false, false],

@@ -1,7 +1,7 @@
 //! The test kit's databases (moved from the pgcluster crate with their SQL): isolated
 //! fresh databases in the one shared cluster, templates built once, row fixtures.
 
-use mana_ai_store::testkit::rows::{mission_record, runner_row_count};
+use mana_ai_store::testkit::rows::{mission_record, runner_row_count, scalar};
 use mana_ai_store::testkit::{
     create_template, fresh_database, fresh_database_from, fresh_db, push_agent, push_mission,
     Change,
@@ -32,11 +32,7 @@ async fn two_fresh_databases_are_distinct_and_isolated() {
     assert!(a.name.starts_with("kit_"), "{}", a.name);
 
     let ca = client(&a.superuser_url()).await;
-    let current: String = ca
-        .query_one("SELECT current_database()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let current: String = scalar(&ca, "SELECT current_database()").await;
     assert_eq!(current, a.name);
     ca.batch_execute("CREATE TABLE only_in_a (v int)")
         .await
@@ -93,16 +89,8 @@ async fn template_setup_runs_once_and_copies_are_independent() {
     cx.batch_execute("INSERT INTO migrated VALUES (8)")
         .await
         .unwrap();
-    let nx: i64 = cx
-        .query_one("SELECT count(*) FROM migrated", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let ny: i64 = cy
-        .query_one("SELECT count(*) FROM migrated", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let nx: i64 = scalar(&cx, "SELECT count(*) FROM migrated").await;
+    let ny: i64 = scalar(&cy, "SELECT count(*) FROM migrated").await;
     assert_eq!((nx, ny), (2, 1));
 }
 

@@ -21,6 +21,9 @@ mod plan;
 pub(crate) mod tools;
 mod write;
 
+/// The runner's validator of tool calls against the offered tools.
+pub use plan::OfferedTools;
+
 use std::sync::Arc;
 
 use mana_ai_core::cadence::Cadence;

@@ -25,9 +25,17 @@ use crate::error::RunError;
 use crate::events::{self, Emit};
 use crate::outcome::AgentSkip;
 
-/// Validates tool calls against the tools offered to this run.
-struct OfferedTools<'a> {
+/// Validates tool calls against the tools offered to this run (public for the planning
+/// bench, which validates as the runner does).
+pub struct OfferedTools<'a> {
     tools: Vec<&'a Tool>,
+}
+
+impl<'a> OfferedTools<'a> {
+    /// A validator for calls to these offered tools.
+    pub fn new(tools: Vec<&'a Tool>) -> Self {
+        Self { tools }
+    }
 }
 
 impl CallValidator for OfferedTools<'_> {
@@ -63,9 +71,7 @@ impl MissionRunner {
         let server = catalog.server_tools();
         let offered = filter_offered(&server, run.agent.policy.as_ref());
         let specs = self.tool_specs.get(&offered);
-        let validator = OfferedTools {
-            tools: offered.clone(),
-        };
+        let validator = OfferedTools::new(offered.clone());
         let input = self.planner_input(run, inputs, used_before, &specs, &validator);
         match self.run_budgeted(run, input, specs).await {
             LoopEnd::DeadlineExceeded => Ok(Attempt::Failed(RunFailure {

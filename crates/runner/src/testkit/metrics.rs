@@ -81,6 +81,40 @@ fn parse_labels(mut rest: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// The metric names and types of the original service's contract (planner-service §3,
+/// metrics table), written out here rather than taken from production code, so that a
+/// rename in the code fails the tests that use it instead of silently passing both.
+/// Dashboards and alerts depend on these.
+pub const CONTRACT_METRICS: &[(&str, &str)] = &[
+    ("mana_ai_http_requests_total", "counter"),
+    ("mana_ai_http_request_duration_seconds", "histogram"),
+    ("mana_ai_ticks_total", "counter"),
+    ("mana_ai_tick_duration_seconds", "histogram"),
+    ("mana_ai_plans_produced_total", "counter"),
+    ("mana_ai_plans_written_back_total", "counter"),
+    ("mana_ai_parse_failures_total", "counter"),
+    ("mana_ai_mission_errors_total", "counter"),
+    ("mana_ai_research_jobs_submitted_total", "counter"),
+    ("mana_ai_research_jobs_completed_total", "counter"),
+    ("mana_ai_research_jobs_failed_total", "counter"),
+    ("mana_ai_research_jobs_pending_skips_total", "counter"),
+    ("mana_ai_planner_request_duration_seconds", "histogram"),
+    ("mana_ai_snapshots_new_total", "counter"),
+    ("mana_ai_snapshots_updated_total", "counter"),
+    ("mana_ai_snapshot_rows_applied_total", "counter"),
+    ("mana_ai_decrypts_total", "counter"),
+    ("mana_ai_grant_scope_violations_total", "counter"),
+    ("mana_ai_grant_skips_total", "counter"),
+    ("mana_ai_agent_decisions_total", "counter"),
+    ("mana_ai_tokens_used_total", "counter"),
+    ("mana_ai_tool_calls_total", "counter"),
+    ("mana_ai_planner_rounds", "histogram"),
+    ("mana_ai_provider_errors_total", "counter"),
+    ("mana_ai_reminders_emitted_total", "counter"),
+    ("mana_ai_compactions_triggered_total", "counter"),
+    ("mana_ai_compacted_turns", "histogram"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,61 @@
 //! Rows tests seed and inspect, as the superuser (the sync server owns `sync_changes`;
 //! here the test plays it): one pusher for `sync_changes` rows, record fixtures for
-//! missions and agents, and readers for what the runner wrote (iterations, token usage,
+//! missions and agents, a successful write-back request, and readers for what the runner wrote (iterations, token usage,
 //! reservations, claims, research jobs, the decrypt audit).
 //!
 //! Every helper panics on a database error: they exist for tests.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio_postgres::types::FromSqlOwned;
 use tokio_postgres::{GenericClient, Row};
+
+use crate::WriteBack;
 
 /// The `client_id` of the rows the runner writes back.
 pub const RUNNER_CLIENT_ID: &str = "mana-ai-runner";
 /// The provider every research-job fixture names.
 pub const RESEARCH_PROVIDER: &str = "gemini-deep-research-max";
+
+/// The first column of every row `sql` (no parameters) returns, in order.
+pub async fn first_column<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) -> Vec<T> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The one value `sql` (no parameters) returns: first column of its one row.
+pub async fn scalar<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) -> T {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// A successful write-back (`failed: false`, no error) of the run `(user, mission, due_at)`
+/// claimed by `runner_id`.
+pub fn written_run<'a>(
+    (user_id, mission_id, due_at): (&'a str, &'a str, DateTime<Utc>),
+    runner_id: &'a str,
+    data: &'a Value,
+    field_meta: &'a Value,
+    actor: &'a Value,
+) -> WriteBack<'a> {
+    WriteBack {
+        user_id,
+        mission_id,
+        due_at,
+        runner_id,
+        data,
+        field_meta,
+        actor,
+        failed: false,
+        error: None,
+    }
+}
 
 /// One `sync_changes` row, as a sync client sends it. Defaults: app `ai`, op `insert`,
 /// empty `field_meta`, client `webapp`, no space.
