@@ -744,6 +744,27 @@ fn keypair_dir() -> (tempfile::TempDir, String, GrantPrivateKey) {
     (tmp, public, key)
 }
 
+/// `grant mint` for mission `m` and table `notes` with the given record ids and, when
+/// given, the master key.
+fn mint_notes(public: &str, record_ids: &str, master_hex: Option<&str>) -> Output {
+    let mut args = vec![
+        "grant",
+        "mint",
+        "--public-key",
+        public,
+        "--mission-id",
+        "m",
+        "--table",
+        "notes",
+        "--record-id",
+        record_ids,
+    ];
+    if let Some(key) = master_hex {
+        args.extend(["--master-key-hex", key]);
+    }
+    mana_ai(&args)
+}
+
 fn mint(public: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "grant",
@@ -868,20 +889,7 @@ fn grant_mint_clamps_the_ttl_and_checks_its_inputs() {
         "{err}"
     );
 
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        "tasks:t1",
-        "--master-key-hex",
-        MASTER_HEX,
-    ]);
+    let out = mint_notes(&public, "tasks:t1", Some(MASTER_HEX));
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("tasks:t1"),
@@ -890,20 +898,7 @@ fn grant_mint_clamps_the_ttl_and_checks_its_inputs() {
     );
 
     let many: Vec<String> = (0..1001).map(|i| format!("notes:n{i}")).collect();
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        &many.join(","),
-        "--master-key-hex",
-        MASTER_HEX,
-    ]);
+    let out = mint_notes(&public, &many.join(","), Some(MASTER_HEX));
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("at most 1000"),
@@ -911,17 +906,6 @@ fn grant_mint_clamps_the_ttl_and_checks_its_inputs() {
         text(&out.stderr)
     );
 
-    let out = mana_ai(&[
-        "grant",
-        "mint",
-        "--public-key",
-        &public,
-        "--mission-id",
-        "m",
-        "--table",
-        "notes",
-        "--record-id",
-        "notes:n1",
-    ]);
+    let out = mint_notes(&public, "notes:n1", None);
     assert!(!out.status.success(), "a master key is required");
 }
