@@ -15,3 +15,4 @@ pub mod plan;
 pub mod policy;
 pub mod prompt;
 pub mod records;
+pub mod trace_context;

@@ -16,23 +16,6 @@ use crate::http::{self, AppState};
 /// `MANA_AI_AUDIT_RETENTION_DAYS` is read and validated by the configuration now.
 pub use crate::config::audit_retention_days;
 
-/// Installs the log subscriber: `filter` is `RUST_LOG` from the configuration (unset or
-/// invalid ⇒ `info`), `json` selects JSON lines.
-pub fn init_logging(json: bool, filter: Option<&str>) {
-    let filter = filter
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Runs the migration: with `MANA_AI_MIGRATION_DATABASE_URL` when set (granting the
 /// service role its privileges), else with the service's own URL.
 pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {

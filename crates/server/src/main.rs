@@ -1,8 +1,9 @@
 //! `mana-ai`: the background runner of the AI workbench.
 //!
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
-//! `migrate`, `tick`, the operator commands `keys generate` and `grant mint`, and the
-//! local-model commands `model fetch` and `llm serve`.
+//! `migrate`, `tick`, `health` (the container's health check), the operator commands
+//! `keys generate` and `grant mint`, and the local-model commands `model fetch` and
+//! `llm serve`.
 //! See `mana-ai --help`.
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use mana_ai::{app, config, dev, local_cli, ops_cli};
+use mana_ai::{app, config, dev, health_cli, local_cli, ops_cli, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,8 @@ enum Command {
     Migrate,
     /// Run one tick pass against the configured database, print its stats and exit.
     Tick,
+    /// Ask the running service's /health (on PORT, loopback); exit 0 when healthy.
+    Health,
     /// Key pair for mission grants (`keys generate`).
     Keys(ops_cli::KeysArgs),
     /// Mission grants (`grant mint`).
@@ -110,7 +113,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    app::init_logging(cfg.log_json, cfg.log_filter.as_deref());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,6 +121,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mana-ai: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Health) = cli.command {
+        return match rt.block_on(health_cli::run(&cfg)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mana-ai: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let telemetry = match telemetry::init(cfg.log_json, cfg.log_filter.as_deref(), &cfg.otel) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mana-ai: {e}");
+            return ExitCode::from(2);
         }
     };
     let result = rt.block_on(async move {
@@ -139,11 +157,14 @@ fn main() -> ExitCode {
             Command::Llm(LlmArgs {
                 command: LlmCommand::Serve { addr },
             }) => local_cli::llm_serve(addr, &cfg.local_model_path()).await,
-            Command::Config | Command::Keys(_) | Command::Grant(_) => {
+            Command::Config | Command::Keys(_) | Command::Grant(_) | Command::Health => {
                 unreachable!("handled above")
             }
         }
     });
+    // Let the runtime's tasks end, then export the last batched spans.
+    drop(rt);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

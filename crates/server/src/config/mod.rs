@@ -9,6 +9,7 @@
 //! `parse`, the masked listing in `describe`.
 
 mod describe;
+pub mod otel;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -173,6 +174,8 @@ pub struct Config {
     pub audit_retention_days: Option<u32>,
     /// `MANA_AI_PG_BINDIR`: PostgreSQL's binaries for `mana-ai dev` (unset ⇒ discovered).
     pub pg_bindir: Option<PathBuf>,
+    /// The `OTEL_*` variables of the trace exporter.
+    pub otel: otel::OtelConfig,
 }
 
 impl Config {
@@ -361,6 +364,7 @@ impl Config {
             )?,
             audit_retention_days: audit_retention_days(get(env, "MANA_AI_AUDIT_RETENTION_DAYS"))?,
             pg_bindir: get(env, "MANA_AI_PG_BINDIR").map(PathBuf::from),
+            otel: otel::OtelConfig::from_env(env)?,
         })
     }
 
