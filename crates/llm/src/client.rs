@@ -170,6 +170,7 @@ impl HttpLlmClient {
                 .post(self.endpoint.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .header(AUTHORIZATION, self.authorization.clone())
+                .headers(trace_headers())
                 .body(body)
                 .send()
                 .await
@@ -424,6 +425,18 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The W3C `traceparent` of the current span (empty when tracing is off), so the LLM
+/// gateway's spans join the mission's trace.
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = mana_ai_core::trace_context::traceparent()
+        .and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(mana_ai_core::trace_context::TRACEPARENT_HEADER, value);
+    }
+    headers
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //!
 //! Agents without a cap reserve nothing; their usage is still booked per call.
 
+use tracing::Instrument;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -234,7 +235,20 @@ impl LlmClient for BudgetedLlm<'_> {
         let estimate = estimate_with_tool_chars(request, self.known_tools.as_ref());
         let reservation = self.reserve(estimate).await?;
         let started = Instant::now();
-        let result = self.inner.complete(request).await;
+        let span = tracing::info_span!(
+            "llm.call",
+            "llm.model" = request.model.as_deref().unwrap_or("(client default)"),
+            "llm.tokens.prompt" = tracing::field::Empty,
+            "llm.tokens.completion" = tracing::field::Empty,
+            "llm.tokens.total" = tracing::field::Empty,
+        );
+        let result = self.inner.complete(request).instrument(span.clone()).await;
+        if let Ok(r) = &result {
+            let usage = r.usage.normalised();
+            span.record("llm.tokens.prompt", usage.prompt_tokens);
+            span.record("llm.tokens.completion", usage.completion_tokens);
+            span.record("llm.tokens.total", usage.total_tokens);
+        }
         events::LlmCallTimed {
             elapsed: started.elapsed(),
         }

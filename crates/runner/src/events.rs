@@ -53,6 +53,18 @@ impl Emit for SnapshotsRefreshed {
     }
 }
 
+/// The pass listed its due missions: the age of the oldest one (0 when none is due).
+pub(crate) struct DueListed {
+    pub oldest_age: Duration,
+}
+
+impl Emit for DueListed {
+    fn emit(self, m: &Metrics) {
+        m.due_oldest_age_seconds
+            .set(self.oldest_age.as_millis() as f64 / 1000.0);
+    }
+}
+
 /// The snapshot refresh failed.
 pub(crate) struct RefreshFailed<'a, E: Display> {
     pub error: &'a E,

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub snapshot_rows_applied_total: IntCounter,
     pub refresh_duration_seconds: Histogram,
     pub refresh_lag_seconds: prometheus::Gauge,
+    pub due_oldest_age_seconds: prometheus::Gauge,
     pub decrypts_total: IntCounterVec,
     pub grant_scope_violations_total: IntCounterVec,
     pub grant_skips_total: IntCounterVec,
@@ -224,6 +225,15 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("registers once");
                 g
             },
+            due_oldest_age_seconds: {
+                let g = prometheus::Gauge::with_opts(Opts::new(
+                    "mana_ai_due_oldest_age_seconds",
+                    "How long the oldest mission listed as due by the last pass has been due",
+                ))
+                .expect("static gauge");
+                r.register(Box::new(g.clone())).expect("registers once");
+                g
+            },
             decrypts_total: counter_vec(
                 r,
                 "mana_ai_decrypts_total",
@@ -325,7 +335,7 @@ impl Metrics {
     /// type and label names. docs/metrics.md is checked against this list.
     pub fn families(&self) -> Vec<MetricFamily> {
         use prometheus::core::Collector;
-        let all: [(&dyn Collector, &'static str); 34] = [
+        let all: [(&dyn Collector, &'static str); 35] = [
             (&self.http_requests_total, "counter"),
             (&self.http_request_duration_seconds, "histogram"),
             (&self.ticks_total, "counter"),
@@ -347,6 +357,7 @@ impl Metrics {
             (&self.snapshot_rows_applied_total, "counter"),
             (&self.refresh_duration_seconds, "histogram"),
             (&self.refresh_lag_seconds, "gauge"),
+            (&self.due_oldest_age_seconds, "gauge"),
             (&self.decrypts_total, "counter"),
             (&self.grant_scope_violations_total, "counter"),
             (&self.grant_skips_total, "counter"),

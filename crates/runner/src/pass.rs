@@ -10,6 +10,7 @@ use mana_ai_store::{DueKey, DueMission, RefreshOutcome, Store};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::error::RunError;
 use crate::events::{self, Emit};
@@ -134,7 +135,9 @@ impl Runner {
         let started = Instant::now();
         let now = self.clock.now();
         let mut stats = TickStats::empty(now);
-        self.pass(now, &mut stats).await;
+        self.pass(now, &mut stats)
+            .instrument(tracing::info_span!("tick.pass"))
+            .await;
         stats.duration_ms = started.elapsed().as_millis() as u64;
         events::PassFinished {
             elapsed: started.elapsed(),
@@ -151,7 +154,9 @@ impl Runner {
     }
 
     async fn pass(&self, now: DateTime<Utc>, stats: &mut TickStats) {
-        self.refresh(stats).await;
+        self.refresh(stats)
+            .instrument(tracing::info_span!("tick.refresh"))
+            .await;
         self.maintenance.before_pass().await;
         // Keys only: the record is loaded when the mission is about to run.
         let due = match self.store.list_due_keys(now, self.cfg.due_limit).await {
@@ -163,6 +168,13 @@ impl Runner {
             }
         };
         stats.due_mission_count = due.len();
+        let oldest_age = due
+            .iter()
+            .map(|k| k.next_run_at)
+            .min()
+            .and_then(|oldest| (now - oldest).to_std().ok())
+            .unwrap_or_default();
+        events::DueListed { oldest_age }.emit(&self.metrics);
         self.run_due(due, stats).await;
     }
 
@@ -222,12 +234,16 @@ impl Runner {
             };
             let missions = Arc::clone(&self.missions);
             let store = self.store.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let id = key.mission_id.clone();
-                let outcome = run_task(&store, &missions, &key).await;
-                (id, outcome)
-            });
+            let span = mission_span(&key);
+            tasks.spawn(
+                async move {
+                    let _permit = permit;
+                    let id = key.mission_id.clone();
+                    let outcome = run_task(&store, &missions, &key).await;
+                    (id, outcome)
+                }
+                .instrument(span),
+            );
             while let Some(done) = tasks.try_join_next() {
                 self.record_outcome(done, stats);
             }
@@ -280,6 +296,19 @@ impl Runner {
             }
         }
     }
+}
+
+/// The span of one mission run (the original's `tick.planMission`); the title and the
+/// agent are recorded once known (`MissionRunner::run`, the agent gate).
+fn mission_span(key: &DueKey) -> tracing::Span {
+    tracing::info_span!(
+        "tick.planMission",
+        "mission.id" = %key.mission_id,
+        "user.id" = %key.user_id,
+        "mission.title" = tracing::field::Empty,
+        "agent.id" = tracing::field::Empty,
+        "agent.name" = tracing::field::Empty,
+    )
 }
 
 /// One mission task: loads the due mission and runs it; a panic becomes an error.

@@ -26,6 +26,7 @@ pub use plan::OfferedTools;
 
 use std::sync::Arc;
 
+use tracing::{info_span, Instrument};
 use mana_ai_core::cadence::Cadence;
 use mana_ai_core::chat::LlmClient;
 use mana_ai_core::iso::to_iso_ms;
@@ -140,6 +141,7 @@ impl MissionRunner {
     /// Runs one due mission. Never panics; every path is reported.
     pub(crate) async fn run(&self, due: DueMission) -> MissionOutcome {
         let mission = MissionView::from_record(&due.user_id, &due.record);
+        tracing::Span::current().record("mission.title", mission.title.as_str());
         match self.run_stages(&due, &mission).await {
             Ok(outcome) => outcome,
             Err(stop) => stop.into(),
@@ -152,8 +154,12 @@ impl MissionRunner {
         mission: &MissionView,
     ) -> Result<MissionOutcome, Stop> {
         let agent = self.gate_agent(&due.user_id, mission).await?;
+        record_agent(&agent);
         let used_before = self.gate_budget(&due.user_id, &agent).await?;
-        let iteration_id = self.claim(due, &agent).await?;
+        let iteration_id = self
+            .claim(due, &agent)
+            .instrument(info_span!("mission.claim"))
+            .await?;
         let run = ClaimedRun {
             due,
             mission,
@@ -223,12 +229,19 @@ impl MissionRunner {
                 let mut inputs = self
                     .inputs
                     .resolve(run.due, run.mission, run.iteration_id)
+                    .instrument(info_span!("mission.inputs"))
                     .await;
-                self.research_gate(run, &mut inputs).await?;
-                self.plan(run, &inputs, used_before).await?
+                self.research_gate(run, &mut inputs)
+                    .instrument(info_span!("mission.research"))
+                    .await?;
+                self.plan(run, &inputs, used_before)
+                    .instrument(info_span!("mission.plan"))
+                    .await?
             }
         };
-        self.write_back(run, cadence.ok().as_ref(), attempt).await
+        self.write_back(run, cadence.ok().as_ref(), attempt)
+            .instrument(info_span!("mission.writeBack"))
+            .await
     }
 
     /// Research; a pending deep-research job defers the run.
@@ -260,6 +273,19 @@ impl MissionRunner {
         {
             tracing::warn!(error = %e, "could not release a mission claim; it expires with its lease");
         }
+    }
+}
+
+/// Records the agent on the mission's span as the original did: `legacy` / `Mana` for
+/// missions without an agent.
+fn record_agent(agent: &RunAgent) {
+    let span = tracing::Span::current();
+    if agent.id == mana_ai_core::records::DEFAULT_AGENT_ID {
+        span.record("agent.id", "legacy");
+        span.record("agent.name", "Mana");
+    } else {
+        span.record("agent.id", agent.id.as_str());
+        span.record("agent.name", agent.name.as_str());
     }
 }
 

@@ -73,7 +73,10 @@ pub(super) async fn call_json(
 ) -> Result<Value, CallError> {
     let client = http.client.as_ref().ok_or(CallError::Client)?;
     let exchange = async {
-        let mut resp = request(client).send().await.map_err(|e| {
+        let mut resp = request(client)
+            .headers(trace_headers())
+            .send()
+            .await.map_err(|e| {
             if e.is_timeout() {
                 CallError::Timeout
             } else if e.is_builder() {
@@ -116,4 +119,15 @@ pub(super) async fn call_json(
 
 pub(super) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
+}
+
+/// The W3C `traceparent` of the current span (empty when tracing is off).
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = mana_ai_core::trace_context::traceparent()
+        .and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(mana_ai_core::trace_context::TRACEPARENT_HEADER, value);
+    }
+    headers
 }
