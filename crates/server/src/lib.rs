@@ -13,4 +13,4 @@ pub mod json_error;
 pub mod local_cli;
 pub mod ops_cli;
 pub mod signal;
-pub mod telemetry;
+

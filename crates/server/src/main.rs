@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use mana_ai::{app, config, dev, health_cli, local_cli, ops_cli, telemetry};
+use mana_ai::{app, config, dev, health_cli, local_cli, ops_cli};
+use mana_ai_telemetry as telemetry;
 
 #[derive(Parser)]
 #[command(

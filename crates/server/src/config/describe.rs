@@ -192,7 +192,7 @@ impl Config {
                     .unwrap_or_else(|| "(unset: info)".into()),
             ),
         ];
-        all.extend(self.otel.describe());
+        all.extend(super::otel::describe(&self.otel));
         all
     }
 }

@@ -364,7 +364,7 @@ impl Config {
             )?,
             audit_retention_days: audit_retention_days(get(env, "MANA_AI_AUDIT_RETENTION_DAYS"))?,
             pg_bindir: get(env, "MANA_AI_PG_BINDIR").map(PathBuf::from),
-            otel: otel::OtelConfig::from_env(env)?,
+            otel: otel::from_env(env)?,
         })
     }
 

@@ -1,57 +1,20 @@
 //! The standard `OTEL_*` variables of the trace exporter: where spans go, with which
 //! headers, under which service name, which sampler, how often the batch is sent. Parsed
-//! and validated here like every other variable; `crate::telemetry` builds the exporter.
+//! and validated here like every other variable; `mana_ai_telemetry` builds the exporter.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use mana_ai_telemetry::{
+    OtelConfig, ParentRoot, SamplerChoice, DEFAULT_BATCH_DELAY, DEFAULT_EXPORT_TIMEOUT,
+    DEFAULT_SERVICE_NAME, MAX_OTEL_DELAY,
+};
+
 use super::parse::get;
 use super::{err, ConfigError};
 
-/// Service name of the spans unless `OTEL_SERVICE_NAME` says otherwise.
-pub const DEFAULT_SERVICE_NAME: &str = "mana-ai";
-/// `OTEL_BSP_SCHEDULE_DELAY` default: the batch is exported every 5 s.
-pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_secs(5);
-/// `OTEL_EXPORTER_OTLP_TIMEOUT` default: one export request may take 10 s.
-pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest accepted `OTEL_BSP_SCHEDULE_DELAY` / `OTEL_EXPORTER_OTLP_TIMEOUT` (10 min).
-pub const MAX_OTEL_DELAY: Duration = Duration::from_secs(600);
-
-/// Which spans are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SamplerChoice {
-    AlwaysOn,
-    AlwaysOff,
-    /// Keeps this fraction of traces (0.0–1.0).
-    Ratio(f64),
-    /// Follows the parent's decision; roots use the inner choice.
-    ParentBased(ParentRoot),
-}
-
-/// The root decision of a parent-based sampler.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ParentRoot {
-    AlwaysOn,
-    AlwaysOff,
-    Ratio(f64),
-}
-
-/// The exporter's settings; `traces_url` is `None` when tracing is disabled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtelConfig {
-    /// Full URL spans are posted to (`…/v1/traces`).
-    pub traces_url: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_HEADERS` then `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (the latter wins).
-    pub headers: Vec<(String, String)>,
-    pub service_name: String,
-    pub sampler: SamplerChoice,
-    pub batch_delay: Duration,
-    pub export_timeout: Duration,
-}
-
-impl OtelConfig {
-    /// Reads the `OTEL_*` variables of `env`.
-    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+/// Reads the `OTEL_*` variables of `env`.
+pub fn from_env(env: &BTreeMap<String, String>) -> Result<OtelConfig, ConfigError> {
         let disabled = match get(env, "OTEL_SDK_DISABLED") {
             None => false,
             Some(v) => super::parse::parse_bool("OTEL_SDK_DISABLED", v)?,
@@ -69,7 +32,7 @@ impl OtelConfig {
                 }
             }
         }
-        Ok(Self {
+        Ok(OtelConfig {
             traces_url,
             headers,
             service_name: get(env, "OTEL_SERVICE_NAME")
@@ -79,13 +42,11 @@ impl OtelConfig {
             batch_delay: millis(env, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_BATCH_DELAY)?,
             export_timeout: millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT)?,
         })
-    }
 }
 
-impl OtelConfig {
-    /// The `mana-ai config` lines: header values are masked (they carry credentials).
-    pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let sampler = match self.sampler {
+/// The `mana-ai config` lines: header values are masked (they carry credentials).
+pub fn describe(cfg: &OtelConfig) -> Vec<(&'static str, String)> {
+        let sampler = match cfg.sampler {
             SamplerChoice::AlwaysOn => "always_on".to_string(),
             SamplerChoice::AlwaysOff => "always_off".to_string(),
             SamplerChoice::Ratio(r) => format!("traceidratio {r}"),
@@ -104,25 +65,24 @@ impl OtelConfig {
         vec![
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
-                match &self.traces_url {
+                match &cfg.traces_url {
                     Some(url) => format!("{} (traces)", super::mask_http_url(url)),
                     None => "(unset: tracing disabled)".into(),
                 },
             ),
             ("OTEL_EXPORTER_OTLP_HEADERS", headers),
-            ("OTEL_SERVICE_NAME", self.service_name.clone()),
+            ("OTEL_SERVICE_NAME", cfg.service_name.clone()),
             ("OTEL_TRACES_SAMPLER", sampler),
             (
                 "OTEL_BSP_SCHEDULE_DELAY",
-                self.batch_delay.as_millis().to_string(),
+                cfg.batch_delay.as_millis().to_string(),
             ),
             (
                 "OTEL_EXPORTER_OTLP_TIMEOUT",
-                self.export_timeout.as_millis().to_string(),
+                cfg.export_timeout.as_millis().to_string(),
             ),
         ]
     }
-}
 
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as given) or `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// plus `/v1/traces` (without the original's double slash after a trailing `/`).
@@ -257,7 +217,7 @@ mod tests {
 
     #[test]
     fn unset_endpoint_disables_tracing_with_standard_defaults() {
-        let c = OtelConfig::from_env(&env(&[])).unwrap();
+        let c = from_env(&env(&[])).unwrap();
         assert_eq!(c.traces_url, None);
         assert_eq!(c.service_name, "mana-ai");
         assert_eq!(c.sampler, SamplerChoice::ParentBased(ParentRoot::AlwaysOn));
@@ -267,16 +227,16 @@ mod tests {
     #[test]
     fn base_endpoint_gets_the_traces_path_once() {
         for base in ["http://tempo:4318", "http://tempo:4318/"] {
-            let c = OtelConfig::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", base)])).unwrap();
+            let c = from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", base)])).unwrap();
             assert_eq!(c.traces_url.as_deref(), Some("http://tempo:4318/v1/traces"));
         }
-        let c = OtelConfig::from_env(&env(&[
+        let c = from_env(&env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:1"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://b:2/custom"),
         ]))
         .unwrap();
         assert_eq!(c.traces_url.as_deref(), Some("https://b:2/custom"));
-        let off = OtelConfig::from_env(&env(&[
+        let off = from_env(&env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:1"),
             ("OTEL_SDK_DISABLED", "true"),
         ]))
@@ -302,14 +262,14 @@ mod tests {
             if var == "OTEL_TRACES_SAMPLER_ARG" {
                 e.insert("OTEL_TRACES_SAMPLER".into(), "traceidratio".into());
             }
-            let error = OtelConfig::from_env(&e).expect_err(value);
+            let error = from_env(&e).expect_err(value);
             assert!(error.to_string().contains(var), "{error}");
         }
     }
 
     #[test]
     fn headers_sampler_and_delay_are_read() {
-        let c = OtelConfig::from_env(&env(&[
+        let c = from_env(&env(&[
             ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Basic%20abc, x-org = 1"),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-Org=2"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),

@@ -1,8 +1,10 @@
-//! Logs and traces. Logs go to stderr (text or JSON, filtered by `RUST_LOG`); when an OTLP
-//! endpoint is configured, the same `tracing` spans are also exported as OpenTelemetry
+//! Logs and traces for the `mana-ai` binary and its benchmarks. Logs go to stderr (text
+//! or JSON, filtered by `RUST_LOG`); when an OTLP endpoint is configured, the same `tracing` spans are also exported as OpenTelemetry
 //! traces over OTLP/HTTP (protobuf) by a batch processor, which is flushed by
 //! [`Telemetry::shutdown`]. The W3C `traceparent` of the current span is offered to the
 //! outgoing HTTP clients through `mana_ai_core::trace_context`.
+
+use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -12,10 +14,49 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::otel::{OtelConfig, ParentRoot, SamplerChoice};
+/// Service name of the spans unless `OTEL_SERVICE_NAME` says otherwise.
+pub const DEFAULT_SERVICE_NAME: &str = "mana-ai";
+/// `OTEL_BSP_SCHEDULE_DELAY` default: the batch is exported every 5 s.
+pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_secs(5);
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` default: one export request may take 10 s.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest accepted `OTEL_BSP_SCHEDULE_DELAY` / `OTEL_EXPORTER_OTLP_TIMEOUT` (10 min).
+pub const MAX_OTEL_DELAY: Duration = Duration::from_secs(600);
 
 /// Instrumentation scope of every span the service exports.
 pub const TRACER_NAME: &str = "mana-ai";
+
+/// Which spans are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerChoice {
+    AlwaysOn,
+    AlwaysOff,
+    /// Keeps this fraction of traces (0.0–1.0).
+    Ratio(f64),
+    /// Follows the parent's decision; roots use the inner choice.
+    ParentBased(ParentRoot),
+}
+
+/// The root decision of a parent-based sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParentRoot {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+}
+
+/// The exporter's settings; `traces_url` is `None` when tracing is disabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelConfig {
+    /// Full URL spans are posted to (`…/v1/traces`).
+    pub traces_url: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_HEADERS` then `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (the latter wins).
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    pub sampler: SamplerChoice,
+    pub batch_delay: Duration,
+    pub export_timeout: Duration,
+}
 
 /// The trace exporter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +120,7 @@ pub fn init(json: bool, filter: Option<&str>, otel: &OtelConfig) -> Result<Telem
         Some(url) => {
             mana_ai_core::trace_context::install(current_traceparent);
             tracing::info!(
-                url = %crate::config::mask_http_url(url),
+                url = %url_without_credentials(url),
                 "tracing enabled: spans are exported over OTLP/HTTP"
             );
         }
@@ -147,4 +188,49 @@ fn current_traceparent() -> Option<String> {
             sc.trace_flags().to_u8()
         )
     })
+}
+
+/// `url` without user information (`user:pass@`), for the boot line.
+fn url_without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{tail}")
+        }
+        None => "(unparseable URL hidden)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boot_line_never_shows_credentials() {
+        assert_eq!(
+            url_without_credentials("https://user:secret@tempo:4318/v1/traces"),
+            "https://tempo:4318/v1/traces"
+        );
+        assert_eq!(
+            url_without_credentials("http://tempo:4318/v1/traces"),
+            "http://tempo:4318/v1/traces"
+        );
+        assert_eq!(url_without_credentials("nonsense"), "(unparseable URL hidden)");
+    }
+
+    #[test]
+    fn disabled_config_builds_no_pipeline() {
+        let cfg = OtelConfig {
+            traces_url: None,
+            headers: Vec::new(),
+            service_name: DEFAULT_SERVICE_NAME.into(),
+            sampler: SamplerChoice::AlwaysOn,
+            batch_delay: DEFAULT_BATCH_DELAY,
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        };
+        let t = init(false, None, &cfg).expect("no exporter to build");
+        assert!(!t.enabled());
+        t.shutdown();
+    }
 }
