@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --workspace --bench planning`. Without `--bench` on the command
 //! line (as under `cargo test --benches`) it runs a small smoke version so the code
-//! stays exercised without the full cost. `PLANNING_BENCH_PART=throughput|sweep|non-llm`
+//! stays exercised without the full cost. `PLANNING_BENCH_PART=throughput|sweep|non-llm|tracing`
 //! runs one part only.
 //!
 //! Parts:
@@ -21,6 +21,10 @@
 //!    database's work); the DB write-back (`Store::write_back` after `Store::claim_run`)
 //!    timed on its own; and the whole pipeline through HTTP and PostgreSQL with a 0 ms
 //!    fake at concurrency 1.
+//! 4. Tracing overhead: the real mission path of part 3, first with no trace exporter,
+//!    then with the OTLP/HTTP exporter of `mana-ai-telemetry` on (always sampled, batch
+//!    every 200 ms, to a local sink that accepts the export). Compares the per-mission wall
+//!    time and the runner thread's CPU time (the exporter's own thread is not included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -606,6 +610,55 @@ async fn bench(full: bool) {
     if part_selected("non-llm") {
         non_llm_part(full).await;
     }
+    // Last: it installs the process-wide trace subscriber.
+    if part_selected("tracing") {
+        tracing_part(full).await;
+    }
+}
+
+async fn tracing_part(full: bool) {
+    use mana_ai_telemetry::{OtelConfig, SamplerChoice};
+    println!();
+    println!("## Tracing overhead (real mission path, in-process 0 ms LLM)");
+    println!("(load average at start: {})", load_avg());
+    let n = if full { 300 } else { 20 };
+    // A warm-up run, then the measured run without an exporter.
+    let _ = non_llm_mission_path(n).await;
+    let (off, off_cpu) = non_llm_mission_path(n).await;
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sink)
+        .await;
+    let cfg = OtelConfig {
+        traces_url: Some(format!("{}/v1/traces", sink.uri())),
+        headers: Vec::new(),
+        service_name: "mana-ai-bench".into(),
+        sampler: SamplerChoice::AlwaysOn,
+        batch_delay: Duration::from_millis(200),
+        export_timeout: Duration::from_secs(10),
+    };
+    let telemetry =
+        mana_ai_telemetry::init(false, Some("warn"), &cfg).expect("trace pipeline builds");
+    let (on, on_cpu) = non_llm_mission_path(n).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .expect("flush");
+    let exports = sink.received_requests().await.map_or(0, |r| r.len());
+    assert!(exports > 0, "the exporter sent the spans");
+    print_dist("mission run, exporter off", &off);
+    print_dist("mission run, exporter on", &on);
+    let (off_cpu, on_cpu) = (off_cpu.unwrap_or(f64::NAN), on_cpu.unwrap_or(f64::NAN));
+    let wall_growth = pct(&on, 50.0) / pct(&off, 50.0) - 1.0;
+    let cpu_growth = on_cpu / off_cpu - 1.0;
+    println!(
+        "runner thread CPU per mission: off {off_cpu:.3} ms, on {on_cpu:.3} ms ({:+.1} %); \
+         wall p50 {:+.1} %; {exports} export requests; target <= +10 %: {}",
+        cpu_growth * 100.0,
+        wall_growth * 100.0,
+        if cpu_growth <= 0.10 && wall_growth <= 0.10 { "OK" } else { "MISSED" }
+    );
 }
 
 async fn throughput_part(n: usize, users: usize, delay: Duration) {

@@ -234,7 +234,8 @@ impl Runner {
             };
             let missions = Arc::clone(&self.missions);
             let store = self.store.clone();
-            let span = mission_span(&key);
+            // The task runs inside the pass's span (the mission's own span is made by
+            // `MissionRunner::run`).
             tasks.spawn(
                 async move {
                     let _permit = permit;
@@ -242,7 +243,7 @@ impl Runner {
                     let outcome = run_task(&store, &missions, &key).await;
                     (id, outcome)
                 }
-                .instrument(span),
+                .in_current_span(),
             );
             while let Some(done) = tasks.try_join_next() {
                 self.record_outcome(done, stats);
@@ -296,19 +297,6 @@ impl Runner {
             }
         }
     }
-}
-
-/// The span of one mission run (the original's `tick.planMission`); the title and the
-/// agent are recorded once known (`MissionRunner::run`, the agent gate).
-fn mission_span(key: &DueKey) -> tracing::Span {
-    tracing::info_span!(
-        "tick.planMission",
-        "mission.id" = %key.mission_id,
-        "user.id" = %key.user_id,
-        "mission.title" = tracing::field::Empty,
-        "agent.id" = tracing::field::Empty,
-        "agent.name" = tracing::field::Empty,
-    )
 }
 
 /// One mission task: loads the due mission and runs it; a panic becomes an error.

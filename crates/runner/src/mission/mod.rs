@@ -141,8 +141,16 @@ impl MissionRunner {
     /// Runs one due mission. Never panics; every path is reported.
     pub(crate) async fn run(&self, due: DueMission) -> MissionOutcome {
         let mission = MissionView::from_record(&due.user_id, &due.record);
-        tracing::Span::current().record("mission.title", mission.title.as_str());
-        match self.run_stages(&due, &mission).await {
+        // The original's one span per mission; the agent is recorded by the agent gate.
+        let span = info_span!(
+            "tick.planMission",
+            "mission.id" = %due.mission_id,
+            "mission.title" = %mission.title,
+            "user.id" = %due.user_id,
+            "agent.id" = tracing::field::Empty,
+            "agent.name" = tracing::field::Empty,
+        );
+        match self.run_stages(&due, &mission).instrument(span).await {
             Ok(outcome) => outcome,
             Err(stop) => stop.into(),
         }
