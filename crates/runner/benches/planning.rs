@@ -3,8 +3,8 @@
 //!
 //! Run with `cargo bench --workspace --bench planning`. Without `--bench` on the command
 //! line (as under `cargo test --benches`) it runs a small smoke version so the code
-//! stays exercised without the full cost. `PLANNING_BENCH_PART=throughput|sweep|non-llm|tracing`
-//! runs one part only.
+//! stays exercised without the full cost.
+//! `PLANNING_BENCH_PART=throughput|sweep|non-llm|native|tracing` runs one part only.
 //!
 //! Parts:
 //! 1. Throughput: N due missions, a fake OpenAI-compatible server answering after
@@ -21,7 +21,12 @@
 //!    database's work); the DB write-back (`Store::write_back` after `Store::claim_run`)
 //!    timed on its own; and the whole pipeline through HTTP and PostgreSQL with a 0 ms
 //!    fake at concurrency 1.
-//! 4. Tracing overhead: the real mission path of part 3, first with no trace exporter,
+//! 4. Native throughput (issue 17): N due missions (one per user) planned by full ticks
+//!    through the real mission path with the in-process zero-latency LLM, at several
+//!    concurrencies and pool sizes: missions per second on this host, and CPU per mission
+//!    split into the runner process (`/proc/self/stat`) and the PostgreSQL cluster (its
+//!    postmaster and backends, from `/proc`).
+//! 5. Tracing overhead: the real mission path of part 3, first with no trace exporter,
 //!    then with the OTLP/HTTP exporter of `mana-ai-telemetry` on (always sampled, batch
 //!    every 200 ms, to a local sink that accepts the export). Compares the per-mission wall
 //!    time and the runner thread's CPU time (the exporter's own thread is not included).
@@ -610,10 +615,107 @@ async fn bench(full: bool) {
     if part_selected("non-llm") {
         non_llm_part(full).await;
     }
+    if part_selected("native") {
+        native_part(full).await;
+    }
     // Last: it installs the process-wide trace subscriber.
     if part_selected("tracing") {
         tracing_part(full).await;
     }
+}
+
+async fn native_part(full: bool) {
+    println!();
+    println!("## Native zero-latency LLM: missions per second (full ticks, real mission path)");
+    println!("(load average at start: {})", load_avg());
+    let n = if full { 2_000 } else { 50 };
+    println!(
+        "{:<28} | {:>6} | {:>9} | {:>10} | {:>14} | {:>12}",
+        "concurrency / pool", "missions", "wall ms", "missions/s", "runner CPU/m ms", "PG CPU/m ms"
+    );
+    for (concurrency, pool) in [(8, 8), (32, 8), (64, 16)] {
+        let db = fresh_db("bench_native").await;
+        let admin = db.admin().await;
+        let shape = Shape {
+            missions: n,
+            users: n,
+            with_agents: false,
+        };
+        seed(&admin, shape, &[]).await;
+        let r = runner_with(store_with_pool(&db, pool), Arc::new(InstantLlm), |c| {
+            c.max_concurrent_plans = concurrency;
+            c.due_limit = n as i64;
+        });
+        initial_refresh(r.store()).await;
+        let pg_before = postgres_cpu_ms(&admin).await;
+        let cpu_before = process_cpu_ms();
+        let t = Instant::now();
+        let stats = r.tick().await;
+        let wall = ms(t.elapsed());
+        let runner_cpu = process_cpu_ms() - cpu_before;
+        let pg_cpu = postgres_cpu_ms(&admin).await - pg_before;
+        assert_eq!(
+            stats.plans_written_back, n,
+            "every mission is planned in one tick: {:?}",
+            &stats.errors[..stats.errors.len().min(3)]
+        );
+        println!(
+            "{:<28} | {:>6} | {:>9.0} | {:>10.0} | {:>14.3} | {:>12.3}",
+            format!("{concurrency} / {pool}"),
+            n,
+            wall,
+            n as f64 / (wall / 1000.0),
+            runner_cpu / n as f64,
+            pg_cpu / n as f64
+        );
+    }
+    println!("(target: >= 1,000 missions/s on 2 cores; CPU clocks tick at 10 ms)");
+}
+
+/// CPU time (user + system) of this process so far, in ms.
+fn process_cpu_ms() -> f64 {
+    proc_stat_cpu_ms("self").map_or(f64::NAN, |(own, _, _)| own)
+}
+
+/// `(own CPU, reaped children's CPU, parent pid)` of a process from `/proc/<pid>/stat`, ms.
+fn proc_stat_cpu_ms(pid: &str) -> Option<(f64, f64, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    let tick_ms = 1000.0 / 100.0; // USER_HZ is 100 on Linux
+    let own = (num(11)? + num(12)?) * tick_ms;
+    let children = (num(13)? + num(14)?) * tick_ms;
+    Some((own, children, num(1)? as u32))
+}
+
+/// CPU time of the PostgreSQL cluster behind `admin` (its postmaster, live children and
+/// reaped children), in ms.
+async fn postgres_cpu_ms(admin: &tokio_postgres::Client) -> f64 {
+    let backend: i32 = admin
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("backend pid")
+        .get(0);
+    let Some((_, _, postmaster)) = proc_stat_cpu_ms(&backend.to_string()) else {
+        return f64::NAN;
+    };
+    let mut total = proc_stat_cpu_ms(&postmaster.to_string()).map_or(0.0, |(own, reaped, _)| own + reaped);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            if let Some((own, _, parent)) = proc_stat_cpu_ms(pid) {
+                if parent == postmaster {
+                    total += own;
+                }
+            }
+        }
+    }
+    total
 }
 
 async fn tracing_part(full: bool) {
