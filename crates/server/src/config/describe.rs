@@ -8,7 +8,7 @@ use super::{Config, DEFAULT_AUTH_URL};
 impl Config {
     /// The effective configuration as `(variable, value)` lines, secrets masked.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut lines = vec![
             ("PORT", self.port.to_string()),
             ("MANA_AI_BIND", self.bind.to_string()),
             ("SYNC_DATABASE_URL", mask_url(&self.sync_database_url)),
@@ -191,7 +191,9 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| "(unset: info)".into()),
             ),
-        ]
+        ];
+        lines.extend(self.db.describe());
+        lines
     }
 }
 
