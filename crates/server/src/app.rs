@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mana_ai_core::crypto::GrantPrivateKey;
 use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
-use mana_ai_store::{schema, Store, StoreConfig};
+use mana_ai_store::{schema, Store};
 
 use crate::config::{Config, LlmBackend};
 use crate::http::{self, AppState};
@@ -16,29 +16,39 @@ use crate::http::{self, AppState};
 /// `MANA_AI_AUDIT_RETENTION_DAYS` is read and validated by the configuration now.
 pub use crate::config::audit_retention_days;
 
-/// Runs the migration: with `MANA_AI_MIGRATION_DATABASE_URL` when set (granting the
-/// service role its privileges), else with the service's own URL.
-pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+/// The connection migrations run on: `MANA_AI_MIGRATION_DATABASE_URL` when set (then the
+/// service role of `SYNC_DATABASE_URL` is granted its privileges), else the service's
+/// own URL (the original's single-DSN setup).
+fn migration_target(cfg: &Config) -> (&str, &'static str, schema::MigrateOptions) {
     match &cfg.migration_database_url {
-        Some(admin) => {
-            let client = mana_ai_store::connect_once(admin)
-                .await
-                .context("connecting with MANA_AI_MIGRATION_DATABASE_URL")?;
-            let role = mana_ai_store::url_user(&cfg.sync_database_url);
-            schema::migrate(&client, role.as_deref()).await?;
-        }
-        None => {
-            let client = mana_ai_store::connect_once(&cfg.sync_database_url)
-                .await
-                .context("connecting with SYNC_DATABASE_URL")?;
-            schema::migrate(&client, None).await?;
-        }
+        Some(admin) => (
+            admin,
+            "connecting with MANA_AI_MIGRATION_DATABASE_URL",
+            cfg.db
+                .migrate_options(mana_ai_store::url_user(&cfg.sync_database_url)),
+        ),
+        None => (
+            &cfg.sync_database_url,
+            "connecting with SYNC_DATABASE_URL",
+            cfg.db.migrate_options(None),
+        ),
     }
-    Ok(())
+}
+
+/// `mana-ai migrate`: applies the pending migrations (none: no DDL) and answers the
+/// versions applied. Refuses a database newer than this binary.
+pub async fn migrate(cfg: &Config) -> anyhow::Result<Vec<i32>> {
+    let (url, what, opts) = migration_target(cfg);
+    let client = mana_ai_store::connect_once(url).await.context(what)?;
+    Ok(schema::migrate_with(&client, &opts).await?)
 }
 
 pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
-    migrate(cfg).await?;
+    let applied = migrate(cfg).await?;
+    if !applied.is_empty() {
+        let list: Vec<String> = applied.iter().map(i32::to_string).collect();
+        eprintln!("mana-ai: applied migration(s) {}", list.join(", "));
+    }
     println!(
         "mana-ai: migration complete (schema version {})",
         schema::SCHEMA_VERSION
@@ -46,9 +56,69 @@ pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mana-ai migrate --status`: every migration of this binary, applied or pending, read
+/// with the migration URL when set (else the service's). Changes nothing.
+pub async fn migrate_status(cfg: &Config) -> anyhow::Result<()> {
+    let (url, what, _) = migration_target(cfg);
+    let client = mana_ai_store::connect_once(url).await.context(what)?;
+    let state = schema::read_state(&client).await?;
+    for line in state.describe() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Boot's schema check (`serve`, `tick`, `dev`): compares the database's recorded
+/// migrations with this binary's. Current → no DDL at all (a least-privilege role
+/// boots); behind → migrates with the migration URL, or with the service's own URL when
+/// that role may (single-DSN), else stops with what to run; ahead → refuses to start.
+pub async fn ensure_schema(cfg: &Config) -> anyhow::Result<()> {
+    let state = {
+        let url = cfg
+            .migration_database_url
+            .as_deref()
+            .unwrap_or(&cfg.sync_database_url);
+        let client = mana_ai_store::connect_once(url)
+            .await
+            .context("connecting to the database")?;
+        schema::read_state(&client).await?
+    };
+    match state.compatibility() {
+        schema::Compatibility::Current => {
+            for (version, _) in state.checksum_mismatches() {
+                tracing::warn!(version, "migration {version} was recorded with another checksum than this binary's (see `mana-ai migrate --status`)");
+            }
+            tracing::info!(version = schema::SCHEMA_VERSION, "schema is current: no migration");
+            Ok(())
+        }
+        schema::Compatibility::Ahead { database } => anyhow::bail!(
+            "the database schema is at version {database}, newer than this binary's {}: refusing to start (an older mana-ai must not rewrite a newer schema); run a newer mana-ai",
+            schema::SCHEMA_VERSION
+        ),
+        schema::Compatibility::Behind { pending } => {
+            if cfg.migration_database_url.is_none() {
+                let client = mana_ai_store::connect_once(&cfg.sync_database_url)
+                    .await
+                    .context("connecting with SYNC_DATABASE_URL")?;
+                if !schema::can_migrate(&client).await? {
+                    anyhow::bail!(
+                        "the database schema is at version {}, this binary needs {} and the role of SYNC_DATABASE_URL may not migrate it: run `mana-ai migrate` once with MANA_AI_MIGRATION_DATABASE_URL set to an admin URL (or set it for this service), then start again",
+                        state.database_version(),
+                        schema::SCHEMA_VERSION
+                    );
+                }
+            }
+            tracing::info!(?pending, "schema is behind this binary: migrating");
+            migrate(cfg).await.context("schema migration")?;
+            Ok(())
+        }
+    }
+}
+
 pub fn store_for(cfg: &Config) -> anyhow::Result<Store> {
-    let mut sc = StoreConfig::new(cfg.sync_database_url.clone());
-    sc.max_connections = cfg.db_pool_size;
+    let sc = cfg
+        .db
+        .store_config(&cfg.sync_database_url, cfg.db_pool_size);
     Ok(Store::connect(&sc)?)
 }
 
@@ -170,7 +240,7 @@ pub async fn serve_with(
         Some(llm) => llm,
         None => llm_for(&cfg).await?,
     };
-    migrate(&cfg).await.context("schema migration")?;
+    ensure_schema(&cfg).await?;
     let store = store_for(&cfg)?;
     store
         .verify_discovery()
@@ -242,7 +312,7 @@ pub async fn tick_once(cfg: Config) -> anyhow::Result<()> {
     // The LLM first: a missing local model is a configuration error, reported before
     // the database is touched.
     let llm = llm_for(&cfg).await?;
-    migrate(&cfg).await.context("schema migration")?;
+    ensure_schema(&cfg).await?;
     let store = store_for(&cfg)?;
     store.verify_discovery().await?;
     let runner = runner_with_llm(&cfg, store.clone(), Metrics::new(), llm)?;

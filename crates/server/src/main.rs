@@ -35,8 +35,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Print the effective configuration (secrets masked) and exit.
     Config,
-    /// Run the schema migration and exit.
-    Migrate,
+    /// Apply pending schema migrations and exit (`--status`: list them, change nothing).
+    Migrate(ops_cli::MigrateArgs),
     /// Run one tick pass against the configured database, print its stats and exit.
     Tick,
     /// Ask the running service's /health (on PORT, loopback); exit 0 when healthy.
@@ -144,7 +144,8 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => app::serve(cfg).await,
             Command::Dev(args) => dev::run(cfg, args).await,
-            Command::Migrate => app::migrate_only(&cfg).await,
+            Command::Migrate(args) if args.status => app::migrate_status(&cfg).await,
+            Command::Migrate(_) => app::migrate_only(&cfg).await,
             Command::Tick => app::tick_once(cfg).await,
             Command::Model(ModelArgs {
                 command: ModelCommand::Fetch { data_dir },

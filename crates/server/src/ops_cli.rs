@@ -1,4 +1,5 @@
-//! Operator commands for mission key grants:
+//! Operator commands: the arguments of `mana-ai migrate [--status]` (run by
+//! [`crate::app`]), and for mission key grants:
 //!
 //! - `mana-ai keys generate --out-dir DIR [--force]`: a fresh RSA-2048 key pair,
 //!   `mana-ai-private.pem` (PKCS#8, mode 0600, for `MANA_AI_PRIVATE_KEY_PEM`) and
@@ -47,6 +48,15 @@ fn io_err(path: &Path, e: std::io::Error) -> OpsError {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
+}
+
+/// `mana-ai migrate [--status]`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// List every migration of this binary as applied or pending (with when), and the
+    /// database's version; change nothing.
+    #[arg(long)]
+    pub status: bool,
 }
 
 /// `mana-ai keys …`

@@ -1,6 +1,8 @@
 //! The real `mana-ai` binary: help, `config` masking, configuration errors (exit code 2,
-//! one line naming the variable), `migrate` and `tick`, graceful shutdown on SIGTERM,
-//! refusing to boot when change discovery would run without privileges, the local-model
+//! one line naming the variable), `migrate` (`--status`) and `tick`, graceful shutdown on
+//! SIGTERM, the schema-version check at boot (a least-privilege role boots on a current
+//! schema; an older one says to run `mana-ai migrate`; a newer one is refused), refusing
+//! to boot when change discovery would run without privileges, the local-model
 //! commands' errors, and the operator commands `keys generate` / `grant mint`.
 //! (`mana-ai dev` has its own binary, `dev.rs`: it needs a private cluster.)
 
@@ -459,13 +461,159 @@ async fn serve_as_service_role_only(service_url: &str) -> (Output, String) {
     (out, error)
 }
 
+/// `mana-ai migrate` with the admin URL, as an operator runs it once per deploy.
+fn admin_migrate(db: &mana_ai_store::testkit::TestDb, args: &[&str]) -> Output {
+    let mut all = vec!["migrate"];
+    all.extend_from_slice(args);
+    run(
+        cmd(
+            &all,
+            &[
+                ("SYNC_DATABASE_URL", &db.service_url),
+                ("MANA_AI_MIGRATION_DATABASE_URL", &db.superuser_url),
+            ],
+        ),
+        Duration::from_secs(60),
+    )
+}
+
 #[tokio::test]
-async fn serve_as_a_plain_service_role_fails_the_migration_at_boot() {
-    // The usual least-privilege role cannot run the migration itself.
-    let db = fresh_db("cli_unpriv").await;
-    let (_, stderr) = serve_as_service_role_only(&db.service_url).await;
-    assert!(stderr.contains("migration"), "{stderr}");
-    assert!(stderr.contains("permission denied"), "{stderr}");
+async fn least_privilege_serve_boots_on_a_schema_an_admin_migrated() {
+    // The documented deploy: `mana-ai migrate` once as admin, then the service with the
+    // least-privilege role only. Boot finds the schema current and runs no DDL.
+    let db = fresh_db("cli_leastpriv").await;
+    db.admin()
+        .await
+        .batch_execute("DROP SCHEMA mana_ai CASCADE")
+        .await
+        .expect("start without the service schema");
+    let migrated = tokio::task::spawn_blocking({
+        let db_urls = (db.service_url.clone(), db.superuser_url.clone());
+        move || {
+            run(
+                cmd(
+                    &["migrate"],
+                    &[
+                        ("SYNC_DATABASE_URL", &db_urls.0),
+                        ("MANA_AI_MIGRATION_DATABASE_URL", &db_urls.1),
+                    ],
+                ),
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(migrated.status.code(), Some(0), "{}", text(&migrated.stderr));
+    let port = closed_port().to_string();
+    let child = cmd(
+        &["serve"],
+        &[
+            ("SYNC_DATABASE_URL", &db.service_url),
+            ("PORT", &port),
+            ("MANA_AI_BIND", "127.0.0.1"),
+            ("TICK_ENABLED", "false"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn serve");
+    let mut guard = ChildGuard(child);
+    let client = reqwest::Client::new();
+    let health = support::wait_healthy(
+        &client,
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(60),
+        || exit_status(&mut guard),
+    )
+    .await;
+    assert_eq!(health["database"], json!("ok"));
+    let (out, all) = terminate(guard, Duration::from_secs(15)).await;
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("schema is current"), "{all}");
+    assert!(!all.contains("migration applied"), "no DDL at boot: {all}");
+}
+
+#[tokio::test]
+async fn a_plain_service_role_on_an_older_schema_is_told_to_run_migrate() {
+    let db = fresh_db("cli_behind").await;
+    // As if a build from before numbered migrations had migrated it.
+    db.admin()
+        .await
+        .batch_execute(
+            "UPDATE mana_ai.schema_migrations SET name = NULL, checksum = NULL WHERE version = 1",
+        )
+        .await
+        .unwrap();
+    let (_, error) = serve_as_service_role_only(&db.service_url).await;
+    assert!(error.contains("run `mana-ai migrate`"), "{error}");
+    assert!(error.contains("MANA_AI_MIGRATION_DATABASE_URL"), "{error}");
+    // The admin migration brings it up to date; then the same role boots.
+    let out = tokio::task::spawn_blocking(move || {
+        let out = admin_migrate(&db, &[]);
+        (out, db)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.0.status.code(), Some(0), "{}", text(&out.0.stderr));
+    assert!(text(&out.0.stderr).contains("applied migration(s) 1"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_schema_newer_than_the_binary() {
+    let db = fresh_db("cli_ahead").await;
+    let future = mana_ai_store::schema::LATEST_VERSION + 1;
+    db.admin()
+        .await
+        .execute(
+            "INSERT INTO mana_ai.schema_migrations (version, name, checksum) VALUES ($1, 'from-the-future', 'x')",
+            &[&future],
+        )
+        .await
+        .unwrap();
+    let (_, error) = serve_as_service_role_only(&db.service_url).await;
+    assert!(error.contains(&format!("version {future}")), "{error}");
+    assert!(error.contains("refusing to start"), "{error}");
+    // `mana-ai migrate` refuses too, and `--status` names the unknown migration.
+    let (migrate, status) = tokio::task::spawn_blocking(move || {
+        (admin_migrate(&db, &[]), admin_migrate(&db, &["--status"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(migrate.status.code(), Some(1));
+    assert!(text(&migrate.stderr).contains("newer than this binary"));
+    assert_eq!(status.status.code(), Some(0));
+    let listing = text(&status.stdout);
+    assert!(listing.contains("from-the-future"), "{listing}");
+    assert!(listing.contains("NEWER"), "{listing}");
+}
+
+#[tokio::test]
+async fn migrate_status_lists_applied_and_pending_migrations() {
+    let db = fresh_db("cli_status").await;
+    let admin = db.admin().await;
+    let (current, db) = tokio::task::spawn_blocking(move || (admin_migrate(&db, &["--status"]), db))
+        .await
+        .unwrap();
+    assert_eq!(current.status.code(), Some(0), "{}", text(&current.stderr));
+    let listing = text(&current.stdout);
+    let v = mana_ai_store::schema::LATEST_VERSION;
+    assert!(
+        listing.starts_with(&format!("schema version: database {v}, binary {v} (current)")),
+        "{listing}"
+    );
+    assert!(listing.lines().nth(1).is_some_and(|l| l.contains("initial") && l.contains("applied")), "{listing}");
+    admin
+        .batch_execute("DELETE FROM mana_ai.schema_migrations")
+        .await
+        .unwrap();
+    let pending = tokio::task::spawn_blocking(move || admin_migrate(&db, &["--status"]))
+        .await
+        .unwrap();
+    let listing = text(&pending.stdout);
+    assert!(listing.contains("pending"), "{listing}");
+    assert!(listing.contains(&format!("{v} pending")), "{listing}");
 }
 
 #[tokio::test]

@@ -19,6 +19,10 @@ pub enum StoreError {
     },
     #[error("database error: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// The schema's version does not fit this binary, or another instance's migration
+    /// did not finish in time. The message says what to do.
+    #[error("{0}")]
+    Schema(String),
     #[error("refused: {0}")]
     Refused(&'static str),
     #[error("corrupt row: {0}")]
@@ -59,20 +63,53 @@ impl StoreError {
         }
     }
 
-    /// True for errors worth retrying as a whole transaction (serialization failure,
-    /// deadlock, lost connection).
+    /// True for errors worth retrying as a whole transaction: serialization failure
+    /// (40001), deadlock (40P01) — both guarantee the transaction was rolled back — and a
+    /// lost connection (which may have happened after a commit, so only idempotent
+    /// operations retry it; see [`crate::retry`]).
     pub fn is_transient(&self) -> bool {
+        self.rolled_back_conflict() || self.connection_lost()
+    }
+
+    /// 40001 or 40P01: the server rolled the transaction back; running it again is safe.
+    pub fn rolled_back_conflict(&self) -> bool {
+        let code = match self {
+            StoreError::Db(e) | StoreError::Migration { cause: e, .. } => e.code(),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
+                | Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+        )
+    }
+
+    /// The connection was lost or could not be made (pool checkout, closed socket, the
+    /// server shutting down: SQLSTATE class 08 and 57P01–57P03).
+    pub fn connection_lost(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Db(e) => {
                 e.is_closed()
-                    || matches!(
-                        e.code(),
-                        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
-                            | Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
-                    )
+                    || is_io(e)
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+                    })
             }
             _ => false,
         }
     }
+}
+
+/// True when the error came from the socket (an I/O error in its source chain).
+fn is_io(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

@@ -17,10 +17,12 @@
 //! # Code map
 //! [`Store`] is one handle; each module owns the `impl Store` block of one table or
 //! concern, so a method is found from its subject:
-//! * [`pool`] — the pool itself (`connect`, `ping`, `close`, `pool_status`);
+//! * [`pool`] — the pool itself (`connect`, `ping`, `probe`, `close`, `pool_status`), its
+//!   session settings and the socket watchdog (`connect.rs`);
+//! * [`retry`] — `retrying`: the one place transient errors are retried;
 //! * [`user_tx`] — `begin_user` and the [`UserTx`] scope;
-//! * [`schema`] — the migration (`migrate_self`, `verify_discovery`), its SQL in
-//!   `schema/*.sql`;
+//! * [`schema`] — numbered migrations (`migrate`, `read_state`, `verify_discovery`), their
+//!   SQL in `schema/<NNNN>/*.sql`;
 //! * [`refresh`] — `refresh_snapshots` (`sync_changes` → snapshots);
 //! * [`snapshots`] — reads of the mission and agent snapshots (due listing, ops views);
 //! * [`runs`] — `mana_ai.mission_runs`: claim, release, write-back;
@@ -32,6 +34,7 @@
 
 pub mod audit;
 pub mod budget;
+mod connect;
 pub mod dev;
 mod error;
 pub mod locks;
@@ -39,6 +42,7 @@ pub mod pool;
 pub mod records;
 pub mod refresh;
 pub mod research;
+pub mod retry;
 mod row;
 pub mod runs;
 pub mod schema;
@@ -51,6 +55,7 @@ pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use error::{db_message, StoreError};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
+pub use retry::{Idempotent, RetryPolicy};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};

@@ -116,18 +116,25 @@ impl Store {
         limit: i64,
         decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let c = self.client().await?;
-        let rows = c.query(sql, &[&now, &limit.max(0)]).await?;
+        let rows = self
+            .retrying("list due", crate::Idempotent::Yes, || async move {
+                let c = self.client().await?;
+                Ok(c.query(sql, &[&now, &limit.max(0)]).await?)
+            })
+            .await?;
         rows.iter().map(decode).collect()
     }
 
     /// Loads a due mission's record, if it is still due at the same time (it may have
     /// been paused, deleted or rescheduled since it was listed).
     pub async fn load_due_mission(&self, key: &DueKey) -> Result<Option<DueMission>, StoreError> {
-        let c = self.client().await?;
-        let stmt = c.prepare_cached(LOAD_DUE_SQL).await?;
-        let row = c
-            .query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
+        let row = self
+            .retrying("load due mission", crate::Idempotent::Yes, || async move {
+                let c = self.client().await?;
+                let stmt = c.prepare_cached(LOAD_DUE_SQL).await?;
+                Ok(c.query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
+                    .await?)
+            })
             .await?;
         Ok(row.map(|r| DueMission {
             user_id: key.user_id.clone(),

@@ -8,7 +8,7 @@ use super::{Config, DEFAULT_AUTH_URL};
 impl Config {
     /// The effective configuration as `(variable, value)` lines, secrets masked.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let mut all = vec![
+        let mut lines = vec![
             ("PORT", self.port.to_string()),
             ("MANA_AI_BIND", self.bind.to_string()),
             ("SYNC_DATABASE_URL", mask_url(&self.sync_database_url)),
@@ -192,8 +192,9 @@ impl Config {
                     .unwrap_or_else(|| "(unset: info)".into()),
             ),
         ];
-        all.extend(super::otel::describe(&self.otel));
-        all
+        lines.extend(self.db.describe());
+        lines.extend(super::otel::describe(&self.otel));
+        lines
     }
 }
 

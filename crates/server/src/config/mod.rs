@@ -8,6 +8,7 @@
 //! `mana-ai config` shows it ([`Config::describe`], secrets masked). Parsers live in
 //! `parse`, the masked listing in `describe`.
 
+mod db;
 mod describe;
 pub mod otel;
 mod parse;
@@ -22,6 +23,7 @@ use mana_ai_core::plan::PolicyMode;
 use mana_ai_llm as llm;
 use mana_ai_runner::defaults as run;
 
+pub use db::DbSettings;
 pub use describe::{mask_http_url, mask_secret, mask_url};
 use parse::{
     get, llm_choice, opt_bool, opt_http_url, opt_ms, opt_num, opt_str, parse_header_name,
@@ -110,6 +112,8 @@ pub struct Config {
     pub sync_database_url_explicit: bool,
     pub migration_database_url: Option<String>,
     pub db_pool_size: usize,
+    /// Database timeouts, keepalives, retries and migration lock bounds (`config/db.rs`).
+    pub db: DbSettings,
     pub mana_llm_url: String,
     /// `MANA_AI_LLM` (`http` | `local`), or `local` when `MANA_LLM_URL=local`.
     pub llm_backend: LlmBackend,
@@ -200,6 +204,7 @@ impl Config {
             sync_database_url_explicit: get(env, "SYNC_DATABASE_URL").is_some(),
             migration_database_url: opt_pg_url("MANA_AI_MIGRATION_DATABASE_URL")?,
             db_pool_size: opt_num(env, "MANA_AI_DB_POOL_SIZE", 1, 256, DEFAULT_DB_POOL_SIZE)?,
+            db: DbSettings::from_env(env)?,
             mana_llm_url,
             llm_backend,
             llm_backend_explicit,

@@ -129,10 +129,16 @@ const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
 
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
+    /// Idempotent (the cursor moves with the snapshots), so transient errors are retried.
     pub async fn refresh_snapshots(
         &self,
         opts: RefreshOptions,
     ) -> Result<RefreshOutcome, StoreError> {
+        self.retrying("refresh", crate::Idempotent::Yes, || self.refresh_once(opts))
+            .await
+    }
+
+    async fn refresh_once(&self, opts: RefreshOptions) -> Result<RefreshOutcome, StoreError> {
         // One connection for the whole refresh: it holds the (session) lock, and its
         // cached prepared statements save a round trip per statement. Statements that do
         // not depend on each other's answers are pipelined; the server still runs them in

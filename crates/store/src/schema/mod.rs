@@ -15,14 +15,48 @@
 //! still works if that role is privileged; if it is not, [`verify_discovery`] fails boot
 //! with a clear message instead of letting the service silently see nothing.
 //!
-//! The SQL lives next to this file, one `.sql` file per part, each with its own comments:
+//! # Migrations
+//! The schema is built by numbered migrations ([`MIGRATIONS`], in `migrations.rs`),
+//! recorded in `mana_ai.schema_migrations` with name, checksum and time ([`status`]).
+//! Applying them ([`migrate_with`], in `apply.rs`) is serialised across instances by an
+//! advisory lock waited for a bounded time, runs each migration in one transaction under
+//! `lock_timeout`, builds indexes on `sync_changes` concurrently outside a transaction,
+//! and does nothing at all when the database is current. Boot compares versions first
+//! ([`read_state`] → [`Compatibility`]): current → no DDL; behind → migrate (or fail with
+//! what to run); ahead → refuse.
+//!
+//! **Adding a migration** is one entry at the end of [`MIGRATIONS`] (in `migrations.rs`)
+//! plus its SQL files under `schema/<NNNN>/`:
+//!
+//! ```text
+//! Migration { version: 2, name: "lease-grace", steps: &[
+//!     Step::Sql { what: "claim with grace", sql: include_str!("0002/lease.sql") },
+//!     Step::Grants { what: "grants", sql: include_str!("0002/lease_grants.sql") },
+//! ] },
+//! ```
+//!
+//! A `<topic>.sql` written for the old "one more `run(...)` at the end of
+//! `migrate_locked`" pattern becomes such an entry: its DDL a [`Step::Sql`], the part that
+//! uses `{role}` a [`Step::Grants`], an index on `sync_changes` a
+//! [`Step::ConcurrentIndex`] (one statement). Steps must be idempotent (a crash before the
+//! migration is recorded re-runs it). Then pin its checksum in the `migrations.rs` test.
+//!
+//! Migration 1 is the schema as it stood when numbering began, frozen in `schema/0001/`:
 //! `tables.sql` (the `mana_ai` tables), `runs.sql` (claim and write-back functions),
 //! `budget.sql` (token reservation), `backfill.sql` (derived columns of older rows),
 //! `discovery.sql` and `read.sql` (change discovery and the refresh read), `audit.sql`
 //! (audit hardening), `grants.sql` / `audit_grants.sql` (the service role's privileges)
-//! and `sync_changes.sql` (dev and tests only). Values the SQL needs from Rust — lock
-//! keys ([`crate::locks`]), the default agent id (core), the service role — are
-//! formatted in by [`render`].
+//! and `sync_changes_index.sql` (built concurrently). `sync_changes.sql` here is for dev
+//! and tests only. Values the SQL needs from Rust — lock keys ([`crate::locks`]), the
+//! default agent id (core), the service role — are formatted in by [`render`].
+
+mod apply;
+mod migrations;
+mod status;
+
+pub use apply::{migrate_with, MigrateOptions, DEFAULT_DDL_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT};
+pub use migrations::{Migration, Step, LATEST_VERSION, MIGRATIONS};
+pub use status::{read_state, AppliedMigration, Compatibility, SchemaState};
 
 use mana_ai_core::records::DEFAULT_AGENT_ID;
 use tokio_postgres::Client;
@@ -33,27 +67,13 @@ use crate::{locks, Store, StoreError};
 /// Only `mana-ai dev` and the tests run this; in production the sync server owns it.
 pub const SYNC_CHANGES_DDL: &str = include_str!("sync_changes.sql");
 
-/// Current schema version written to `mana_ai.schema_migrations`.
-pub const SCHEMA_VERSION: i32 = 1;
-
-/// The plain part of the migration, in order: tables, the run and budget functions, the
-/// backfill of older rows. Run as one batch.
-const MANA_AI_PARTS: [&str; 4] = [
-    include_str!("tables.sql"),
-    include_str!("runs.sql"),
-    include_str!("budget.sql"),
-    include_str!("backfill.sql"),
-];
-const DISCOVERY_DDL: &str = include_str!("discovery.sql");
-const READ_DDL: &str = include_str!("read.sql");
-const GRANTS_DDL: &str = include_str!("grants.sql");
-const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
-const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+/// The schema version this binary brings (its newest migration).
+pub const SCHEMA_VERSION: i32 = LATEST_VERSION;
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
 /// quoted service role).
-fn render(sql: &str, role: Option<&str>) -> String {
+pub(crate) fn render(sql: &str, role: Option<&str>) -> String {
     let sql = sql
         .replace("{claim_seed}", &locks::CLAIM_SEED.to_string())
         .replace("{default_agent}", &quote_literal(DEFAULT_AGENT_ID));
@@ -78,62 +98,30 @@ pub async fn create_sync_changes_for_dev(client: &Client) -> Result<(), StoreErr
     run(client, SYNC_CHANGES_DDL, "create sync_changes (dev)").await
 }
 
-/// Runs the whole idempotent migration on `client` (which should be the migration
-/// role). When `service_role` is given and differs from the connected role, grants it
-/// the least privileges it needs. Serialised across instances by an advisory lock
-/// ([`locks::MIGRATION`]).
-pub async fn migrate(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&locks::MIGRATION])
-        .await
-        .map_err(|e| StoreError::migration("lock", e))?;
-    let result = migrate_locked(client, service_role).await;
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&locks::MIGRATION])
-        .await;
-    result
+/// Applies the pending migrations on `client` (which should be the migration role) with
+/// the default bounds; `service_role`, when given and not the connected role, is granted
+/// the least privileges it needs. Answers the versions applied. See [`migrate_with`].
+pub async fn migrate(client: &Client, service_role: Option<&str>) -> Result<Vec<i32>, StoreError> {
+    let opts = MigrateOptions {
+        service_role: service_role.map(str::to_string),
+        ..MigrateOptions::default()
+    };
+    migrate_with(client, &opts).await
 }
 
-async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(), StoreError> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('public.sync_changes') IS NOT NULL", &[])
-        .await
-        .map_err(|e| StoreError::migration("check sync_changes", e))?
-        .get(0);
-    if !exists {
-        return Err(StoreError::Config(
-            "table public.sync_changes does not exist: point SYNC_DATABASE_URL at the mana_sync database (or use `mana-ai dev`)".into(),
-        ));
-    }
-    run(
-        client,
-        &render(&MANA_AI_PARTS.concat(), None),
-        "mana_ai schema",
-    )
-    .await?;
-    run(
-        client,
-        DISCOVERY_DDL,
-        "change discovery (needs a role that owns sync_changes or is superuser; set MANA_AI_MIGRATION_DATABASE_URL)",
-    )
-    .await?;
-    run(client, READ_DDL, "refresh read function").await?;
-    if let Some(role) = service_role {
-        grant_to_service_role(client, role, GRANTS_DDL, "grants for the service role").await?;
-    }
-    run(client, AUDIT_HARDENING_DDL, "decrypt audit hardening").await?;
-    if let Some(role) = service_role {
-        let what = "audit grants for the service role";
-        grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
-    }
-    client
-        .execute(
-            "INSERT INTO mana_ai.schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&SCHEMA_VERSION],
+/// Whether the connected role can run the migration itself: a superuser, or a member of
+/// the role that owns `sync_changes` (the index and the discovery functions need that).
+pub async fn can_migrate(client: &Client) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false)
+                 OR coalesce((SELECT pg_has_role(current_user, c.relowner, 'USAGE')
+                                FROM pg_class c WHERE c.oid = to_regclass('public.sync_changes')), false)",
+            &[],
         )
         .await
-        .map_err(|e| StoreError::migration("record version", e))?;
-    Ok(())
+        .map_err(|e| StoreError::migration("check the role's privileges", e))?;
+    Ok(row.get(0))
 }
 
 /// Checks, as the service role, that change discovery can really see across users:
@@ -199,27 +187,8 @@ pub async fn ensure_service_role(
     }
 }
 
-/// Runs `ddl` with `{role}` replaced by the quoted service role, unless the migration runs
-/// as that role itself (granting to oneself is pointless and may be refused).
-async fn grant_to_service_role(
-    client: &Client,
-    role: &str,
-    ddl: &str,
-    what: &'static str,
-) -> Result<(), StoreError> {
-    let me: String = client
-        .query_one("SELECT current_user::text", &[])
-        .await
-        .map_err(|e| StoreError::migration("current_user", e))?
-        .get(0);
-    if me != role {
-        run(client, &render(ddl, Some(role)), what).await?;
-    }
-    Ok(())
-}
-
 /// Runs one migration step (a batch of statements), naming it in the error.
-async fn run(client: &Client, sql: &str, step: &'static str) -> Result<(), StoreError> {
+pub(crate) async fn run(client: &Client, sql: &str, step: &str) -> Result<(), StoreError> {
     client
         .batch_execute(sql)
         .await
@@ -228,9 +197,14 @@ async fn run(client: &Client, sql: &str, step: &'static str) -> Result<(), Store
 
 impl Store {
     /// Runs the migration using this pool's role (single-DSN deployments).
-    pub async fn migrate_self(&self) -> Result<(), StoreError> {
+    pub async fn migrate_self(&self) -> Result<Vec<i32>, StoreError> {
         let c = self.client().await?;
-        migrate(&c, None).await
+        let result = migrate(&c, None).await;
+        // Back to the connection's own settings before it returns to the pool.
+        let _ = c
+            .batch_execute("RESET lock_timeout; RESET statement_timeout; RESET idle_in_transaction_session_timeout")
+            .await;
+        result
     }
 
     /// Fails unless change discovery can see across users (see [`verify_discovery`]).
@@ -246,18 +220,20 @@ mod tests {
 
     #[test]
     fn rendering_fills_every_placeholder() {
-        for part in
-            MANA_AI_PARTS
-                .iter()
-                .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
-        {
-            let sql = render(part, Some("svc"));
-            for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
-                assert!(!sql.contains(placeholder), "{placeholder} left in {sql}");
+        for m in MIGRATIONS {
+            for step in m.steps {
+                let (sql, role) = match step {
+                    Step::Sql { sql, .. } | Step::ConcurrentIndex { sql, .. } => (sql, None),
+                    Step::Grants { sql, .. } => (sql, Some("svc")),
+                };
+                let sql = render(sql, role);
+                for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
+                    assert!(!sql.contains(placeholder), "{placeholder} left in {sql}");
+                }
             }
         }
-        let runs = render(MANA_AI_PARTS[1], None);
+        let runs = render(include_str!("0001/runs.sql"), None);
         assert!(runs.contains(&format!(", {})", locks::CLAIM_SEED)));
-        assert!(render(MANA_AI_PARTS[3], None).contains("'legacy:ai-default'"));
+        assert!(render(include_str!("0001/backfill.sql"), None).contains("'legacy:ai-default'"));
     }
 }

@@ -1,5 +1,6 @@
--- Privileged part: the change-discovery index and the two `SECURITY DEFINER`
--- functions.
+-- Privileged part: the `SECURITY DEFINER` change-discovery functions. Their index on
+-- `sync_changes` is built by its own step, `CREATE INDEX CONCURRENTLY` outside any
+-- transaction (see `sync_changes_index.sql`).
 --
 -- * `mana_ai.change_horizon()` returns the instant before which every transaction that
 --   could still insert into `sync_changes` has finished: the oldest `xact_start` of any
@@ -13,9 +14,6 @@
 -- * `mana_ai.changed_ai_users(from, to)` returns only `(user_id, row_count)` for the
 --   same rows — which users to read, and how many rows each, never contents.
 -- * `mana_ai.change_batch_end(from, to, n)` bounds one refresh window to about `n` rows.
-CREATE INDEX IF NOT EXISTS mana_ai_sync_changes_ai_position ON public.sync_changes (created_at)
-  WHERE app_id = 'ai' AND table_name IN ('aiMissions', 'agents');
-
 DROP FUNCTION IF EXISTS mana_ai.change_horizon();
 CREATE OR REPLACE FUNCTION mana_ai.change_horizon(p_margin INTERVAL) RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $$
