@@ -1,5 +1,10 @@
 //! The runner and its tick pass: refresh snapshots → maintenance → list due missions →
 //! run each due mission as its own task (concurrently, bounded) → report stats.
+//!
+//! A panic never escapes a pass: one in the refresh is reported like a refresh error (the
+//! pass goes on from the stored snapshots), one in a mission task ends that mission (its
+//! claim is given back), one anywhere else ends the pass with an error. Each is counted
+//! in `mana_ai_pass_panics_total{stage}`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +17,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::RunError;
-use crate::events::{self, Emit};
+use crate::events::{self, Emit, PanicStage};
 use crate::maintenance::Maintenance;
 use crate::mission::MissionRunner;
 use crate::outcome::{MissionOutcome, SkipReason};
@@ -27,6 +32,8 @@ pub struct RefreshReport {
     pub updated_snapshots: usize,
     pub rows_applied: usize,
     pub busy: bool,
+    /// Rows skipped and recorded in the quarantine (all reasons).
+    pub rows_quarantined: usize,
 }
 
 /// The stats of one tick pass: the original's `TickStats` fields first, extensions after.
@@ -43,6 +50,10 @@ pub struct TickStats {
     pub failed: usize,
     pub refresh: RefreshReport,
     pub duration_ms: u64,
+    /// The pass itself failed (refresh or due listing failed, or a panic was caught), as
+    /// opposed to single missions failing. Reported by `/health`, not in the JSON.
+    #[serde(skip)]
+    pub pass_failed: bool,
 }
 
 impl TickStats {
@@ -58,6 +69,7 @@ impl TickStats {
             failed: 0,
             refresh: RefreshReport::default(),
             duration_ms: 0,
+            pass_failed: false,
         }
     }
 
@@ -134,7 +146,15 @@ impl Runner {
         let started = Instant::now();
         let now = self.clock.now();
         let mut stats = TickStats::empty(now);
-        self.pass(now, &mut stats).await;
+        let pass = std::panic::AssertUnwindSafe(self.pass(now, &mut stats));
+        if pass.catch_unwind().await.is_err() {
+            events::PassPanicked {
+                stage: PanicStage::Pass,
+            }
+            .emit(&self.metrics);
+            stats.errors.push("pass: panicked".into());
+            stats.pass_failed = true;
+        }
         stats.duration_ms = started.elapsed().as_millis() as u64;
         events::PassFinished {
             elapsed: started.elapsed(),
@@ -159,6 +179,7 @@ impl Runner {
             Err(e) => {
                 events::ListDueFailed { error: &e }.emit(&self.metrics);
                 stats.errors.push(format!("list-due: {e}"));
+                stats.pass_failed = true;
                 return;
             }
         };
@@ -173,7 +194,18 @@ impl Runner {
             batch_rows: self.cfg.refresh_batch_rows,
             safety_margin: self.cfg.refresh_safety_margin,
         };
-        match self.store.refresh_snapshots(opts).await {
+        let refresh = std::panic::AssertUnwindSafe(self.store.refresh_snapshots(opts));
+        let Ok(result) = refresh.catch_unwind().await else {
+            // The store discarded the connection that held the refresh lock.
+            events::PassPanicked {
+                stage: PanicStage::Refresh,
+            }
+            .emit(&self.metrics);
+            stats.errors.push("refresh: panicked".into());
+            stats.pass_failed = true;
+            return;
+        };
+        match result {
             Ok(RefreshOutcome::Done(r)) => {
                 let lag = r.position.map(|pos| {
                     let ms = (Utc::now() - pos).num_milliseconds().max(0);
@@ -186,18 +218,24 @@ impl Runner {
                     lag,
                 }
                 .emit(&self.metrics);
+                events::RowsQuarantined {
+                    by_reason: &r.quarantined,
+                }
+                .emit(&self.metrics);
                 stats.refresh = RefreshReport {
                     users_processed: r.users_processed,
                     new_snapshots: r.new_snapshots,
                     updated_snapshots: r.updated_snapshots,
                     rows_applied: r.rows_applied,
                     busy: false,
+                    rows_quarantined: r.quarantined.values().sum(),
                 };
             }
             Ok(RefreshOutcome::Busy) => stats.refresh.busy = true,
             Err(e) => {
                 events::RefreshFailed { error: &e }.emit(&self.metrics);
                 stats.errors.push(format!("refresh: {e}"));
+                stats.pass_failed = true;
             }
         }
         events::RefreshTimed {
@@ -222,10 +260,11 @@ impl Runner {
             };
             let missions = Arc::clone(&self.missions);
             let store = self.store.clone();
+            let runner_id = self.cfg.runner_id.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 let id = key.mission_id.clone();
-                let outcome = run_task(&store, &missions, &key).await;
+                let outcome = run_task(&store, &missions, &key, &runner_id).await;
                 (id, outcome)
             });
             while let Some(done) = tasks.try_join_next() {
@@ -251,6 +290,12 @@ impl Runner {
                 MissionOutcome::Error(RunError::TaskEnded(e)),
             ),
         };
+        if matches!(outcome, MissionOutcome::Error(RunError::Panicked)) {
+            events::PassPanicked {
+                stage: PanicStage::Mission,
+            }
+            .emit(&self.metrics);
+        }
         match outcome {
             MissionOutcome::Planned { .. } => {
                 stats.plans_produced += 1;
@@ -282,8 +327,14 @@ impl Runner {
     }
 }
 
-/// One mission task: loads the due mission and runs it; a panic becomes an error.
-async fn run_task(store: &Store, missions: &MissionRunner, key: &DueKey) -> MissionOutcome {
+/// One mission task: loads the due mission and runs it; a panic becomes an error, and the
+/// claim the run may hold is given back (the next pass may claim it again).
+async fn run_task(
+    store: &Store,
+    missions: &MissionRunner,
+    key: &DueKey,
+    runner_id: &str,
+) -> MissionOutcome {
     let run = async {
         match store.load_due_mission(key).await {
             Ok(Some(d)) => missions.run(d).await,
@@ -292,8 +343,16 @@ async fn run_task(store: &Store, missions: &MissionRunner, key: &DueKey) -> Miss
             Err(e) => MissionOutcome::Error(RunError::LoadMission(e)),
         }
     };
-    std::panic::AssertUnwindSafe(run)
-        .catch_unwind()
-        .await
-        .unwrap_or(MissionOutcome::Error(RunError::Panicked))
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let released = store
+                .release_run(&key.user_id, &key.mission_id, key.next_run_at, runner_id)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "could not release the claim of a panicked mission; it expires with its lease");
+            }
+            MissionOutcome::Error(RunError::Panicked)
+        }
+    }
 }

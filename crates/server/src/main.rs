@@ -1,8 +1,8 @@
 //! `mana-ai`: the background runner of the AI workbench.
 //!
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
-//! `migrate`, `tick`, the operator commands `keys generate` and `grant mint`, and the
-//! local-model commands `model fetch` and `llm serve`.
+//! `migrate`, `tick`, the operator commands `keys generate`, `grant mint` and
+//! `quarantine list`, and the local-model commands `model fetch` and `llm serve`.
 //! See `mana-ai --help`.
 
 use std::process::ExitCode;
@@ -41,6 +41,8 @@ enum Command {
     Keys(ops_cli::KeysArgs),
     /// Mission grants (`grant mint`).
     Grant(ops_cli::GrantArgs),
+    /// Event-log rows the refresh skipped (`quarantine list [--json]`).
+    Quarantine(ops_cli::QuarantineArgs),
     /// The embedded local model (`model fetch`).
     Model(ModelArgs),
     /// The embedded local model as an OpenAI-compatible server (`llm serve`).
@@ -127,6 +129,12 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(cfg, args).await,
             Command::Migrate => app::migrate_only(&cfg).await,
             Command::Tick => app::tick_once(cfg).await,
+            Command::Quarantine(q) => {
+                let store = app::store_for(&cfg)?;
+                let listed = ops_cli::run_quarantine(&store, &q).await;
+                store.close();
+                listed
+            }
             Command::Model(ModelArgs {
                 command: ModelCommand::Fetch { data_dir },
             }) => {

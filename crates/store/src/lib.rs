@@ -18,10 +18,12 @@
 //! [`Store`] is one handle; each module owns the `impl Store` block of one table or
 //! concern, so a method is found from its subject:
 //! * [`pool`] — the pool itself (`connect`, `ping`, `close`, `pool_status`);
+//! * [`probe`] — a liveness probe on its own connection (`/health`);
 //! * [`user_tx`] — `begin_user` and the [`UserTx`] scope;
 //! * [`schema`] — the migration (`migrate_self`, `verify_discovery`), its SQL in
 //!   `schema/*.sql`;
 //! * [`refresh`] — `refresh_snapshots` (`sync_changes` → snapshots);
+//! * [`quarantine`] — rows the refresh refuses: limits, reasons, `list_quarantined`;
 //! * [`snapshots`] — reads of the mission and agent snapshots (due listing, ops views);
 //! * [`runs`] — `mana_ai.mission_runs`: claim, release, write-back;
 //! * [`budget`] — token usage and reservations;
@@ -36,6 +38,8 @@ pub mod dev;
 mod error;
 pub mod locks;
 pub mod pool;
+pub mod probe;
+pub mod quarantine;
 pub mod records;
 pub mod refresh;
 pub mod research;
@@ -51,6 +55,7 @@ pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use error::{db_message, StoreError};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
+pub use quarantine::{QuarantineReason, QuarantinedRow};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};

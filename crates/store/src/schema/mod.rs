@@ -49,6 +49,8 @@ const READ_DDL: &str = include_str!("read.sql");
 const GRANTS_DDL: &str = include_str!("grants.sql");
 const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
 const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+const QUARANTINE_DDL: &str = include_str!("quarantine.sql");
+const QUARANTINE_GRANTS_DDL: &str = include_str!("quarantine_grants.sql");
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
@@ -98,8 +100,8 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
     let exists: bool = client
         .query_one("SELECT to_regclass('public.sync_changes') IS NOT NULL", &[])
         .await
-        .map_err(|e| StoreError::migration("check sync_changes", e))?
-        .get(0);
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| StoreError::migration("check sync_changes", e))?;
     if !exists {
         return Err(StoreError::Config(
             "table public.sync_changes does not exist: point SYNC_DATABASE_URL at the mana_sync database (or use `mana-ai dev`)".into(),
@@ -125,6 +127,11 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
     if let Some(role) = service_role {
         let what = "audit grants for the service role";
         grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
+    }
+    run(client, QUARANTINE_DDL, "quarantined rows table").await?;
+    if let Some(role) = service_role {
+        let what = "quarantine grants for the service role";
+        grant_to_service_role(client, role, QUARANTINE_GRANTS_DDL, what).await?;
     }
     client
         .execute(
@@ -156,9 +163,10 @@ pub async fn verify_discovery(client: &Client) -> Result<(), StoreError> {
             "mana_ai.changed_ai_records is missing: the migration did not run".into(),
         ));
     };
-    let owner: String = row.get(0);
-    let bypass: bool = row.get(1);
-    let stats: bool = row.get(2);
+    let decode = |e| StoreError::migration("verify discovery", e);
+    let owner: String = row.try_get(0).map_err(decode)?;
+    let bypass: bool = row.try_get(1).map_err(decode)?;
+    let stats: bool = row.try_get(2).map_err(decode)?;
     if !bypass {
         return Err(StoreError::Config(format!(
             "change discovery is owned by role {owner:?}, which is subject to row-level security on sync_changes and would see no missions; run the migration as a superuser or BYPASSRLS role (MANA_AI_MIGRATION_DATABASE_URL)"
@@ -210,8 +218,8 @@ async fn grant_to_service_role(
     let me: String = client
         .query_one("SELECT current_user::text", &[])
         .await
-        .map_err(|e| StoreError::migration("current_user", e))?
-        .get(0);
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| StoreError::migration("current_user", e))?;
     if me != role {
         run(client, &render(ddl, Some(role)), what).await?;
     }
@@ -250,6 +258,7 @@ mod tests {
             MANA_AI_PARTS
                 .iter()
                 .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+                .chain([&QUARANTINE_DDL, &QUARANTINE_GRANTS_DDL])
         {
             let sql = render(part, Some("svc"));
             for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
