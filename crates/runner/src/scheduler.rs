@@ -172,7 +172,9 @@ impl Scheduler {
 /// One scheduled pass, recorded in the status.
 async fn run_one(runner: &Runner, status: &SchedulerStatus) {
     let started = Instant::now();
-    let pass = std::panic::AssertUnwindSafe(runner.tick()).catch_unwind().await;
+    let pass = std::panic::AssertUnwindSafe(runner.tick())
+        .catch_unwind()
+        .await;
     let finished_at = Utc::now();
     let Ok(stats) = pass else {
         tracing::error!("tick pass panicked; the next pass runs as scheduled");

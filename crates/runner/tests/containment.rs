@@ -108,7 +108,10 @@ async fn a_panicking_refresh_is_counted_the_pass_goes_on_and_another_instance_re
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("another instance refreshed {:?} after the panic", started.elapsed());
+    eprintln!(
+        "another instance refreshed {:?} after the panic",
+        started.elapsed()
+    );
 }
 
 fn refresh_opts() -> mana_ai_store::RefreshOptions {
@@ -151,7 +154,10 @@ async fn the_scheduler_keeps_running_after_a_panicking_pass() {
     let status = scheduler.status();
     let started = Instant::now();
     while status.last_pass().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10), "no pass completed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no pass completed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status.last_pass().map(|p| p.ok), Some(false));

@@ -121,10 +121,7 @@ fn arbitrary_mission_and_agent_rows_never_panic_and_never_stop_another_user() {
         .expect("runtime");
     let db = rt.block_on(fresh_db("fuzz_hostile"));
     let admin = rt.block_on(db.admin());
-    let llm = FakeLlm::replying(Reply::tool_calls(&[(
-        "create_task",
-        json!({"title": "t"}),
-    )]));
+    let llm = FakeLlm::replying(Reply::tool_calls(&[("create_task", json!({"title": "t"}))]));
     let runner = RunnerBuilder::new(&db)
         .llm(llm)
         .clock(TestClock::at_iso(NOW))
@@ -151,7 +148,9 @@ fn arbitrary_mission_and_agent_rows_never_panic_and_never_stop_another_user() {
             if !agent_first {
                 agent.push(&admin).await;
             }
-            let ok = mission_record(json!({"nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}}));
+            let ok = mission_record(
+                json!({"nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}}),
+            );
             Change::new(&other_user, "aiMissions", &other_mission, ok)
                 .push(&admin)
                 .await;
@@ -160,11 +159,18 @@ fn arbitrary_mission_and_agent_rows_never_panic_and_never_stop_another_user() {
             let panics = metric_value(&text, "mana_ai_pass_panics_total", &[]).unwrap_or(0.0);
             prop_assert_eq!(panics, 0.0, "a panic was caught: {:?}", stats);
             prop_assert!(
-                !stats.errors.iter().any(|e| e.contains("panicked") || e.starts_with("refresh") || e.starts_with("list-due")),
+                !stats.errors.iter().any(|e| e.contains("panicked")
+                    || e.starts_with("refresh")
+                    || e.starts_with("list-due")),
                 "{:?}",
                 stats
             );
-            prop_assert_eq!(runner_row_count(&admin, Some(&other_mission)).await, 1, "{:?}", stats);
+            prop_assert_eq!(
+                runner_row_count(&admin, Some(&other_mission)).await,
+                1,
+                "{:?}",
+                stats
+            );
             Ok(())
         })
     });

@@ -439,7 +439,10 @@ pub fn quarantine_table(rows: &[mana_ai_store::QuarantinedRow]) -> String {
 }
 
 /// Runs `mana-ai quarantine …` against the service's database, printing to stdout.
-pub async fn run_quarantine(store: &mana_ai_store::Store, args: &QuarantineArgs) -> anyhow::Result<()> {
+pub async fn run_quarantine(
+    store: &mana_ai_store::Store,
+    args: &QuarantineArgs,
+) -> anyhow::Result<()> {
     match &args.command {
         QuarantineCommand::List(l) => {
             let rows = store.list_quarantined(l.limit).await?;

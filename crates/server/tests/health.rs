@@ -23,7 +23,10 @@ const DUE: &str = "2026-01-05T06:00:00.000Z";
 fn config(db: &TestDb, interval_ms: u64) -> Config {
     let env: BTreeMap<String, String> = [
         ("SYNC_DATABASE_URL", db.service_url.clone()),
-        ("MANA_SERVICE_KEY", "test-service-key-0123456789".to_string()),
+        (
+            "MANA_SERVICE_KEY",
+            "test-service-key-0123456789".to_string(),
+        ),
         ("TICK_INTERVAL_MS", interval_ms.to_string()),
     ]
     .into_iter()
@@ -79,7 +82,9 @@ async fn health_reports_the_last_completed_pass() {
     assert_eq!(last["ok"], json!(true), "{body}");
     assert_eq!(last["errors"], json!(0), "{body}");
     assert!(last["durationMs"].is_u64(), "{body}");
-    assert!(last["finishedAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(last["finishedAt"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert!(scheduler.shutdown(Duration::from_secs(5)).await);
     let (_, body) = health(&http, &base).await;
     assert_eq!(body["tick"]["running"], json!(false));
@@ -89,7 +94,13 @@ async fn health_reports_the_last_completed_pass() {
 async fn health_is_503_when_no_pass_completed_within_three_intervals() {
     let db = fresh_db("health_stale").await;
     let admin = db.admin().await;
-    push_mission(&admin, "u1", "m1", mission_record(json!({"nextRunAt": DUE}))).await;
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        mission_record(json!({"nextRunAt": DUE})),
+    )
+    .await;
     // The first pass never ends: its one mission's model call hangs.
     let runner = RunnerBuilder::new(&db)
         .llm(FakeLlm::replying(Reply::hang()))
@@ -117,7 +128,13 @@ async fn seed(admin: &tokio_postgres::Client, prefix: &str, n: usize) {
         let mission = mission_record(json!({
             "nextRunAt": DUE, "cadence": {"kind": "interval", "everyMinutes": 60}
         }));
-        push_mission(admin, &format!("{prefix}-u{i}"), &format!("{prefix}-{i}"), mission).await;
+        push_mission(
+            admin,
+            &format!("{prefix}-u{i}"),
+            &format!("{prefix}-{i}"),
+            mission,
+        )
+        .await;
     }
 }
 

@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(e.reason, QuarantineReason::TooLarge);
         for (text, kind) in [("[1]", "array"), ("\"s\"", "string"), ("7", "number")] {
             let e = parse_checked(Some(text), &mut 100).unwrap_err();
-            assert_eq!((e.reason, e.detail.as_str()), (QuarantineReason::NotAnObject, kind));
+            assert_eq!(
+                (e.reason, e.detail.as_str()),
+                (QuarantineReason::NotAnObject, kind)
+            );
         }
         assert_eq!(parse_checked(Some("null"), &mut 100), Ok(None));
         assert_eq!(parse_checked(None, &mut 0), Ok(None));

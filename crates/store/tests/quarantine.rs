@@ -150,7 +150,12 @@ async fn every_limit_is_enforced_at_its_edge() {
     // (record id, data, field_meta, expected refusal)
     let cases: Vec<(&str, String, &str, Option<QuarantineReason>)> = vec![
         ("depth-ok", at_depth, "{}", None),
-        ("depth-over", over_depth, "{}", Some(QuarantineReason::TooDeep)),
+        (
+            "depth-over",
+            over_depth,
+            "{}",
+            Some(QuarantineReason::TooDeep),
+        ),
         ("string-ok", string(MAX_STRING_BYTES), "{}", None),
         (
             "string-over",
@@ -160,12 +165,7 @@ async fn every_limit_is_enforced_at_its_edge() {
         ),
         // `field_meta` is `{}`: 2 bytes of the row.
         ("row-ok", row_ok, "{}", None),
-        (
-            "row-over",
-            row_over,
-            "{}",
-            Some(QuarantineReason::TooLarge),
-        ),
+        ("row-over", row_over, "{}", Some(QuarantineReason::TooLarge)),
         (
             "array",
             "[1,2]".into(),
@@ -192,7 +192,12 @@ async fn every_limit_is_enforced_at_its_edge() {
         ),
         ("null-data", "null".into(), "null", None),
         (&ok_id, "{}".into(), "{}", None),
-        (&long_id, "{}".into(), "{}", Some(QuarantineReason::IdTooLong)),
+        (
+            &long_id,
+            "{}".into(),
+            "{}",
+            Some(QuarantineReason::IdTooLong),
+        ),
     ];
     for (id, data, meta, _) in &cases {
         push_raw(&admin, "qe", "aiMissions", id, data, meta).await;
@@ -227,7 +232,11 @@ async fn every_limit_is_enforced_at_its_edge() {
         .into_iter()
         .map(|m| m.mission_id)
         .collect();
-    assert_eq!(snapshot_ids.len(), cases.len() - refused, "{snapshot_ids:?}");
+    assert_eq!(
+        snapshot_ids.len(),
+        cases.len() - refused,
+        "{snapshot_ids:?}"
+    );
     assert_eq!(store.user_missions("qf").await.unwrap().len(), 1);
 }
 
@@ -247,7 +256,9 @@ async fn infinite_times_neither_stop_the_refresh_nor_anyone_else() {
             .await
             .unwrap();
     }
-    let hostile_times = mission_record(json!({"nextRunAt": "-infinity", "createdAt": "+275760-09-13T00:00:00.000Z"}));
+    let hostile_times = mission_record(
+        json!({"nextRunAt": "-infinity", "createdAt": "+275760-09-13T00:00:00.000Z"}),
+    );
     push_mission(&admin, "qt", "m-times", hostile_times).await;
     push_mission(&admin, "qu", "m-ok", good_mission()).await;
     let stats = refresh(&store).await;
@@ -320,7 +331,8 @@ async fn a_cancelled_refresh_leaves_no_lock_behind() {
     )
     .await
     .unwrap();
-    let cancelled = tokio::time::timeout(Duration::from_millis(300), first.refresh_snapshots(opts())).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(300), first.refresh_snapshots(opts())).await;
     assert!(cancelled.is_err(), "the refresh should have been blocked");
     tx.rollback().await.unwrap();
     let other = db.service_store();

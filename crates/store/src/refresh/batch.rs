@@ -116,8 +116,13 @@ async fn read_batch(
             Ok(change) => read.changes.entry(key).or_default().push(change),
             Err(refusal) => {
                 let created_at: DateTime<Utc> = r.try_get(7).unwrap_or(from);
-                read.quarantined
-                    .push(Quarantined::new(&key.user_id, &key.table, &key.record_id, created_at, refusal));
+                read.quarantined.push(Quarantined::new(
+                    &key.user_id,
+                    &key.table,
+                    &key.record_id,
+                    created_at,
+                    refusal,
+                ));
             }
         }
     }
@@ -129,7 +134,11 @@ async fn read_batch(
 fn read_snapshot(r: &tokio_postgres::Row, key: Key, read: &mut Read) -> Result<(), StoreError> {
     let deleted: bool = r.try_get(8)?;
     let text: Option<String> = r.try_get(5)?;
-    match text.as_deref().map(serde_json::from_str::<Value>).transpose() {
+    match text
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+        .transpose()
+    {
         Ok(record) => {
             let record = record.unwrap_or(Value::Null);
             read.existing.insert(key, Existing { record, deleted });
@@ -150,9 +159,18 @@ fn quarantine_unreadable(read: &mut Read, from: DateTime<Utc>) {
     for key in std::mem::take(&mut read.unreadable) {
         for row in read.changes.remove(&key).unwrap_or_default() {
             let refusal = Refusal::new(QuarantineReason::Undecodable, "stored snapshot unreadable");
-            let at = if row.created_at > DateTime::<Utc>::UNIX_EPOCH { row.created_at } else { from };
-            read.quarantined
-                .push(Quarantined::new(&key.user_id, &key.table, &key.record_id, at, refusal));
+            let at = if row.created_at > DateTime::<Utc>::UNIX_EPOCH {
+                row.created_at
+            } else {
+                from
+            };
+            read.quarantined.push(Quarantined::new(
+                &key.user_id,
+                &key.table,
+                &key.record_id,
+                at,
+                refusal,
+            ));
         }
     }
 }

@@ -174,7 +174,9 @@ impl Drop for LockedConn {
         }
         if let Some(c) = self.conn.take() {
             drop(Object::take(c));
-            tracing::warn!("refresh ended without releasing its lock; its connection was discarded");
+            tracing::warn!(
+                "refresh ended without releasing its lock; its connection was discarded"
+            );
         }
     }
 }
