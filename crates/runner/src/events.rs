@@ -65,6 +65,56 @@ impl Emit for DueListed {
     }
 }
 
+/// The refresh quarantined rows (skipped and recorded them; the store logged their ids).
+pub(crate) struct RowsQuarantined<'a> {
+    pub by_reason: &'a std::collections::BTreeMap<mana_ai_store::QuarantineReason, usize>,
+}
+
+impl Emit for RowsQuarantined<'_> {
+    fn emit(self, m: &Metrics) {
+        for (reason, n) in self.by_reason {
+            m.rows_quarantined_total
+                .with_label_values(&[reason.as_str()])
+                .inc_by(*n as u64);
+        }
+    }
+}
+
+/// Where in a pass a panic was caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PanicStage {
+    /// The snapshot refresh (the pass goes on from the stored snapshots).
+    Refresh,
+    /// One mission task (the other missions go on).
+    Mission,
+    /// Anywhere else in the pass (maintenance, due listing, bookkeeping): the pass ends.
+    Pass,
+}
+
+impl PanicStage {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PanicStage::Refresh => "refresh",
+            PanicStage::Mission => "mission",
+            PanicStage::Pass => "pass",
+        }
+    }
+}
+
+/// A panic was caught inside a pass.
+pub(crate) struct PassPanicked {
+    pub stage: PanicStage,
+}
+
+impl Emit for PassPanicked {
+    fn emit(self, m: &Metrics) {
+        tracing::error!(stage = self.stage.as_str(), "panic caught in a tick pass");
+        m.pass_panics_total
+            .with_label_values(&[self.stage.as_str()])
+            .inc();
+    }
+}
+
 /// The snapshot refresh failed.
 pub(crate) struct RefreshFailed<'a, E: Display> {
     pub error: &'a E,

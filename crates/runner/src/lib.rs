@@ -47,7 +47,7 @@ pub use error::RunError;
 pub use metrics::Metrics;
 pub use outcome::{AgentDecision, AgentSkip, MissionOutcome, SkipReason};
 pub use pass::{RefreshReport, Runner, TickStats};
-pub use scheduler::Scheduler;
+pub use scheduler::{LastPass, Scheduler, SchedulerStatus, STALE_AFTER_INTERVALS};
 
 /// A source of "now" (injected so tests can pin time).
 pub trait Clock: Send + Sync {

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub compacted_turns: Histogram,
     pub missions_in_flight: IntGauge,
     pub resolver_failures_total: IntCounterVec,
+    pub rows_quarantined_total: IntCounterVec,
+    pub pass_panics_total: IntCounterVec,
     families: Vec<(String, String, &'static str)>,
 }
 
@@ -314,6 +316,18 @@ impl Metrics {
                 "Input resolvers that failed (input dropped, mission continued)",
                 &["module"],
             ),
+            rows_quarantined_total: counter_vec(
+                r,
+                "mana_ai_rows_quarantined_total",
+                "sync_changes rows the refresh skipped and recorded in mana_ai.quarantined_rows",
+                &["reason"],
+            ),
+            pass_panics_total: counter_vec(
+                r,
+                "mana_ai_pass_panics_total",
+                "Panics caught in a tick pass (the pass or mission ended with an error)",
+                &["stage"],
+            ),
             families: Vec::new(),
             registry,
         }
@@ -335,7 +349,7 @@ impl Metrics {
     /// type and label names. docs/metrics.md is checked against this list.
     pub fn families(&self) -> Vec<MetricFamily> {
         use prometheus::core::Collector;
-        let all: [(&dyn Collector, &'static str); 35] = [
+        let all: [(&dyn Collector, &'static str); 37] = [
             (&self.http_requests_total, "counter"),
             (&self.http_request_duration_seconds, "histogram"),
             (&self.ticks_total, "counter"),
@@ -371,6 +385,8 @@ impl Metrics {
             (&self.compacted_turns, "histogram"),
             (&self.missions_in_flight, "gauge"),
             (&self.resolver_failures_total, "counter"),
+            (&self.rows_quarantined_total, "counter"),
+            (&self.pass_panics_total, "counter"),
         ];
         let mut out: Vec<MetricFamily> = Vec::new();
         for (collector, kind) in all {

@@ -1,5 +1,10 @@
 //! The runner and its tick pass: refresh snapshots → maintenance → list due missions →
 //! run each due mission as its own task (concurrently, bounded) → report stats.
+//!
+//! A panic never escapes a pass: one in the refresh is reported like a refresh error (the
+//! pass goes on from the stored snapshots), one in a mission task ends that mission (its
+//! claim is given back), one anywhere else ends the pass with an error. Each is counted
+//! in `mana_ai_pass_panics_total{stage}`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::error::RunError;
-use crate::events::{self, Emit};
+use crate::events::{self, Emit, PanicStage};
 use crate::maintenance::Maintenance;
 use crate::mission::MissionRunner;
 use crate::outcome::{MissionOutcome, SkipReason};
@@ -28,6 +33,8 @@ pub struct RefreshReport {
     pub updated_snapshots: usize,
     pub rows_applied: usize,
     pub busy: bool,
+    /// Rows skipped and recorded in the quarantine (all reasons).
+    pub rows_quarantined: usize,
 }
 
 /// The stats of one tick pass: the original's `TickStats` fields first, extensions after.
@@ -44,6 +51,10 @@ pub struct TickStats {
     pub failed: usize,
     pub refresh: RefreshReport,
     pub duration_ms: u64,
+    /// The pass itself failed (refresh or due listing failed, or a panic was caught), as
+    /// opposed to single missions failing. Reported by `/health`, not in the JSON.
+    #[serde(skip)]
+    pub pass_failed: bool,
 }
 
 impl TickStats {
@@ -59,6 +70,7 @@ impl TickStats {
             failed: 0,
             refresh: RefreshReport::default(),
             duration_ms: 0,
+            pass_failed: false,
         }
     }
 
@@ -135,9 +147,19 @@ impl Runner {
         let started = Instant::now();
         let now = self.clock.now();
         let mut stats = TickStats::empty(now);
-        self.pass(now, &mut stats)
-            .instrument(tracing::info_span!("tick.pass"))
-            .await;
+        let pass = std::panic::AssertUnwindSafe(
+            self.pass(now, &mut stats)
+                .instrument(tracing::info_span!("tick.pass")),
+        );
+        if pass.catch_unwind().await.is_err() {
+            events::PassPanicked {
+                stage: PanicStage::Pass,
+            }
+            .emit(&self.metrics);
+            stats.errors.push("pass: panicked".into());
+            stats.pass_failed = true;
+        }
+
         stats.duration_ms = started.elapsed().as_millis() as u64;
         events::PassFinished {
             elapsed: started.elapsed(),
@@ -164,6 +186,7 @@ impl Runner {
             Err(e) => {
                 events::ListDueFailed { error: &e }.emit(&self.metrics);
                 stats.errors.push(format!("list-due: {e}"));
+                stats.pass_failed = true;
                 return;
             }
         };
@@ -185,7 +208,18 @@ impl Runner {
             batch_rows: self.cfg.refresh_batch_rows,
             safety_margin: self.cfg.refresh_safety_margin,
         };
-        match self.store.refresh_snapshots(opts).await {
+        let refresh = std::panic::AssertUnwindSafe(self.store.refresh_snapshots(opts));
+        let Ok(result) = refresh.catch_unwind().await else {
+            // The store discarded the connection that held the refresh lock.
+            events::PassPanicked {
+                stage: PanicStage::Refresh,
+            }
+            .emit(&self.metrics);
+            stats.errors.push("refresh: panicked".into());
+            stats.pass_failed = true;
+            return;
+        };
+        match result {
             Ok(RefreshOutcome::Done(r)) => {
                 let lag = r.position.map(|pos| {
                     let ms = (Utc::now() - pos).num_milliseconds().max(0);
@@ -198,18 +232,24 @@ impl Runner {
                     lag,
                 }
                 .emit(&self.metrics);
+                events::RowsQuarantined {
+                    by_reason: &r.quarantined,
+                }
+                .emit(&self.metrics);
                 stats.refresh = RefreshReport {
                     users_processed: r.users_processed,
                     new_snapshots: r.new_snapshots,
                     updated_snapshots: r.updated_snapshots,
                     rows_applied: r.rows_applied,
                     busy: false,
+                    rows_quarantined: r.quarantined.values().sum(),
                 };
             }
             Ok(RefreshOutcome::Busy) => stats.refresh.busy = true,
             Err(e) => {
                 events::RefreshFailed { error: &e }.emit(&self.metrics);
                 stats.errors.push(format!("refresh: {e}"));
+                stats.pass_failed = true;
             }
         }
         events::RefreshTimed {
@@ -234,13 +274,14 @@ impl Runner {
             };
             let missions = Arc::clone(&self.missions);
             let store = self.store.clone();
+            let runner_id = self.cfg.runner_id.clone();
             // The task runs inside the pass's span (the mission's own span is made by
             // `MissionRunner::run`).
             tasks.spawn(
                 async move {
                     let _permit = permit;
                     let id = key.mission_id.clone();
-                    let outcome = run_task(&store, &missions, &key).await;
+                    let outcome = run_task(&store, &missions, &key, &runner_id).await;
                     (id, outcome)
                 }
                 .in_current_span(),
@@ -268,6 +309,12 @@ impl Runner {
                 MissionOutcome::Error(RunError::TaskEnded(e)),
             ),
         };
+        if matches!(outcome, MissionOutcome::Error(RunError::Panicked)) {
+            events::PassPanicked {
+                stage: PanicStage::Mission,
+            }
+            .emit(&self.metrics);
+        }
         match outcome {
             MissionOutcome::Planned { .. } => {
                 stats.plans_produced += 1;
@@ -299,8 +346,14 @@ impl Runner {
     }
 }
 
-/// One mission task: loads the due mission and runs it; a panic becomes an error.
-async fn run_task(store: &Store, missions: &MissionRunner, key: &DueKey) -> MissionOutcome {
+/// One mission task: loads the due mission and runs it; a panic becomes an error, and the
+/// claim the run may hold is given back (the next pass may claim it again).
+async fn run_task(
+    store: &Store,
+    missions: &MissionRunner,
+    key: &DueKey,
+    runner_id: &str,
+) -> MissionOutcome {
     let run = async {
         match store.load_due_mission(key).await {
             Ok(Some(d)) => missions.run(d).await,
@@ -309,8 +362,16 @@ async fn run_task(store: &Store, missions: &MissionRunner, key: &DueKey) -> Miss
             Err(e) => MissionOutcome::Error(RunError::LoadMission(e)),
         }
     };
-    std::panic::AssertUnwindSafe(run)
-        .catch_unwind()
-        .await
-        .unwrap_or(MissionOutcome::Error(RunError::Panicked))
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let released = store
+                .release_run(&key.user_id, &key.mission_id, key.next_run_at, runner_id)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "could not release the claim of a panicked mission; it expires with its lease");
+            }
+            MissionOutcome::Error(RunError::Panicked)
+        }
+    }
 }

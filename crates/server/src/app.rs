@@ -2,13 +2,14 @@
 //! signals, two-phase shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use mana_ai_core::crypto::GrantPrivateKey;
-use mana_ai_runner::{Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SystemClock};
-use mana_ai_store::{schema, Store};
+use mana_ai_runner::{
+    Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SchedulerStatus, SystemClock,
+};
+use mana_ai_store::{schema, Store, StoreConfig};
 
 use crate::config::{Config, LlmBackend};
 use crate::http::{self, AppState};
@@ -215,13 +216,18 @@ pub fn runner_with_llm(
     ))
 }
 
-/// Builds the HTTP state around a runner.
+/// Builds the HTTP state around a runner, with the scheduler status `/health` reports
+/// (the scheduler is started on it by [`serve_with`]) and the background database probe
+/// (started here: needs a tokio runtime).
 pub fn app_state(cfg: &Config, runner: Arc<Runner>) -> Arc<AppState> {
     Arc::new(AppState {
         runner,
         service_key: cfg.service_key.clone(),
-        tick_enabled: cfg.tick_enabled,
-        scheduler_running: AtomicBool::new(false),
+        health: crate::health::Health {
+            tick_enabled: cfg.tick_enabled,
+            scheduler: SchedulerStatus::new(cfg.tick_interval),
+            db: crate::health::DbProbe::spawn(cfg.sync_database_url.clone()),
+        },
     })
 }
 
@@ -256,8 +262,8 @@ pub async fn serve_with(
         .await
         .with_context(|| format!("binding {addr}"))?;
     let scheduler = if cfg.tick_enabled {
-        state.scheduler_running.store(true, Ordering::Relaxed);
-        Some(Scheduler::start(runner.clone(), cfg.tick_interval))
+        let status = Arc::clone(&state.health.scheduler);
+        Some(Scheduler::start_reporting(runner.clone(), status))
     } else {
         None
     };
@@ -281,7 +287,6 @@ pub async fn serve_with(
     // One grace period for the whole shutdown, shared by its phases.
     let deadline = tokio::time::Instant::now() + cfg.shutdown_grace;
     tracing::info!("shutdown: no new work is taken");
-    state.scheduler_running.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     if let Some(s) = scheduler {
         if !s.shutdown(remaining(deadline)).await {

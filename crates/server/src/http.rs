@@ -4,7 +4,7 @@
 //! service key is compared in constant time. Imports go one way: `http` → `audit_http`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -27,8 +27,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct AppState {
     pub runner: Arc<Runner>,
     pub service_key: String,
-    pub tick_enabled: bool,
-    pub scheduler_running: std::sync::atomic::AtomicBool,
+    /// What `/health` answers from (scheduler status, background database probe).
+    pub health: crate::health::Health,
 }
 
 /// The router without the `/api` routes (ops surface only).
@@ -148,23 +148,14 @@ pub fn key_matches(given: &[u8], expected: &[u8]) -> bool {
     !given.is_empty() && !expected.is_empty() && bool::from(given.ct_eq(expected))
 }
 
+/// `/health`: the scheduler's last completed pass and the background database probe,
+/// read from memory (no database connection per request). 503 when the database probe
+/// failed, or when the scheduler is enabled and completed no pass within
+/// `STALE_AFTER_INTERVALS` intervals.
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let db_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.runner.store().ping()).await,
-        Ok(Ok(()))
-    );
-    let body = json!({
-        "ok": db_ok,
-        "service": "mana-ai",
-        "version": VERSION,
-        "tick": {
-            "enabled": state.tick_enabled,
-            "running": state.scheduler_running.load(std::sync::atomic::Ordering::Relaxed),
-            "passInFlight": state.runner.pass_in_flight(),
-        },
-        "database": if db_ok { "ok" } else { "unreachable" },
-    });
-    let status = if db_ok {
+    let in_flight = state.runner.pass_in_flight();
+    let (ok, body) = state.health.report(VERSION, in_flight).await;
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

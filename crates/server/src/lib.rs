@@ -7,6 +7,7 @@ pub mod audit_http;
 pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod health;
 pub mod health_cli;
 pub mod http;
 pub mod json_error;

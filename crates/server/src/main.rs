@@ -2,8 +2,8 @@
 //!
 //! Subcommands: `serve` (default), `dev` (private PostgreSQL + serve), `config`,
 //! `migrate`, `tick`, `health` (the container's health check), the operator commands
-//! `keys generate` and `grant mint`, and the local-model commands `model fetch` and
-//! `llm serve`.
+//! `keys generate`, `grant mint` and `quarantine list`, and the local-model commands
+//! `model fetch` and `llm serve`.
 //! See `mana-ai --help`.
 
 use std::process::ExitCode;
@@ -45,6 +45,8 @@ enum Command {
     Keys(ops_cli::KeysArgs),
     /// Mission grants (`grant mint`).
     Grant(ops_cli::GrantArgs),
+    /// Event-log rows the refresh skipped (`quarantine list [--json]`).
+    Quarantine(ops_cli::QuarantineArgs),
     /// The embedded local model (`model fetch`).
     Model(ModelArgs),
     /// The embedded local model as an OpenAI-compatible server (`llm serve`).
@@ -147,6 +149,12 @@ fn main() -> ExitCode {
             Command::Migrate(args) if args.status => app::migrate_status(&cfg).await,
             Command::Migrate(_) => app::migrate_only(&cfg).await,
             Command::Tick => app::tick_once(cfg).await,
+            Command::Quarantine(q) => {
+                let store = app::store_for(&cfg)?;
+                let listed = ops_cli::run_quarantine(&store, &q).await;
+                store.close();
+                listed
+            }
             Command::Model(ModelArgs {
                 command: ModelCommand::Fetch { data_dir },
             }) => {

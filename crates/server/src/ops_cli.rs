@@ -1,5 +1,5 @@
 //! Operator commands: the arguments of `mana-ai migrate [--status]` (run by
-//! [`crate::app`]), and for mission key grants:
+//! [`crate::app`]), the quarantine listing, and for mission key grants:
 //!
 //! - `mana-ai keys generate --out-dir DIR [--force]`: a fresh RSA-2048 key pair,
 //!   `mana-ai-private.pem` (PKCS#8, mode 0600, for `MANA_AI_PRIVATE_KEY_PEM`) and
@@ -7,6 +7,8 @@
 //! - `mana-ai grant mint …`: a `MissionGrant` JSON minted exactly like mana-auth does
 //!   (same derivation, TTL clamp 1 h–30 d, at most 1000 record ids, sorted scope), for
 //!   tests and manual operation.
+//! - `mana-ai quarantine list [--json] [--limit N]`: the `sync_changes` rows the refresh
+//!   skipped (ids, reason, measurements; never row content), newest first.
 //!
 //! Key material never reaches stdout/stderr except the intended output (the grant JSON
 //! holds only the RSA-wrapped key); error messages name files and rules, never bytes.
@@ -372,6 +374,93 @@ pub fn run_grant(args: &GrantArgs) -> Result<(), OpsError> {
                 eprintln!("{n}");
             }
             println!("{grant}");
+            Ok(())
+        }
+    }
+}
+
+/// `mana-ai quarantine …`
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    #[command(subcommand)]
+    pub command: QuarantineCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List the event-log rows the refresh skipped (ids, reason, detail), newest first.
+    List(QuarantineListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuarantineListArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many rows.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: i64,
+}
+
+/// The quarantine listing as an aligned text table (one header line, one line per row).
+pub fn quarantine_table(rows: &[mana_ai_store::QuarantinedRow]) -> String {
+    let header = [
+        "QUARANTINED_AT",
+        "REASON",
+        "USER_ID",
+        "TABLE",
+        "RECORD_ID",
+        "CREATED_AT",
+        "DETAIL",
+    ];
+    let iso = mana_ai_core::iso::to_iso_ms;
+    let lines: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                iso(r.quarantined_at),
+                r.reason.clone(),
+                r.user_id.clone(),
+                r.table_name.clone(),
+                r.record_id.clone(),
+                iso(r.created_at),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_string);
+    for line in std::iter::once(&header).chain(&lines) {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `mana-ai quarantine …` against the service's database, printing to stdout.
+pub async fn run_quarantine(
+    store: &mana_ai_store::Store,
+    args: &QuarantineArgs,
+) -> anyhow::Result<()> {
+    match &args.command {
+        QuarantineCommand::List(l) => {
+            let rows = store.list_quarantined(l.limit).await?;
+            if l.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", quarantine_table(&rows));
+            }
             Ok(())
         }
     }

@@ -124,13 +124,13 @@ impl Store {
                 ],
             )
             .await?;
-        let id: Option<i64> = row.get(0);
+        let id: Option<i64> = row.try_get(0)?;
         Ok(match id {
             Some(id) => Reservation::Granted { id },
             None => Reservation::Denied {
                 committed: BudgetUse {
-                    used_24h: to_u64(row.get(1)),
-                    reserved: to_u64(row.get(2)),
+                    used_24h: to_u64(row.try_get(1)?),
+                    reserved: to_u64(row.try_get(2)?),
                 }
                 .committed(),
             },
@@ -176,9 +176,9 @@ impl Store {
             .await?;
         let booked = match row {
             Some(r) => {
-                let tokens = to_u64(r.get(3));
+                let tokens = to_u64(r.try_get(3)?);
                 let (user, agent, mission): (String, String, String) =
-                    (r.get(0), r.get(1), r.get(2));
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
                 insert_usage(&tx, &user, &agent, &mission, tokens).await?;
                 tokens
             }
@@ -198,8 +198,8 @@ impl Store {
         let stmt = c.prepare_cached(COMMITTED_SQL).await?;
         let row = c.query_one(&stmt, &[&user_id, &agent_id]).await?;
         Ok(BudgetUse {
-            used_24h: to_u64(row.get(0)),
-            reserved: to_u64(row.get(1)),
+            used_24h: to_u64(row.try_get(0)?),
+            reserved: to_u64(row.try_get(1)?),
         })
     }
 
@@ -227,18 +227,17 @@ impl Store {
                 &[&user_id],
             )
             .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
-                (
-                    r.get(0),
+                Ok((
+                    r.try_get(0)?,
                     BudgetUse {
-                        used_24h: to_u64(r.get(1)),
-                        reserved: to_u64(r.get(2)),
+                        used_24h: to_u64(r.try_get(1)?),
+                        reserved: to_u64(r.try_get(2)?),
                     },
-                )
+                ))
             })
-            .collect())
+            .collect()
     }
 
     /// Deletes usage rows older than 48 h and expired reservations (at most a bounded

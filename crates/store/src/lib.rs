@@ -20,10 +20,12 @@
 //! * [`pool`] — the pool itself (`connect`, `ping`, `probe`, `close`, `pool_status`), its
 //!   session settings and the socket watchdog (`connect.rs`);
 //! * [`retry`] — `retrying`: the one place transient errors are retried;
+//! * [`probe`] — a liveness probe on its own connection (`/health`);
 //! * [`user_tx`] — `begin_user` and the [`UserTx`] scope;
 //! * [`schema`] — numbered migrations (`migrate`, `read_state`, `verify_discovery`), their
 //!   SQL in `schema/<NNNN>/*.sql`;
 //! * [`refresh`] — `refresh_snapshots` (`sync_changes` → snapshots);
+//! * [`quarantine`] — rows the refresh refuses: limits, reasons, `list_quarantined`;
 //! * [`snapshots`] — reads of the mission and agent snapshots (due listing, ops views);
 //! * [`runs`] — `mana_ai.mission_runs`: claim, release, write-back;
 //! * [`budget`] — token usage and reservations;
@@ -39,6 +41,8 @@ pub mod dev;
 mod error;
 pub mod locks;
 pub mod pool;
+pub mod probe;
+pub mod quarantine;
 pub mod records;
 pub mod refresh;
 pub mod research;
@@ -56,6 +60,7 @@ pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use error::{db_message, StoreError};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
 pub use retry::{Idempotent, RetryPolicy};
+pub use quarantine::{QuarantineReason, QuarantinedRow};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};

@@ -219,7 +219,7 @@ impl Store {
                 &[&user_id, &mission_id, &ok],
             )
             .await?;
-        Ok(row.map_or(0, |r| r.get(0)))
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
     }
 
     /// Moves an unfinished job to another due run of its mission (the schedule moved

@@ -135,7 +135,7 @@ impl Store {
                 ],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         match answer.as_str() {
             "claimed" => Ok(Claim::Claimed),
             "done" => Ok(Claim::AlreadyDone),
@@ -193,7 +193,7 @@ impl Store {
                 ],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         Ok(if written {
             WriteOutcome::Written
         } else {

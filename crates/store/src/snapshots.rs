@@ -136,12 +136,15 @@ impl Store {
                     .await?)
             })
             .await?;
-        Ok(row.map(|r| DueMission {
-            user_id: key.user_id.clone(),
-            mission_id: key.mission_id.clone(),
-            record: r.get(0),
-            next_run_at: key.next_run_at,
-        }))
+        row.map(|r| {
+            Ok(DueMission {
+                user_id: key.user_id.clone(),
+                mission_id: key.mission_id.clone(),
+                record: r.try_get(0)?,
+                next_run_at: key.next_run_at,
+            })
+        })
+        .transpose()
     }
 
     /// All mission snapshots of one user (deleted ones included, flagged).

@@ -6,7 +6,8 @@
 //! - [`rows`]: the rows tests seed and inspect (`push_change`, `push_mission`,
 //!   `push_agent`, written iterations, token usage, research jobs…), so every test's
 //!   SQL lives in this crate;
-//! - [`faults`]: breakages a test injects (a failing refresh or due listing, a lost claim);
+//! - [`faults`]: breakages a test injects (a failing refresh or due listing, a lost claim,
+//!   a panic inside the refresh);
 //! - [`proxy`]: a TCP proxy that black-holes the database and heals.
 
 pub mod database;

@@ -1,6 +1,8 @@
 //! One batch of a refresh: read the batch's users' new rows (through
 //! `mana_ai.read_ai_rows`, under each user's RLS scope) with the stored snapshots of the
 //! records they touch, and merge them with the core LWW merge into the snapshot writes.
+//! Every column is decoded with `try_get`; a row that cannot be decoded or breaks a limit
+//! of [`crate::quarantine`] is set aside for the quarantine instead of being merged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -9,8 +11,9 @@ use deadpool_postgres::Object;
 use mana_ai_core::lww::{ChangeRow, Op, RecordState};
 use serde_json::Value;
 
-use super::write::{Pending, SnapshotWrite};
+use super::write::{Pending, Quarantined, SnapshotWrite};
 use super::{RefreshStats, AGENTS, MISSIONS};
+use crate::quarantine::{self, clip_id, QuarantineReason, Refusal, MAX_ID_BYTES, MAX_ROW_BYTES};
 use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,25 +35,30 @@ const READ_SQL: &str = "WITH r AS MATERIALIZED (
  ), k AS (
    SELECT DISTINCT r.user_id, r.table_name, r.record_id FROM r
  )
- SELECT false AS snap, r.user_id, r.table_name, r.record_id, r.op, r.data, r.field_meta,
-        r.created_at, false AS deleted
+ SELECT false AS snap, r.user_id, r.table_name, r.record_id, r.op, r.data::text,
+        r.field_meta::text, r.created_at, false AS deleted
    FROM r
  UNION ALL
- SELECT true, s.user_id, 'aiMissions', s.mission_id, NULL::text, s.record, NULL::jsonb,
+ SELECT true, s.user_id, 'aiMissions', s.mission_id, NULL::text, s.record::text, NULL::text,
         NULL::timestamptz, s.deleted
    FROM mana_ai.mission_snapshots s
    JOIN k ON k.table_name = 'aiMissions' AND s.user_id = k.user_id AND s.mission_id = k.record_id
  UNION ALL
- SELECT true, s.user_id, 'agents', s.agent_id, NULL::text, s.record, NULL::jsonb,
+ SELECT true, s.user_id, 'agents', s.agent_id, NULL::text, s.record::text, NULL::text,
         NULL::timestamptz, s.deleted
    FROM mana_ai.agent_snapshots s
    JOIN k ON k.table_name = 'agents' AND s.user_id = k.user_id AND s.agent_id = k.record_id";
 
-/// A batch as read: the new rows grouped by record, and the stored snapshots they touch.
+/// A batch as read: the new rows grouped by record, the stored snapshots they touch,
+/// and the rows refused for the quarantine.
 #[derive(Default)]
 struct Read {
     changes: BTreeMap<Key, Vec<ChangeRow>>,
     existing: HashMap<Key, Existing>,
+    /// Records whose stored snapshot could not be read: their new rows are quarantined
+    /// and the snapshot is left as it is.
+    unreadable: HashSet<Key>,
+    quarantined: Vec<Quarantined>,
 }
 
 /// Reads one batch of users' rows in `[from, to)` with their stored snapshots and merges
@@ -63,8 +71,14 @@ pub(super) async fn apply_batch(
     cursor: Option<DateTime<Utc>>,
     stats: &mut RefreshStats,
 ) -> Result<Pending, StoreError> {
-    let read = read_batch(c, users, from, to).await?;
+    let mut read = read_batch(c, users, from, to).await?;
+    quarantine_unreadable(&mut read, from);
+    for q in &read.quarantined {
+        *stats.quarantined.entry(q.reason).or_default() += 1;
+    }
+    let quarantined = std::mem::take(&mut read.quarantined);
     let mut pending = merge(read, stats);
+    pending.quarantined = quarantined;
     pending.cursor = cursor;
     Ok(pending)
 }
@@ -80,11 +94,11 @@ async fn read_batch(
     let wanted: HashSet<&str> = users.iter().copied().collect();
     let mut read = Read::default();
     for r in answer {
-        let is_snapshot: bool = r.get(0);
+        let is_snapshot: bool = r.try_get(0)?;
         let key = Key {
-            user_id: r.get(1),
-            table: r.get(2),
-            record_id: r.get(3),
+            user_id: r.try_get(1)?,
+            table: r.try_get(2)?,
+            record_id: r.try_get(3)?,
         };
         if !wanted.contains(key.user_id.as_str()) {
             return Err(StoreError::Corrupt(format!(
@@ -92,32 +106,100 @@ async fn read_batch(
                 key.user_id
             )));
         }
+        #[cfg(feature = "testkit")]
+        crate::testkit::faults::refresh_row_read(&key.user_id);
         if is_snapshot {
-            let record: Option<Value> = r.get(5);
-            let existing = Existing {
-                record: record.unwrap_or(Value::Null),
-                deleted: r.get(8),
-            };
-            read.existing.insert(key, existing);
+            read_snapshot(&r, key, &mut read)?;
             continue;
         }
-        let change = change_row(&r, &key.record_id)?;
-        read.changes.entry(key).or_default().push(change);
+        match change_row(&r, &key.record_id) {
+            Ok(change) => read.changes.entry(key).or_default().push(change),
+            Err(refusal) => {
+                let created_at: DateTime<Utc> = r.try_get(7).unwrap_or(from);
+                read.quarantined.push(Quarantined::new(
+                    &key.user_id,
+                    &key.table,
+                    &key.record_id,
+                    created_at,
+                    refusal,
+                ));
+            }
+        }
     }
     Ok(read)
 }
 
-/// A `sync_changes` row of the read (columns 4 to 7).
-fn change_row(r: &tokio_postgres::Row, record_id: &str) -> Result<ChangeRow, StoreError> {
-    let op_text: Option<String> = r.get(4);
-    let op: Op = op_text.as_deref().unwrap_or("").parse().map_err(|_| {
-        StoreError::Corrupt(format!("unknown op {op_text:?} in record {record_id}"))
-    })?;
+/// A stored snapshot of the read (columns 5 and 8). Snapshots were written by the refresh
+/// itself, so only serde's own limits apply; one that cannot be read is remembered.
+fn read_snapshot(r: &tokio_postgres::Row, key: Key, read: &mut Read) -> Result<(), StoreError> {
+    let deleted: bool = r.try_get(8)?;
+    let text: Option<String> = r.try_get(5)?;
+    match text
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+        .transpose()
+    {
+        Ok(record) => {
+            let record = record.unwrap_or(Value::Null);
+            read.existing.insert(key, Existing { record, deleted });
+        }
+        Err(_) => {
+            tracing::warn!(
+                user_id = %key.user_id, table = %key.table, record_id = %clip_id(&key.record_id),
+                "stored snapshot cannot be read; the record's new rows are quarantined"
+            );
+            read.unreadable.insert(key);
+        }
+    }
+    Ok(())
+}
+
+/// Moves the new rows of records with an unreadable snapshot into the quarantine.
+fn quarantine_unreadable(read: &mut Read, from: DateTime<Utc>) {
+    for key in std::mem::take(&mut read.unreadable) {
+        for row in read.changes.remove(&key).unwrap_or_default() {
+            let refusal = Refusal::new(QuarantineReason::Undecodable, "stored snapshot unreadable");
+            let at = if row.created_at > DateTime::<Utc>::UNIX_EPOCH {
+                row.created_at
+            } else {
+                from
+            };
+            read.quarantined.push(Quarantined::new(
+                &key.user_id,
+                &key.table,
+                &key.record_id,
+                at,
+                refusal,
+            ));
+        }
+    }
+}
+
+/// A `sync_changes` row of the read (columns 4 to 7), checked against the limits of
+/// [`crate::quarantine`]; a refusal says why it goes to the quarantine.
+fn change_row(r: &tokio_postgres::Row, record_id: &str) -> Result<ChangeRow, Refusal> {
+    if record_id.len() > MAX_ID_BYTES {
+        let detail = format!("record id of {} bytes", record_id.len());
+        return Err(Refusal::new(QuarantineReason::IdTooLong, detail));
+    }
+    let undecodable = |what: &str| Refusal::new(QuarantineReason::Undecodable, what.to_string());
+    let op_text: Option<String> = r.try_get(4).map_err(|_| undecodable("op"))?;
+    let op: Op = op_text
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| undecodable("unknown op"))?;
+    let created_at: DateTime<Utc> = r
+        .try_get(7)
+        .map_err(|_| Refusal::new(QuarantineReason::BadTime, "created_at"))?;
+    let data: Option<&str> = r.try_get(5).map_err(|_| undecodable("data"))?;
+    let meta: Option<&str> = r.try_get(6).map_err(|_| undecodable("field_meta"))?;
+    let mut budget = MAX_ROW_BYTES;
     Ok(ChangeRow {
         op,
-        data: r.get::<_, Option<Value>>(5).filter(|v| !v.is_null()),
-        field_meta: r.get::<_, Option<Value>>(6).filter(|v| !v.is_null()),
-        created_at: r.get(7),
+        data: quarantine::parse_checked(data, &mut budget)?,
+        field_meta: quarantine::parse_checked(meta, &mut budget)?,
+        created_at,
     })
 }
 

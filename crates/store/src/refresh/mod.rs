@@ -30,7 +30,13 @@
 //! the per-user index), not to the history: a refresh after a few new rows is four
 //! round trips (lock with cursor and horizon; window; read; write with release).
 //! Concurrent runners serialise on an advisory lock ([`crate::locks::REFRESH`]); the
-//! loser skips.
+//! loser skips. The lock is a session lock held across the windows' own commits; the
+//! connection holding it is discarded unless the lock was released cleanly, so an error,
+//! a panic or a cancellation never leaves it held on a pooled connection.
+//!
+//! Rows that cannot be decoded or break a documented limit are quarantined
+//! ([`crate::quarantine`]): skipped, recorded with the write that moves the cursor past
+//! them, and counted in [`RefreshStats::quarantined`].
 //!
 //! Files: this one walks the windows and holds the lock; `batch.rs` reads and merges one
 //! batch; `write.rs` writes it (the indexed mission columns come from
@@ -39,9 +45,13 @@
 mod batch;
 mod write;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 
+use crate::quarantine::QuarantineReason;
 use crate::{locks, Store, StoreError};
 use batch::apply_batch;
 use write::{write_batch, Pending};
@@ -74,6 +84,8 @@ pub struct RefreshStats {
     pub windows: usize,
     /// The cursor after the refresh.
     pub position: Option<DateTime<Utc>>,
+    /// Rows quarantined (skipped and recorded, see [`crate::quarantine`]), by reason.
+    pub quarantined: BTreeMap<QuarantineReason, usize>,
 }
 
 /// Result of [`Store::refresh_snapshots`].
@@ -127,6 +139,48 @@ const RESET_SQL: &str = "RESET plan_cache_mode";
 const LOCK_SQL: &str = "SELECT pg_try_advisory_lock($1)";
 const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
 
+/// The refresh's connection while it may hold the session lock. Unless the lock was
+/// released and the session restored ([`LockedConn::mark_clean`]), dropping it — on an
+/// error, a panic or a cancelled future — discards the connection instead of returning
+/// it to the pool: the session ends, and the server releases the lock with it. A pooled
+/// connection never keeps the lock.
+struct LockedConn {
+    conn: Option<Object>,
+    clean: AtomicBool,
+}
+
+impl LockedConn {
+    fn new(conn: Object) -> Self {
+        Self {
+            conn: Some(conn),
+            clean: AtomicBool::new(false),
+        }
+    }
+
+    fn conn(&self) -> &Object {
+        // Only `drop` takes the connection out.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    fn mark_clean(&self) {
+        self.clean.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for LockedConn {
+    fn drop(&mut self) {
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(c) = self.conn.take() {
+            drop(Object::take(c));
+            tracing::warn!(
+                "refresh ended without releasing its lock; its connection was discarded"
+            );
+        }
+    }
+}
+
 impl Store {
     /// Folds every row that became visible since the last refresh into the snapshots.
     /// Idempotent (the cursor moves with the snapshots), so transient errors are retried.
@@ -143,7 +197,8 @@ impl Store {
         // cached prepared statements save a round trip per statement. Statements that do
         // not depend on each other's answers are pipelined; the server still runs them in
         // order (the cursor is read after the lock is taken).
-        let c = self.client().await?;
+        let guard = LockedConn::new(self.client().await?);
+        let c = guard.conn();
         let lock = c.prepare_cached(LOCK_SQL).await?;
         let start = c.prepare_cached(START_SQL).await?;
         let margin_secs = opts.safety_margin.as_secs_f64();
@@ -153,33 +208,27 @@ impl Store {
             c.query_one(&start, &[&CURSOR_STREAM, &margin_secs]),
         )
         .await;
-        let (got, started) = match (set, got, started) {
-            (Ok(()), Ok(got), Ok(started)) => (got.get::<_, bool>(0), started),
-            (set, got, started) => {
-                // The lock may be held and the session changed: drop the connection.
-                drop(Object::take(c));
-                let e = set.err().or(got.err()).or(started.err());
-                return Err(e.map_or_else(
-                    || StoreError::Corrupt("refresh start failed".into()),
-                    StoreError::from,
-                ));
-            }
-        };
+        // On any error the lock may be held and the session changed: the guard drops
+        // the connection.
+        let (got, started) = (got?.try_get::<_, bool>(0)?, started?);
+        set?;
         if !got {
-            if let Err(e) = c.batch_execute(RESET_SQL).await {
-                drop(Object::take(c));
-                return Err(e.into());
-            }
+            c.batch_execute(RESET_SQL).await?;
+            guard.mark_clean();
             return Ok(RefreshOutcome::Busy);
         }
         let mut released = false;
-        let result = refresh_locked(&c, opts, &started, &mut released).await;
+        let result = refresh_locked(c, opts, &started, &mut released).await;
         if !released {
-            if let Err(e) = release(&c, None).await {
-                // The lock dies with the session; make sure this one is not reused.
-                drop(Object::take(c));
-                tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+            match release(c, None).await {
+                Ok(_) => released = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+                }
             }
+        }
+        if released {
+            guard.mark_clean();
         }
         result.map(RefreshOutcome::Done)
     }
@@ -218,9 +267,9 @@ async fn refresh_locked(
     let batch_rows = opts.batch_rows.max(1);
     let window_rows = batch_rows.saturating_mul(WINDOW_BATCHES);
     let mut from: DateTime<Utc> = started
-        .get::<_, Option<DateTime<Utc>>>(0)
+        .try_get::<_, Option<DateTime<Utc>>>(0)?
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let horizon: DateTime<Utc> = started.get(1);
+    let horizon: DateTime<Utc> = started.try_get(1)?;
     let mut stats = RefreshStats {
         position: Some(from),
         ..Default::default()
@@ -231,9 +280,9 @@ async fn refresh_locked(
         let mut to: Option<DateTime<Utc>> = None;
         let mut users: Vec<(String, i64)> = Vec::new();
         for r in &rows {
-            to = Some(r.get(0));
-            if let Some(user) = r.get::<_, Option<String>>(1) {
-                users.push((user, r.get(2)));
+            to = Some(r.try_get(0)?);
+            if let Some(user) = r.try_get::<_, Option<String>>(1)? {
+                users.push((user, r.try_get(2)?));
             }
         }
         let to = to.ok_or_else(|| StoreError::Corrupt("window query returned nothing".into()))?;

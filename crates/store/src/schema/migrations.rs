@@ -120,7 +120,20 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "initial",
         steps: M0001,
     },
-    // Migration { version: 2, name: "…", steps: &[Step::Sql { what: "…", sql: include_str!("0002/….sql") }] },
+    Migration {
+        version: 2,
+        name: "quarantine",
+        steps: &[
+            Step::Sql {
+                what: "quarantined rows table",
+                sql: include_str!("0002/quarantine.sql"),
+            },
+            Step::Grants {
+                what: "quarantine grants for the service role",
+                sql: include_str!("0002/quarantine_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).

@@ -144,9 +144,10 @@ pub async fn verify_discovery(client: &Client) -> Result<(), StoreError> {
             "mana_ai.changed_ai_records is missing: the migration did not run".into(),
         ));
     };
-    let owner: String = row.get(0);
-    let bypass: bool = row.get(1);
-    let stats: bool = row.get(2);
+    let decode = |e| StoreError::migration("verify discovery", e);
+    let owner: String = row.try_get(0).map_err(decode)?;
+    let bypass: bool = row.try_get(1).map_err(decode)?;
+    let stats: bool = row.try_get(2).map_err(decode)?;
     if !bypass {
         return Err(StoreError::Config(format!(
             "change discovery is owned by role {owner:?}, which is subject to row-level security on sync_changes and would see no missions; run the migration as a superuser or BYPASSRLS role (MANA_AI_MIGRATION_DATABASE_URL)"

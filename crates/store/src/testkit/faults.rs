@@ -1,6 +1,6 @@
 //! Faults a test injects as the superuser, named by what they break (the store owns the
 //! table and function names they touch): a refresh that fails, a due listing that fails,
-//! a claim taken away from its runner mid-run.
+//! a claim taken away from its runner mid-run, and a panic injected into the refresh.
 
 use tokio_postgres::GenericClient;
 
@@ -35,4 +35,34 @@ pub async fn reassign_running_claims(c: &impl GenericClient, mission_id: &str, r
     )
     .await
     .expect("reassign claims");
+}
+
+/// Users whose rows make the refresh panic while it reads them (see
+/// [`panic_refresh_on_user`]).
+static PANIC_USERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Every later refresh (of any store in this process) panics when it reads a row of
+/// `user_id`, with its lock held — until [`stop_refresh_panics`] for that user. Tests use
+/// a user id of their own, so tests running at the same time are not affected.
+pub fn panic_refresh_on_user(user_id: &str) {
+    lock_panic_users().push(user_id.to_string());
+}
+
+/// Ends [`panic_refresh_on_user`] for `user_id`.
+pub fn stop_refresh_panics(user_id: &str) {
+    lock_panic_users().retain(|u| u != user_id);
+}
+
+fn lock_panic_users() -> std::sync::MutexGuard<'static, Vec<String>> {
+    PANIC_USERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The refresh's hook (feature `testkit` only): called for every row it reads.
+pub(crate) fn refresh_row_read(user_id: &str) {
+    let hit = lock_panic_users().iter().any(|u| u == user_id);
+    if hit {
+        panic!("injected refresh panic (user {user_id})");
+    }
 }
