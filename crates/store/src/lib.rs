@@ -22,7 +22,9 @@
 //! * [`schema`] — the migration (`migrate_self`, `verify_discovery`), its SQL in
 //!   `schema/*.sql`;
 //! * [`refresh`] — `refresh_snapshots` (`sync_changes` → snapshots);
-//! * [`snapshots`] — reads of the mission and agent snapshots (due listing, ops views);
+//! * [`snapshots`] — reads of the mission and agent snapshots (due missions, ops views);
+//! * [`due`] — the runner's fair due listing and `mana_ai.mission_deferrals`;
+//! * [`heal`] — the one-time schedule repair of a run already done;
 //! * [`runs`] — `mana_ai.mission_runs`: claim, release, write-back;
 //! * [`budget`] — token usage and reservations;
 //! * [`research`] — deep-research jobs;
@@ -33,7 +35,9 @@
 pub mod audit;
 pub mod budget;
 pub mod dev;
+pub mod due;
 mod error;
+pub mod heal;
 pub mod locks;
 pub mod pool;
 pub mod records;
@@ -49,7 +53,9 @@ pub mod user_tx;
 
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
+pub use due::{Deferral, Deferred, SeenVersions};
 pub use error::{db_message, StoreError};
+pub use heal::{Heal, ScheduleHeal};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};

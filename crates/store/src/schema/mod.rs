@@ -49,6 +49,8 @@ const READ_DDL: &str = include_str!("read.sql");
 const GRANTS_DDL: &str = include_str!("grants.sql");
 const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
 const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+const DEFERRAL_DDL: &str = include_str!("deferral.sql");
+const DEFERRAL_GRANTS_DDL: &str = include_str!("deferral_grants.sql");
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
@@ -125,6 +127,11 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
     if let Some(role) = service_role {
         let what = "audit grants for the service role";
         grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
+    }
+    run(client, DEFERRAL_DDL, "deferred due runs").await?;
+    if let Some(role) = service_role {
+        let what = "deferral grants for the service role";
+        grant_to_service_role(client, role, DEFERRAL_GRANTS_DDL, what).await?;
     }
     client
         .execute(
@@ -250,6 +257,7 @@ mod tests {
             MANA_AI_PARTS
                 .iter()
                 .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+                .chain([&DEFERRAL_DDL, &DEFERRAL_GRANTS_DDL])
         {
             let sql = render(part, Some("svc"));
             for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
