@@ -13,7 +13,14 @@ pub struct RunnerConfig {
     pub due_limit: i64,
     pub refresh_batch_rows: i32,
     pub max_concurrent_plans: usize,
+    /// Wall-time limit of one run from before its claim: inputs, research and planning.
     pub mission_deadline: Duration,
+    /// A claim's lease is `mission_deadline + claim_grace` (see [`defaults::CLAIM_GRACE`]).
+    pub claim_grace: Duration,
+    /// Most linked inputs one run resolves ([`defaults::MAX_INPUTS`]).
+    pub max_inputs: usize,
+    /// Backoff of deferred due runs ([`DeferPolicy`]).
+    pub defer: DeferPolicy,
     pub refresh_safety_margin: Duration,
     /// Identifies this process in mission claims.
     pub runner_id: String,
@@ -63,6 +70,9 @@ impl Default for RunnerConfig {
             refresh_batch_rows: defaults::REFRESH_BATCH_ROWS,
             max_concurrent_plans: defaults::MAX_CONCURRENT_PLANS,
             mission_deadline: defaults::MISSION_DEADLINE,
+            claim_grace: defaults::CLAIM_GRACE,
+            max_inputs: defaults::MAX_INPUTS,
+            defer: DeferPolicy::default(),
             refresh_safety_margin: defaults::REFRESH_SAFETY_MARGIN,
             runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
             llm_model: defaults::LLM_MODEL.into(),
@@ -93,7 +103,43 @@ impl Default for RunnerConfig {
 impl RunnerConfig {
     /// How long a claim (and a token reservation) outlives the mission deadline.
     pub(crate) fn claim_lease(&self) -> Duration {
-        self.mission_deadline + defaults::CLAIM_LEASE_GRACE
+        self.mission_deadline + self.claim_grace
+    }
+}
+
+/// How long a skipped or failing due run waits before it is listed again: `base`,
+/// doubled per deferral of the same due run, at most the cap of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferPolicy {
+    pub base: Duration,
+    /// Waits that end by themselves (slot busy, held elsewhere, research pending).
+    pub wait_cap: Duration,
+    /// Gates that wait for a change (agent state, budget, already done).
+    pub gate_cap: Duration,
+    /// Repeated store errors.
+    pub error_cap: Duration,
+}
+
+impl Default for DeferPolicy {
+    fn default() -> Self {
+        Self {
+            base: defaults::DEFER_BASE,
+            wait_cap: defaults::DEFER_WAIT_CAP,
+            gate_cap: defaults::DEFER_GATE_CAP,
+            error_cap: defaults::DEFER_ERROR_CAP,
+        }
+    }
+}
+
+impl DeferPolicy {
+    /// No deferral at all (every skipped run is listed again next pass).
+    pub fn off() -> Self {
+        Self {
+            base: Duration::ZERO,
+            wait_cap: Duration::ZERO,
+            gate_cap: Duration::ZERO,
+            error_cap: Duration::ZERO,
+        }
     }
 }
 

@@ -14,8 +14,26 @@ pub const MAX_CONCURRENT_PLANS: usize = 64;
 pub const MISSION_DEADLINE: Duration = Duration::from_secs(300);
 /// How far behind "now" the refresh stops, so in-flight commits are not skipped.
 pub const REFRESH_SAFETY_MARGIN: Duration = Duration::from_millis(250);
-/// A claim's lease outlives the mission deadline by this much (token reservations too).
-pub const CLAIM_LEASE_GRACE: Duration = Duration::from_secs(60);
+/// A claim's lease outlives the mission deadline by this much (token reservations too):
+/// the time left for the write-back after the deadline. A crashed runner's claim is
+/// taken over at most deadline + grace after it was made (`MANA_AI_CLAIM_GRACE_MS`).
+pub const CLAIM_GRACE: Duration = Duration::from_secs(15);
+/// Most linked inputs one run resolves (`MANA_AI_MAX_INPUTS`); the rest are left out and
+/// the model is told how many.
+pub const MAX_INPUTS: usize = 100;
+/// First backoff of a deferred due run (`MANA_AI_DEFER_BASE_MS`); doubled per deferral
+/// of the same due run, up to the cap of its kind.
+pub const DEFER_BASE: Duration = Duration::from_secs(30);
+/// Cap for waits that end by themselves soon: agent slot busy, claim held elsewhere or
+/// lost, deep research pending (`MANA_AI_DEFER_WAIT_CAP_MS`).
+pub const DEFER_WAIT_CAP: Duration = Duration::from_secs(120);
+/// Cap for gates that wait for a change: agent paused, archived or missing, budget used
+/// up, run already done (`MANA_AI_DEFER_GATE_CAP_MS`). A change of the mission or its
+/// agent lifts the deferral at once.
+pub const DEFER_GATE_CAP: Duration = Duration::from_secs(15 * 60);
+/// Cap for repeated failures: store errors while loading, gating, claiming or writing
+/// back (`MANA_AI_DEFER_ERROR_CAP_MS`).
+pub const DEFER_ERROR_CAP: Duration = Duration::from_secs(10 * 60);
 /// Planning model (`MANA_AI_LLM_MODEL`).
 pub const LLM_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
 /// Injection policy (`MANA_AI_POLICY_MODE`).

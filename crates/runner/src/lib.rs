@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 use mana_ai_core::chat::LlmClient;
 use mana_ai_store::Store;
 
-pub use config::RunnerConfig;
+pub use config::{DeferPolicy, RunnerConfig};
 pub use error::RunError;
 pub use metrics::Metrics;
 pub use outcome::{AgentDecision, AgentSkip, MissionOutcome, SkipReason};

@@ -359,7 +359,10 @@ async fn run_task(
             Ok(Some(d)) => missions.run(d).await,
             // Paused, deleted or rescheduled since it was listed.
             Ok(None) => MissionOutcome::Skipped(SkipReason::NoLongerDue),
-            Err(e) => MissionOutcome::Error(RunError::LoadMission(e)),
+            Err(e) => {
+                missions.defer_unloaded(key).await;
+                MissionOutcome::Error(RunError::LoadMission(e))
+            }
         }
     };
     match std::panic::AssertUnwindSafe(run).catch_unwind().await {

@@ -251,11 +251,11 @@ async fn a_run_written_by_another_runner_is_skipped_as_already_done() {
     assert_eq!(written, WriteOutcome::Written);
     let _r = tick_skips_the_one_due_run(&db).await;
     assert_eq!(run_statuses(&admin, "m1").await, ["written"]);
-    assert_eq!(
-        runner_row_count(&admin, None).await,
-        1,
-        "only the other's row"
-    );
+    // The mission was still due at the done run's time: its next run is written once
+    // (the self-healing schedule), nothing else.
+    let rows = runner_data(&admin, "m1").await;
+    assert_eq!(rows.len(), 2, "the other's row and the heal");
+    assert_eq!(rows[1], json!({"nextRunAt": "2026-01-05T10:00:00.000Z"}));
 }
 
 #[tokio::test]

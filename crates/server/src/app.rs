@@ -188,6 +188,9 @@ pub fn runner_with_llm(
             refresh_batch_rows: cfg.refresh_batch_rows,
             max_concurrent_plans: cfg.max_concurrent_plans,
             mission_deadline: cfg.mission_deadline,
+            claim_grace: cfg.claim_grace,
+            max_inputs: cfg.max_inputs,
+            defer: cfg.defer,
             llm_model: cfg.llm_model.clone(),
             policy_mode: cfg.policy_mode,
             context_window_tokens: match cfg.llm_backend {

@@ -16,11 +16,14 @@ pub struct DueMission {
     pub mission_id: String,
     pub record: Value,
     pub next_run_at: DateTime<Utc>,
+    /// The snapshot's `updated_at` when it was loaded (the version a deferral remembers).
+    pub version: DateTime<Utc>,
 }
 
 /// The key of a due run: which mission, and the due time it serves. Listing keys only
 /// (not records) keeps the due listing cheap at scale; the record is loaded when the
-/// mission is about to run ([`Store::load_due_mission`]).
+/// mission is about to run ([`Store::load_due_mission`]). The runner's listing is
+/// [`Store::list_due_keys`] (fair across users, in `due.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueKey {
     pub user_id: String,
@@ -46,6 +49,8 @@ pub struct AgentSnapshot {
     pub user_id: String,
     pub agent_id: String,
     pub record: Value,
+    /// The snapshot's `updated_at` (the version a deferral remembers).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The due-missions query with the given columns: active, not deleted, `nextRunAt` at or
@@ -67,13 +72,14 @@ macro_rules! due_query {
 
 impl Store {
     /// Due missions, oldest `nextRunAt` first, compared as instants, at most `limit`.
-    /// Served by the partial index `idx_mission_snapshots_due_at`.
+    /// Served by the partial index `idx_mission_snapshots_due_at`. A plain global listing
+    /// (ops, tests and benches); the runner lists with the fair [`Store::list_due_keys`].
     pub async fn list_due_missions(
         &self,
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueMission>, StoreError> {
-        let sql = due_query!("user_id, mission_id, record, next_run_at");
+        let sql = due_query!("user_id, mission_id, record, next_run_at, updated_at");
         self.list_due(sql, now, limit, |r| {
             Ok(from_row!(
                 r,
@@ -81,27 +87,8 @@ impl Store {
                     user_id,
                     mission_id,
                     record,
-                    next_run_at
-                }
-            ))
-        })
-        .await
-    }
-
-    /// Keys of due missions, oldest `nextRunAt` first, at most `limit` (index-served).
-    pub async fn list_due_keys(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<DueKey>, StoreError> {
-        let sql = due_query!("user_id, mission_id, next_run_at");
-        self.list_due(sql, now, limit, |r| {
-            Ok(from_row!(
-                r,
-                DueKey {
-                    user_id,
-                    mission_id,
-                    next_run_at
+                    next_run_at,
+                    version
                 }
             ))
         })
@@ -142,6 +129,7 @@ impl Store {
                 mission_id: key.mission_id.clone(),
                 record: r.try_get(0)?,
                 next_run_at: key.next_run_at,
+                version: r.try_get(1)?,
             })
         })
         .transpose()
@@ -197,7 +185,7 @@ impl Store {
     }
 }
 
-const LOAD_DUE_SQL: &str = "SELECT record FROM mana_ai.mission_snapshots
+const LOAD_DUE_SQL: &str = "SELECT record, updated_at FROM mana_ai.mission_snapshots
   WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
     AND next_run_at = $3";
 
@@ -205,10 +193,10 @@ const USER_MISSIONS_SQL: &str =
     "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at
    FROM mana_ai.mission_snapshots WHERE user_id = $1 ORDER BY mission_id";
 
-const USER_AGENTS_SQL: &str = "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+const USER_AGENTS_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE user_id = $1 AND NOT deleted ORDER BY agent_id";
 
-const AGENT_SQL: &str = "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+const AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE user_id = $1 AND agent_id = $2 AND NOT deleted";
 
 fn agent_from_row(r: &tokio_postgres::Row) -> Result<AgentSnapshot, StoreError> {
@@ -217,7 +205,8 @@ fn agent_from_row(r: &tokio_postgres::Row) -> Result<AgentSnapshot, StoreError> 
         AgentSnapshot {
             user_id,
             agent_id,
-            record
+            record,
+            updated_at
         }
     ))
 }

@@ -20,7 +20,11 @@
 //!   `mana_ai_resolver_failures_total{module}`; the mission always continues.
 //!
 //! Inputs resolve concurrently (at most [`RESOLVE_CONCURRENCY`] at a time); the result
-//! keeps the order of `mission.inputs`. [`InputResolver`] owns the step; rendering lives
+//! keeps the order of `mission.inputs`. At most `max_inputs` (`MANA_AI_MAX_INPUTS`,
+//! default [`crate::defaults::MAX_INPUTS`]) are resolved, the first ones in order; when a
+//! mission links more, the rest are not read at all and one note input tells the model
+//! how many were left out ([`TRUNCATED_INPUT_ID`]). The caller bounds the whole step by
+//! the mission deadline. [`InputResolver`] owns the step; rendering lives
 //! in [`format`], the registry in [`registry`]. Logs carry ids, table labels and reasons only —
 //! never record contents, plaintext or key bytes. Metric labels come from bounded sets.
 
@@ -48,6 +52,9 @@ use registry::{resolver_for, table_label, Resolver};
 
 /// How many inputs of one mission resolve at the same time (each holds a connection).
 pub(crate) const RESOLVE_CONCURRENCY: usize = 4;
+
+/// Id of the note input that says how many linked inputs were left out.
+pub const TRUNCATED_INPUT_ID: &str = "__inputs-truncated__";
 
 /// Audit reason of a record outside the grant's allowlist.
 const REASON_NOT_IN_ALLOWLIST: &str = "record-not-in-grant-allowlist";
@@ -104,16 +111,17 @@ impl InputResolver {
         }
     }
 
-    /// Resolves the mission's inputs. Never fails the mission: a failing resolver drops
-    /// its input and is counted.
+    /// Resolves the mission's first `max_inputs` inputs (plus a note when some were left
+    /// out). Never fails the mission: a failing resolver drops its input and is counted.
     pub(crate) async fn resolve(
         &self,
         due: &DueMission,
         mission: &MissionView,
         iteration_id: &str,
+        max_inputs: usize,
     ) -> Vec<ResolvedInput> {
-        let needs_grant = mission
-            .inputs
+        let kept = &mission.inputs[..mission.inputs.len().min(max_inputs)];
+        let needs_grant = kept
             .iter()
             .any(|r| resolver_for(&r.module).is_some_and(|res| res.encrypted));
         let scope = if needs_grant {
@@ -125,8 +133,7 @@ impl InputResolver {
         let run = RunRef { due, iteration_id };
         // The futures are collected first: a stream over a closure that returns borrowing
         // futures trips the compiler's `Send` inference for the spawned mission task.
-        let futures: Vec<_> = mission
-            .inputs
+        let futures: Vec<_> = kept
             .iter()
             .map(|input| self.resolve_counted(run, input, scope_ref))
             .collect();
@@ -136,7 +143,18 @@ impl InputResolver {
             .await;
         // The MDK is wiped here, before planning starts.
         drop(scope);
-        resolved.into_iter().flatten().collect()
+        let mut inputs: Vec<ResolvedInput> = resolved.into_iter().flatten().collect();
+        let left_out = mission.inputs.len() - kept.len();
+        if left_out > 0 {
+            tracing::warn!(
+                mission = %due.mission_id,
+                linked = mission.inputs.len(),
+                max_inputs,
+                "mission links more inputs than resolved per run; the rest are left out"
+            );
+            inputs.push(truncation_note(mission.inputs.len(), kept.len()));
+        }
+        inputs
     }
 
     /// One input; a dropped input is `None` (counted and logged when a resolver failed).
@@ -300,6 +318,21 @@ impl InputResolver {
     }
 }
 
+/// The note input that tells the model some linked inputs were left out.
+fn truncation_note(linked: usize, kept: usize) -> ResolvedInput {
+    ResolvedInput {
+        id: TRUNCATED_INPUT_ID.into(),
+        module: "mana-ai".into(),
+        table: "note".into(),
+        title: Some("Hinweis: nicht alle Eingaben geladen".into()),
+        content: format!(
+            "Diese Mission verknuepft {linked} Eingaben; geladen wurden nur die ersten {kept}. \
+             Die uebrigen {} fehlen in diesem Lauf.",
+            linked - kept
+        ),
+    }
+}
+
 /// The audit row of one input of this run (every row carries the iteration id).
 fn audit_entry<'a>(
     run: RunRef<'a>,
@@ -339,6 +372,15 @@ fn decrypt_fields(record: &mut Value, key: &MissionDataKey) -> Result<usize, Dec
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_truncation_note_counts_what_was_left_out() {
+        let note = truncation_note(20_000, 100);
+        assert_eq!(note.id, TRUNCATED_INPUT_ID);
+        assert!(note.content.contains("20000 Eingaben"), "{}", note.content);
+        assert!(note.content.contains("ersten 100"), "{}", note.content);
+        assert!(note.content.contains("uebrigen 19900"), "{}", note.content);
+    }
 
     #[test]
     fn decrypts_every_encrypted_top_level_field_and_counts_them() {

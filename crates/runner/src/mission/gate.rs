@@ -6,7 +6,7 @@ use mana_ai_core::records::{
     AgentState, AgentView, MissionView, DEFAULT_AGENT_ID, DEFAULT_AGENT_NAME,
 };
 
-use super::{MissionRunner, Stop};
+use super::{MissionRunner, SeenAgent, Stop};
 use crate::error::RunError;
 use crate::outcome::AgentSkip;
 
@@ -23,11 +23,13 @@ pub(crate) struct RunAgent {
 }
 
 impl MissionRunner {
-    /// The mission's agent; missions without one run as the default agent.
+    /// The mission's agent; missions without one run as the default agent. Records the
+    /// agent it looked up, and that agent's version, in `seen` (for a deferral).
     pub(super) async fn gate_agent(
         &self,
         user_id: &str,
         mission: &MissionView,
+        seen: &mut SeenAgent,
     ) -> Result<RunAgent, Stop> {
         let Some(agent_id) = mission.agent_id.as_deref() else {
             return Ok(RunAgent {
@@ -46,6 +48,7 @@ impl MissionRunner {
             .agent(user_id, agent_id)
             .await
             .map_err(RunError::AgentLookup)?;
+        *seen = Some((agent_id.to_string(), snap.as_ref().map(|s| s.updated_at)));
         let view = snap
             .map(|s| AgentView::from_record(user_id, &s.record))
             .filter(|v| !v.is_deleted());

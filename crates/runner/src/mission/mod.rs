@@ -3,19 +3,29 @@
 //! 1. **gate** ([`gate`]): the agent the mission runs as (missing, archived, paused ⇒
 //!    skip), then its token budget (used up ⇒ skip);
 //! 2. **claim**: the due run is claimed for this runner (already done, held elsewhere,
-//!    agent busy ⇒ skip); `ran` is counted once the claim is held;
-//! 3. **resolve inputs** ([`crate::inputs`]);
-//! 4. **research** ([`crate::research`]): a pending deep-research job defers the run;
+//!    agent busy ⇒ skip); `ran` is counted once the claim is held. A run already done
+//!    while the mission is still due at that time gets its next run written once
+//!    ([`defer`], the self-healing schedule);
+//! 3. **research** ([`crate::research`]): a pending deep-research job defers the run
+//!    (asked first, so a pending job costs no input decrypts);
+//! 4. **resolve inputs** ([`crate::inputs`]), at most `max_inputs`;
 //! 5. **plan** ([`plan`]): the planning loop through the budgeted client, judged into a
 //!    plan or a failed attempt;
 //! 6. **write back** ([`write`]): the iteration row with the next run, written exactly
 //!    once;
-//! 7. **outcome**: a [`MissionOutcome`].
+//! 7. **outcome**: a [`MissionOutcome`]; a skipped or erroring run is deferred
+//!    ([`defer`]): not listed again before a backoff, unless its mission or agent changes.
+//!
+//! **Deadline and lease.** The mission deadline starts before the claim and bounds
+//! research, inputs and planning together; a stage cut off by it writes a `failed`
+//! iteration. The claim's lease is the deadline plus `claim_grace`, so it outlives the
+//! run's work by construction and a crashed runner's claim is taken over right after.
 //!
 //! A stage that ends the run early answers a [`Stop`]; after the claim, every stop
 //! releases it. Every failure is visible: a failed run writes a `failed` iteration with
 //! `errorDetails` and schedules a backoff retry through `nextRunAt`.
 
+mod defer;
 mod gate;
 mod plan;
 pub(crate) mod tools;
@@ -27,12 +37,15 @@ pub use plan::OfferedTools;
 use std::sync::Arc;
 
 use tracing::{info_span, Instrument};
+use chrono::{DateTime, Utc};
 use mana_ai_core::cadence::Cadence;
 use mana_ai_core::chat::LlmClient;
 use mana_ai_core::iso::to_iso_ms;
 use mana_ai_core::plan::{iteration_id_for, IterationPhase, PlanOutcome};
+use mana_ai_core::prompt::ResolvedInput;
 use mana_ai_core::records::MissionView;
 use mana_ai_store::{AgentSlot, Claim, ClaimRequest, DueMission, Store};
+use tokio::time::{timeout_at, Instant};
 
 use crate::error::RunError;
 use crate::events::{self, Emit};
@@ -106,7 +119,13 @@ struct ClaimedRun<'a> {
     mission: &'a MissionView,
     agent: &'a RunAgent,
     iteration_id: &'a str,
+    /// Research, inputs and planning end by this instant (set before the claim).
+    deadline: Instant,
 }
+
+/// The agent a run looked up and its snapshot's version (`None`: it did not exist); what
+/// a deferral remembers. `None` for the default agent.
+pub(crate) type SeenAgent = Option<(String, Option<DateTime<Utc>>)>;
 
 impl MissionRunner {
     pub(crate) fn new(
@@ -138,7 +157,8 @@ impl MissionRunner {
         }
     }
 
-    /// Runs one due mission. Never panics; every path is reported.
+    /// Runs one due mission; a skipped or erroring run is deferred. Never panics; every
+    /// path is reported.
     pub(crate) async fn run(&self, due: DueMission) -> MissionOutcome {
         let mission = MissionView::from_record(&due.user_id, &due.record);
         // The original's one span per mission; the agent is recorded by the agent gate.
@@ -150,22 +170,32 @@ impl MissionRunner {
             "agent.id" = tracing::field::Empty,
             "agent.name" = tracing::field::Empty,
         );
-        match self.run_stages(&due, &mission).instrument(span).await {
+        let mut seen_agent = None;
+        let outcome = match self
+            .run_stages(&due, &mission, &mut seen_agent)
+            .instrument(span)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(stop) => stop.into(),
-        }
+        };
+        self.defer_after(&due, seen_agent, &outcome).await;
+        outcome
     }
 
     async fn run_stages(
         &self,
         due: &DueMission,
         mission: &MissionView,
+        seen_agent: &mut SeenAgent,
     ) -> Result<MissionOutcome, Stop> {
-        let agent = self.gate_agent(&due.user_id, mission).await?;
+        // Before the claim: the lease (deadline + grace, from the claim) ends after it.
+        let deadline = Instant::now() + self.cfg.mission_deadline;
+        let agent = self.gate_agent(&due.user_id, mission, seen_agent).await?;
         record_agent(&agent);
         let used_before = self.gate_budget(&due.user_id, &agent).await?;
         let iteration_id = self
-            .claim(due, &agent)
+            .claim(due, mission, &agent)
             .instrument(info_span!("mission.claim"))
             .await?;
         let run = ClaimedRun {
@@ -173,6 +203,7 @@ impl MissionRunner {
             mission,
             agent: &agent,
             iteration_id: &iteration_id,
+            deadline,
         };
         events::MissionInFlight { entered: true }.emit(&self.metrics);
         let result = self.run_claimed(&run, used_before).await;
@@ -183,8 +214,14 @@ impl MissionRunner {
         result
     }
 
-    /// Claims the due run; answers the iteration id of this run.
-    async fn claim(&self, due: &DueMission, agent: &RunAgent) -> Result<String, Stop> {
+    /// Claims the due run; answers the iteration id of this run. A run already done while
+    /// the mission is still due at its time gets its schedule healed.
+    async fn claim(
+        &self,
+        due: &DueMission,
+        mission: &MissionView,
+        agent: &RunAgent,
+    ) -> Result<String, Stop> {
         let iteration_id = iteration_id_for(&due.mission_id, &to_iso_ms(due.next_run_at));
         let claim = self
             .store
@@ -207,7 +244,10 @@ impl MissionRunner {
                 events::AgentDecided(AgentDecision::Ran).emit(&self.metrics);
                 return Ok(iteration_id);
             }
-            Claim::AlreadyDone => SkipReason::AlreadyDone,
+            Claim::AlreadyDone => {
+                self.heal_schedule(due, mission, agent, &iteration_id).await;
+                SkipReason::AlreadyDone
+            }
             Claim::HeldElsewhere => SkipReason::HeldElsewhere,
             Claim::AgentBusy => self.agent_skip(AgentSkip::Concurrency),
         };
@@ -220,7 +260,7 @@ impl MissionRunner {
         SkipReason::Agent(skip)
     }
 
-    /// The stages after the claim: inputs → research → plan → write back.
+    /// The stages after the claim: research → inputs → plan → write back.
     async fn run_claimed(
         &self,
         run: &ClaimedRun<'_>,
@@ -233,37 +273,56 @@ impl MissionRunner {
                 message: format!("invalid cadence: {e}"),
                 nothing_valid: false,
             }),
-            Ok(_) => {
-                let mut inputs = self
-                    .inputs
-                    .resolve(run.due, run.mission, run.iteration_id)
-                    .instrument(info_span!("mission.inputs"))
-                    .await;
-                self.research_gate(run, &mut inputs)
-                    .instrument(info_span!("mission.research"))
-                    .await?;
-                self.plan(run, &inputs, used_before)
-                    .instrument(info_span!("mission.plan"))
-                    .await?
-            }
+            Ok(_) => match self.gather(run).await? {
+                Ok(inputs) => {
+                    self.plan(run, &inputs, used_before)
+                        .instrument(info_span!("mission.plan"))
+                        .await?
+                }
+                Err(failure) => Attempt::Failed(failure),
+            },
         };
         self.write_back(run, cadence.ok().as_ref(), attempt)
             .instrument(info_span!("mission.writeBack"))
             .await
     }
 
-    /// Research; a pending deep-research job defers the run.
-    async fn research_gate(
+    /// Research (a pending deep-research job defers the run), then the inputs, both
+    /// inside the mission deadline; a stage cut off by it is a failed run.
+    async fn gather(
         &self,
         run: &ClaimedRun<'_>,
-        inputs: &mut Vec<mana_ai_core::prompt::ResolvedInput>,
-    ) -> Result<(), Stop> {
-        match self.research.research(run.due, run.mission, inputs).await {
-            ResearchGate::Proceed => Ok(()),
-            ResearchGate::Pending => {
+    ) -> Result<Result<Vec<ResolvedInput>, RunFailure>, Stop> {
+        let research = self.research.research(run.due, run.mission);
+        let research = timeout_at(run.deadline, research).instrument(info_span!("mission.research"));
+        let found = match research.await {
+            Err(_) => return Ok(Err(self.past_deadline("during research"))),
+            Ok(ResearchGate::Pending) => {
                 events::ResearchPendingSkip.emit(&self.metrics);
-                Err(Stop::Defer)
+                return Err(Stop::Defer);
             }
+            Ok(ResearchGate::Proceed(found)) => found,
+        };
+        let resolve =
+            self.inputs
+                .resolve(run.due, run.mission, run.iteration_id, self.cfg.max_inputs);
+        let resolve = timeout_at(run.deadline, resolve).instrument(info_span!("mission.inputs"));
+        let Ok(mut inputs) = resolve.await else {
+            return Ok(Err(self.past_deadline("while resolving inputs")));
+        };
+        inputs.extend(found);
+        Ok(Ok(inputs))
+    }
+
+    /// The failed run of a stage before planning that the mission deadline cut off.
+    fn past_deadline(&self, stage: &str) -> RunFailure {
+        RunFailure {
+            phase: IterationPhase::ResolvingInputs,
+            message: format!(
+                "mission deadline of {} s exceeded {stage}",
+                self.cfg.mission_deadline.as_secs()
+            ),
+            nothing_valid: false,
         }
     }
 

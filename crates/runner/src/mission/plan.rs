@@ -142,7 +142,7 @@ impl MissionRunner {
         input
     }
 
-    /// The loop through the budgeted client, under the mission deadline; a budget-store
+    /// The loop through the budgeted client, until the run's deadline; a budget-store
     /// failure ends it at once. Reservations of calls cut off are booked afterwards.
     async fn run_budgeted(
         &self,
@@ -169,7 +169,7 @@ impl MissionRunner {
                 e = budgeted.store_failure() => LoopEnd::StoreFailed(e),
             }
         };
-        let end = tokio::time::timeout(self.cfg.mission_deadline, planning)
+        let end = tokio::time::timeout_at(run.deadline, planning)
             .await
             .unwrap_or(LoopEnd::DeadlineExceeded);
         budgeted.finish().await;

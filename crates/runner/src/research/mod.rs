@@ -62,8 +62,8 @@ const TITLE_UNITS: usize = 60;
 /// Whether planning may proceed after the research step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResearchGate {
-    /// Plan now (research results, if any, were appended to the inputs).
-    Proceed,
+    /// Plan now, with the research result as one more input (if research gave one).
+    Proceed(Option<ResolvedInput>),
     /// A deep-research job for this due run is still pending: skip, do not fail.
     Pending,
 }
@@ -264,21 +264,15 @@ impl Researcher {
         }
     }
 
-    /// Runs deep research, then (when that gave nothing) shallow research; appends the
-    /// result to `inputs`. `Pending` means: skip this mission this tick. Never fails the
-    /// mission: a research failure only means planning without research.
-    pub(crate) async fn research(
-        &self,
-        due: &DueMission,
-        mission: &MissionView,
-        inputs: &mut Vec<ResolvedInput>,
-    ) -> ResearchGate {
+    /// Runs deep research, then (when that gave nothing) shallow research; answers the
+    /// result as one input. `Pending` means: skip this mission this tick (the run asks
+    /// before it resolves its inputs, so a pending job costs no decrypts). Never fails
+    /// the mission: a research failure only means planning without research. The caller
+    /// bounds it by the mission deadline.
+    pub(crate) async fn research(&self, due: &DueMission, mission: &MissionView) -> ResearchGate {
         match self.deep_research(due, mission).await {
             Ok(Deep::Pending) => return ResearchGate::Pending,
-            Ok(Deep::Answered(input)) => {
-                inputs.push(input);
-                return ResearchGate::Proceed;
-            }
+            Ok(Deep::Answered(input)) => return ResearchGate::Proceed(Some(input)),
             Ok(Deep::Nothing) => {}
             Err(e) => {
                 // Without the job row we cannot tell whether a paid job is running for
@@ -295,11 +289,9 @@ impl Researcher {
         if trigger.matches(plain(&mission.objective))
             || trigger.matches(plain(&mission.concept_markdown))
         {
-            if let Some(input) = self.shallow_research(due, mission).await {
-                inputs.push(input);
-            }
+            return ResearchGate::Proceed(self.shallow_research(due, mission).await);
         }
-        ResearchGate::Proceed
+        ResearchGate::Proceed(None)
     }
 }
 

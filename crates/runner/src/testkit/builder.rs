@@ -13,10 +13,13 @@ use super::llm::{FakeLlm, Reply};
 use crate::{Clock, Metrics, Runner, RunnerConfig, RunnerDeps, SystemClock};
 
 /// The runner settings tests start from: the defaults, with no refresh safety margin
-/// (rows pushed just before a pass are folded in by that pass).
+/// (rows pushed just before a pass are folded in by that pass) and deferral off (a test's
+/// passes at one pinned time each see every due run; tests of deferral turn it on with
+/// `c.defer = DeferPolicy::default()`).
 pub fn test_config() -> RunnerConfig {
     RunnerConfig {
         refresh_safety_margin: Duration::ZERO,
+        defer: crate::DeferPolicy::off(),
         ..RunnerConfig::default()
     }
 }

@@ -66,6 +66,27 @@ impl Config {
                 self.mission_deadline.as_millis().to_string(),
             ),
             (
+                "MANA_AI_CLAIM_GRACE_MS",
+                self.claim_grace.as_millis().to_string(),
+            ),
+            ("MANA_AI_MAX_INPUTS", self.max_inputs.to_string()),
+            (
+                "MANA_AI_DEFER_BASE_MS",
+                self.defer.base.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_DEFER_WAIT_CAP_MS",
+                self.defer.wait_cap.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_DEFER_GATE_CAP_MS",
+                self.defer.gate_cap.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_DEFER_ERROR_CAP_MS",
+                self.defer.error_cap.as_millis().to_string(),
+            ),
+            (
                 "MANA_AI_REFRESH_BATCH_ROWS",
                 self.refresh_batch_rows.to_string(),
             ),

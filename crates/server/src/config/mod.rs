@@ -137,6 +137,12 @@ pub struct Config {
     pub due_limit: i64,
     pub max_concurrent_plans: usize,
     pub mission_deadline: Duration,
+    /// `MANA_AI_CLAIM_GRACE_MS`: a claim's lease is the mission deadline plus this.
+    pub claim_grace: Duration,
+    /// `MANA_AI_MAX_INPUTS`: most linked inputs one run resolves.
+    pub max_inputs: usize,
+    /// `MANA_AI_DEFER_BASE_MS` and the `MANA_AI_DEFER_*_CAP_MS` caps.
+    pub defer: mana_ai_runner::DeferPolicy,
     pub refresh_batch_rows: i32,
     pub private_key_pem: Option<String>,
     /// `POLICY_MODE`, parsed straight into the planner's mode.
@@ -257,6 +263,15 @@ impl Config {
                 3_600_000,
                 run::MISSION_DEADLINE,
             )?,
+            claim_grace: opt_ms(
+                env,
+                "MANA_AI_CLAIM_GRACE_MS",
+                0,
+                3_600_000,
+                run::CLAIM_GRACE,
+            )?,
+            max_inputs: opt_num(env, "MANA_AI_MAX_INPUTS", 1, 100_000, run::MAX_INPUTS)?,
+            defer: defer_policy(env)?,
             refresh_batch_rows: opt_num(
                 env,
                 "MANA_AI_REFRESH_BATCH_ROWS",
@@ -391,6 +406,20 @@ impl Config {
             None => mana_ai_local_llm::fetch::model_path(&self.data_dir),
         }
     }
+}
+
+/// `MANA_AI_DEFER_BASE_MS` (0 turns deferral off) and the caps per kind of deferral.
+fn defer_policy(
+    env: &BTreeMap<String, String>,
+) -> Result<mana_ai_runner::DeferPolicy, ConfigError> {
+    const DAY_MS: u64 = 86_400_000;
+    let cap = |var, default| opt_ms(env, var, 0, DAY_MS, default);
+    Ok(mana_ai_runner::DeferPolicy {
+        base: opt_ms(env, "MANA_AI_DEFER_BASE_MS", 0, DAY_MS, run::DEFER_BASE)?,
+        wait_cap: cap("MANA_AI_DEFER_WAIT_CAP_MS", run::DEFER_WAIT_CAP)?,
+        gate_cap: cap("MANA_AI_DEFER_GATE_CAP_MS", run::DEFER_GATE_CAP)?,
+        error_cap: cap("MANA_AI_DEFER_ERROR_CAP_MS", run::DEFER_ERROR_CAP)?,
+    })
 }
 
 /// `MANA_AI_BIND`: `None` when unset.

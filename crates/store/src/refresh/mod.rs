@@ -56,7 +56,7 @@ use crate::{locks, Store, StoreError};
 use batch::apply_batch;
 use write::{write_batch, Pending};
 
-const CURSOR_STREAM: &str = "ai";
+pub(crate) const CURSOR_STREAM: &str = "ai";
 const MISSIONS: &str = "aiMissions";
 const AGENTS: &str = "agents";
 /// A window spans at most this many batches' worth of rows.

@@ -134,6 +134,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 3,
+        name: "fair-due-deferrals-lease",
+        steps: &[
+            Step::Sql {
+                what: "deferrals, fair due listing, claim with grace",
+                sql: include_str!("0003/deferral.sql"),
+            },
+            Step::Grants {
+                what: "deferral grants for the service role",
+                sql: include_str!("0003/deferral_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
