@@ -3,7 +3,8 @@
 //! 1. **gate** ([`gate`]): the agent the mission runs as (missing, archived, paused ⇒
 //!    skip), then its token budget (used up ⇒ skip);
 //! 2. **claim**: the due run is claimed for this runner (already done, held elsewhere,
-//!    agent busy ⇒ skip); `ran` is counted once the claim is held;
+//!    agent busy ⇒ skip); the agent decision `ran` is counted only when a plan is
+//!    written (stage 6);
 //! 3. **resolve inputs** ([`crate::inputs`]);
 //! 4. **research** ([`crate::research`]): a pending deep-research job defers the run;
 //! 5. **plan** ([`plan`]): the planning loop through the budgeted client, judged into a
@@ -20,6 +21,7 @@ mod gate;
 mod plan;
 pub(crate) mod tools;
 mod write;
+mod zone;
 
 /// The runner's validator of tool calls against the offered tools.
 pub use plan::OfferedTools;
@@ -189,10 +191,7 @@ impl MissionRunner {
             .await
             .map_err(RunError::Claim)?;
         let stop = match claim {
-            Claim::Claimed => {
-                events::AgentDecided(AgentDecision::Ran).emit(&self.metrics);
-                return Ok(iteration_id);
-            }
+            Claim::Claimed => return Ok(iteration_id),
             Claim::AlreadyDone => SkipReason::AlreadyDone,
             Claim::HeldElsewhere => SkipReason::HeldElsewhere,
             Claim::AgentBusy => self.agent_skip(AgentSkip::Concurrency),

@@ -74,6 +74,8 @@ pub struct RefreshStats {
     pub windows: usize,
     /// The cursor after the refresh.
     pub position: Option<DateTime<Utc>>,
+    /// The shared-space step run after the refresh ([`crate::spaces`]).
+    pub spaces: crate::SpaceStats,
 }
 
 /// Result of [`Store::refresh_snapshots`].
@@ -175,7 +177,11 @@ impl Store {
                 tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
             }
         }
-        result.map(RefreshOutcome::Done)
+        let mut stats = result?;
+        // Shared spaces: fold each changed space record into one snapshot (additive step;
+        // see `crate::spaces`).
+        stats.spaces = self.fold_spaces().await?;
+        Ok(RefreshOutcome::Done(stats))
     }
 }
 

@@ -49,6 +49,8 @@ const READ_DDL: &str = include_str!("read.sql");
 const GRANTS_DDL: &str = include_str!("grants.sql");
 const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
 const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+const SPACES_DDL: &str = include_str!("spaces.sql");
+const SPACES_GRANTS_DDL: &str = include_str!("spaces_grants.sql");
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
@@ -125,6 +127,11 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
     if let Some(role) = service_role {
         let what = "audit grants for the service role";
         grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
+    }
+    run(client, SPACES_DDL, "shared spaces").await?;
+    if let Some(role) = service_role {
+        let what = "shared-space grants for the service role";
+        grant_to_service_role(client, role, SPACES_GRANTS_DDL, what).await?;
     }
     client
         .execute(
