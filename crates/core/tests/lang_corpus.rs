@@ -80,7 +80,7 @@ fn detector_accuracy_on_the_corpus() {
             undecided += 1;
         }
         let got = detect_or(fields.iter().copied(), De);
-        let e = by_kind.entry(kind).or_default();
+        let e = by_kind.entry(*kind).or_default();
         e.1 += 1;
         if got == *want {
             e.0 += 1;

@@ -210,38 +210,7 @@ async fn fold_record(
     before: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let is_mission = ch.table == "aiMissions";
-    let rows = c
-        .query(
-            READ_SQL,
-            &[
-                &ch.member,
-                &ch.space,
-                &ch.table,
-                &ch.record,
-                &before,
-                &SPACE_RECORD_ROW_LIMIT,
-            ],
-        )
-        .await?;
-    let mut authors: Vec<String> = Vec::new();
-    let mut changes: Vec<(String, ChangeRow)> = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let user: String = r.get(0);
-        let op_text: String = r.get(1);
-        let op: Op = op_text.parse().map_err(|_| {
-            StoreError::Corrupt(format!("unknown op {op_text:?} in record {}", ch.record))
-        })?;
-        if !authors.contains(&user) {
-            authors.push(user.clone());
-        }
-        let change = ChangeRow {
-            op,
-            data: r.get::<_, Option<Value>>(2).filter(|v| !v.is_null()),
-            field_meta: r.get::<_, Option<Value>>(3).filter(|v| !v.is_null()),
-            created_at: r.get(4),
-        };
-        changes.push((user, change));
-    }
+    let (authors, changes) = read_changes(c, ch, before).await?;
     if changes.is_empty() {
         return Ok(0);
     }
@@ -267,14 +236,69 @@ async fn fold_record(
     let record = state
         .to_record(&ch.record)
         .unwrap_or_else(|| serde_json::json!({ "id": ch.record, "__deleted": true }));
-    if is_mission {
-        let index = MissionIndex::from_record(&record);
+    write_snapshot(c, ch, &owner, (&record, deleted, last_at)).await?;
+    let retire = if is_mission { RETIRE_MISSIONS_SQL } else { RETIRE_AGENTS_SQL };
+    let retired = c.execute(retire, &[&ch.record, &authors, &owner]).await?;
+    Ok(retired as usize)
+}
+
+/// The record's rows in its space (newest first) with their authors, and the distinct
+/// authors.
+async fn read_changes(
+    c: &deadpool_postgres::Object,
+    ch: &Changed,
+    before: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<(String, ChangeRow)>), StoreError> {
+    let rows = c
+        .query(
+            READ_SQL,
+            &[
+                &ch.member,
+                &ch.space,
+                &ch.table,
+                &ch.record,
+                &before,
+                &SPACE_RECORD_ROW_LIMIT,
+            ],
+        )
+        .await?;
+    let mut authors: Vec<String> = Vec::new();
+    let mut changes = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let user: String = r.get(0);
+        let op_text: String = r.get(1);
+        let op: Op = op_text.parse().map_err(|_| {
+            StoreError::Corrupt(format!("unknown op {op_text:?} in record {}", ch.record))
+        })?;
+        if !authors.contains(&user) {
+            authors.push(user.clone());
+        }
+        let change = ChangeRow {
+            op,
+            data: r.get::<_, Option<Value>>(2).filter(|v| !v.is_null()),
+            field_meta: r.get::<_, Option<Value>>(3).filter(|v| !v.is_null()),
+            created_at: r.get(4),
+        };
+        changes.push((user, change));
+    }
+    Ok((authors, changes))
+}
+
+/// Upserts the merged snapshot under `owner` with `space_id` set.
+async fn write_snapshot(
+    c: &deadpool_postgres::Object,
+    ch: &Changed,
+    owner: &str,
+    (record, deleted, last_at): (&Value, bool, DateTime<Utc>),
+) -> Result<(), StoreError> {
+    if ch.table == "aiMissions" {
+        let index = MissionIndex::from_record(record);
         c.execute(
             WRITE_MISSION_SQL,
             &[
                 &owner,
                 &ch.record,
-                &record,
+                record,
                 &last_at,
                 &deleted,
                 &index.state,
@@ -287,13 +311,11 @@ async fn fold_record(
     } else {
         c.execute(
             WRITE_AGENT_SQL,
-            &[&owner, &ch.record, &record, &last_at, &deleted, &ch.space],
+            &[&owner, &ch.record, record, &last_at, &deleted, &ch.space],
         )
         .await?;
     }
-    let retire = if is_mission { RETIRE_MISSIONS_SQL } else { RETIRE_AGENTS_SQL };
-    let retired = c.execute(retire, &[&ch.record, &authors, &owner]).await?;
-    Ok(retired as usize)
+    Ok(())
 }
 
 /// The member whose row created the record: the oldest `insert`, else the oldest row.
