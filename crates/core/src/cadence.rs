@@ -38,6 +38,7 @@ use croner::Cron;
 use serde_json::Value;
 
 mod wall_clock;
+pub mod zone;
 use wall_clock::next_wall_clock;
 
 /// How often a mission runs (`MissionCadence` on the wire).

@@ -11,6 +11,7 @@
 //! [`validate_call`] checks. Nesting is bounded: an `items` schema may declare `properties`,
 //! but a nested property never declares its own `items` or `properties`.
 
+mod lang;
 mod validate;
 
 use std::collections::HashMap;
@@ -20,10 +21,14 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::lang::Lang;
+
 pub use validate::{validate_call, CallRejection};
 
 /// The catalog text compiled into the binary.
 const BUILTIN_JSON: &str = include_str!("catalog/tools.json");
+/// The German texts of the built-in catalog (see [`lang`]).
+const BUILTIN_DE_JSON: &str = include_str!("catalog/tools.de.json");
 
 /// How a tool may be used by an AI actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,6 +122,8 @@ pub struct Param {
     pub required: bool,
     /// Never empty.
     pub description: String,
+    /// The German description, when the catalog has one (the built-in one always does).
+    pub description_de: Option<String>,
     /// Allowed values; only ever non-empty on `string` parameters. Empty means "no enum".
     pub enum_values: Vec<String>,
     /// Element schema; only on `array` parameters, only at the top level.
@@ -133,6 +140,9 @@ pub struct ItemSchema {
     pub ty: ParamType,
     /// Optional; emitted only when present.
     pub description: Option<String>,
+    /// The German description (present exactly when `description` is, in the built-in
+    /// catalog).
+    pub description_de: Option<String>,
     /// Allowed values; only ever non-empty when `ty` is `string`.
     pub enum_values: Vec<String>,
     /// Declared keys of object elements (flat: no further nesting).
@@ -149,6 +159,8 @@ pub struct Tool {
     pub module: String,
     /// Text for the LLM; never empty.
     pub description: String,
+    /// The German text for the LLM (the built-in catalog has one for every tool).
+    pub description_de: Option<String>,
     pub default_policy: PolicyDecision,
     /// In declaration order; names unique.
     pub parameters: Vec<Param>,
@@ -158,6 +170,25 @@ impl Tool {
     /// The parameter with this name, if declared.
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.parameters.iter().find(|p| p.name == name)
+    }
+
+    /// The description in `lang` (English when there is no German text).
+    pub fn description_in(&self, lang: Lang) -> &str {
+        in_lang(&self.description, self.description_de.as_deref(), lang)
+    }
+}
+
+impl Param {
+    /// The description in `lang` (English when there is no German text).
+    pub fn description_in(&self, lang: Lang) -> &str {
+        in_lang(&self.description, self.description_de.as_deref(), lang)
+    }
+}
+
+fn in_lang<'a>(en: &'a str, de: Option<&'a str>, lang: Lang) -> &'a str {
+    match (lang, de) {
+        (Lang::De, Some(de)) => de,
+        _ => en,
     }
 }
 
@@ -176,6 +207,8 @@ pub enum CatalogError {
     InvalidPolicy { tool: String, value: String },
     #[error("Unsupported parameter type in tool catalog: \"{0}\"")]
     UnsupportedType(String),
+    #[error("German catalog texts: {0}")]
+    German(String),
     #[error("empty description at {0}")]
     EmptyDescription(String),
     #[error("empty parameter name in {0}")]
@@ -205,7 +238,7 @@ impl Catalog {
     /// The built-in catalog (`catalog/tools.json`), parsed once.
     pub fn builtin() -> &'static Catalog {
         static BUILTIN: OnceLock<Catalog> = OnceLock::new();
-        BUILTIN.get_or_init(|| match Catalog::from_json(BUILTIN_JSON) {
+        BUILTIN.get_or_init(|| match Catalog::from_json_with_german(BUILTIN_JSON, BUILTIN_DE_JSON) {
             Ok(catalog) => catalog,
             // The input is a compile-time constant; the test `builtin_catalog_counts` parses
             // it, so this branch is unreachable in any build that passed the test suite.
@@ -228,6 +261,14 @@ impl Catalog {
             tools.push(tool);
         }
         Ok(Catalog { tools, by_name })
+    }
+
+    /// [`Catalog::from_json`] plus the German overlay `german` (see the `lang` module:
+    /// it must cover every tool and described parameter exactly).
+    pub fn from_json_with_german(text: &str, german: &str) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::from_json(text)?;
+        lang::apply_german(&mut catalog.tools, german)?;
+        Ok(catalog)
     }
 
     /// All tools in catalog order.
@@ -288,7 +329,12 @@ impl Catalog {
 /// non-empty), then `items` / `properties` (+ nested `required` when non-empty) when declared.
 /// Never emits `module`, `defaultPolicy`, defaults or `additionalProperties`.
 pub fn tool_to_function_spec(tool: &Tool) -> Value {
-    let (properties, required) = object_schema_parts(&tool.parameters);
+    tool_to_function_spec_in(tool, Lang::En)
+}
+
+/// [`tool_to_function_spec`] with the descriptions in `lang`.
+pub fn tool_to_function_spec_in(tool: &Tool, lang: Lang) -> Value {
+    let (properties, required) = object_schema_parts(&tool.parameters, lang);
     let mut parameters = Map::new();
     parameters.insert("type".into(), Value::from("object"));
     parameters.insert("properties".into(), Value::Object(properties));
@@ -296,7 +342,7 @@ pub fn tool_to_function_spec(tool: &Tool) -> Value {
 
     let mut function = Map::new();
     function.insert("name".into(), Value::from(tool.name.as_str()));
-    function.insert("description".into(), Value::from(tool.description.as_str()));
+    function.insert("description".into(), Value::from(tool.description_in(lang)));
     function.insert("parameters".into(), Value::Object(parameters));
 
     let mut spec = Map::new();
@@ -307,14 +353,22 @@ pub fn tool_to_function_spec(tool: &Tool) -> Value {
 
 /// [`tool_to_function_spec`] over a list, same length and order.
 pub fn function_specs(tools: &[&Tool]) -> Vec<Value> {
-    tools.iter().map(|t| tool_to_function_spec(t)).collect()
+    function_specs_in(tools, Lang::En)
 }
 
-fn object_schema_parts(params: &[Param]) -> (Map<String, Value>, Vec<Value>) {
+/// [`function_specs`] with the descriptions in `lang`.
+pub fn function_specs_in(tools: &[&Tool], lang: Lang) -> Vec<Value> {
+    tools
+        .iter()
+        .map(|t| tool_to_function_spec_in(t, lang))
+        .collect()
+}
+
+fn object_schema_parts(params: &[Param], lang: Lang) -> (Map<String, Value>, Vec<Value>) {
     let mut properties = Map::new();
     let mut required = Vec::new();
     for p in params {
-        properties.insert(p.name.clone(), param_schema(p));
+        properties.insert(p.name.clone(), param_schema(p, lang));
         if p.required {
             required.push(Value::from(p.name.as_str()));
         }
@@ -322,29 +376,30 @@ fn object_schema_parts(params: &[Param]) -> (Map<String, Value>, Vec<Value>) {
     (properties, required)
 }
 
-fn param_schema(p: &Param) -> Value {
+fn param_schema(p: &Param, lang: Lang) -> Value {
     let mut m = Map::new();
     m.insert("type".into(), Value::from(p.ty.as_str()));
-    m.insert("description".into(), Value::from(p.description.as_str()));
+    m.insert("description".into(), Value::from(p.description_in(lang)));
     push_enum(&mut m, &p.enum_values);
     if let Some(items) = &p.items {
-        m.insert("items".into(), item_schema(items));
+        m.insert("items".into(), item_schema(items, lang));
     }
     if let Some(props) = &p.properties {
-        push_properties(&mut m, props);
+        push_properties(&mut m, props, lang);
     }
     Value::Object(m)
 }
 
-fn item_schema(i: &ItemSchema) -> Value {
+fn item_schema(i: &ItemSchema, lang: Lang) -> Value {
     let mut m = Map::new();
     m.insert("type".into(), Value::from(i.ty.as_str()));
     if let Some(d) = &i.description {
-        m.insert("description".into(), Value::from(d.as_str()));
+        let text = in_lang(d, i.description_de.as_deref(), lang);
+        m.insert("description".into(), Value::from(text));
     }
     push_enum(&mut m, &i.enum_values);
     if let Some(props) = &i.properties {
-        push_properties(&mut m, props);
+        push_properties(&mut m, props, lang);
     }
     Value::Object(m)
 }
@@ -355,8 +410,8 @@ fn push_enum(m: &mut Map<String, Value>, values: &[String]) {
     }
 }
 
-fn push_properties(m: &mut Map<String, Value>, props: &[Param]) {
-    let (properties, required) = object_schema_parts(props);
+fn push_properties(m: &mut Map<String, Value>, props: &[Param], lang: Lang) {
+    let (properties, required) = object_schema_parts(props, lang);
     m.insert("properties".into(), Value::Object(properties));
     if !required.is_empty() {
         m.insert("required".into(), Value::from(required));
@@ -446,6 +501,7 @@ impl RawTool {
             name: self.name,
             module: self.module,
             description: self.description,
+            description_de: None,
             default_policy,
             parameters,
         })
@@ -492,6 +548,7 @@ fn convert_params(
             ty,
             required: rp.required,
             description: rp.description,
+            description_de: None,
             enum_values,
             items,
             properties,
@@ -518,6 +575,7 @@ fn convert_items(ri: RawItems, path: &str) -> Result<ItemSchema, CatalogError> {
     Ok(ItemSchema {
         ty,
         description: ri.description,
+        description_de: None,
         enum_values,
         properties,
     })

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod chat;
 pub mod crypto;
 pub mod iso;
+pub mod lang;
 pub mod lww;
 pub mod plan;
 pub mod policy;

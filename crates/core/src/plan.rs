@@ -79,13 +79,17 @@ pub struct PlannerInput<'a> {
     pub context_window_tokens: Option<u64>,
     /// Model for the compaction call; `None` ⇒ the planning model.
     pub compaction_model: Option<String>,
+    /// Language of the reminders and the compaction request (the prompts are built by the
+    /// caller, in the same language).
+    pub lang: crate::lang::Lang,
     /// Parse answers without tool calls as JSON plans (and report parse failures).
     pub json_plan_fallback: bool,
 }
 
 impl<'a> PlannerInput<'a> {
     /// An input with the defaults: 5 rounds, 25 steps, `log-only`, no budget, no
-    /// compaction, no JSON fallback, the client's default model and temperature.
+    /// compaction, no JSON fallback, the client's default model and temperature, English
+    /// reminders.
     pub fn new(
         system: impl Into<String>,
         user: impl Into<String>,
@@ -105,6 +109,7 @@ impl<'a> PlannerInput<'a> {
             budget: None,
             context_window_tokens: None,
             compaction_model: None,
+            lang: crate::lang::Lang::En,
             json_plan_fallback: false,
         }
     }

@@ -168,6 +168,8 @@ pub struct MissionView {
     pub timezone: Option<String>,
     /// `deletedAt` when a string.
     pub deleted_at: Option<String>,
+    /// `spaceId` when a non-empty string: the shared space the mission belongs to.
+    pub space_id: Option<String>,
 }
 
 impl MissionView {
@@ -198,6 +200,9 @@ impl MissionView {
             agent_id: explicit_agent_id(record).map(str::to_owned),
             timezone: str_field(record, "timezone").map(str::to_owned),
             deleted_at: str_field(record, "deletedAt").map(str::to_owned),
+            space_id: str_field(record, "spaceId")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
         }
     }
 

@@ -25,6 +25,10 @@ pub struct RunnerConfig {
     /// Identifies this process in mission claims.
     pub runner_id: String,
     pub llm_model: String,
+    /// Model of the compaction call (`MANA_AI_COMPACT_MODEL`).
+    pub compact_model: String,
+    /// Language of runs whose mission text is undecidable (`MANA_AI_DEFAULT_LANGUAGE`).
+    pub default_language: mana_ai_core::lang::Lang,
     pub policy_mode: mana_ai_core::plan::PolicyMode,
     /// Model context window for compaction; 0 disables compaction.
     pub context_window_tokens: u64,
@@ -76,6 +80,8 @@ impl Default for RunnerConfig {
             refresh_safety_margin: defaults::REFRESH_SAFETY_MARGIN,
             runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
             llm_model: defaults::LLM_MODEL.into(),
+            compact_model: defaults::COMPACT_MODEL.into(),
+            default_language: defaults::DEFAULT_LANGUAGE,
             policy_mode: defaults::POLICY_MODE,
             context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
             default_timezone: defaults::DEFAULT_TIMEZONE,

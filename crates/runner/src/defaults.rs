@@ -36,6 +36,13 @@ pub const DEFER_GATE_CAP: Duration = Duration::from_secs(15 * 60);
 pub const DEFER_ERROR_CAP: Duration = Duration::from_secs(10 * 60);
 /// Planning model (`MANA_AI_LLM_MODEL`).
 pub const LLM_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
+/// `MANA_AI_COMPACT_MODEL`: the original's concrete compaction model (cheaper than the
+/// planner model).
+pub const COMPACT_MODEL: &str = "google/gemini-2.5-flash-lite";
+/// `MANA_AI_DEFAULT_LANGUAGE`: the language of a run whose mission text is undecidable.
+pub const DEFAULT_LANGUAGE: mana_ai_core::lang::Lang = mana_ai_core::lang::Lang::De;
+/// `MANA_AI_DEFAULT_LANGUAGE` as written.
+pub const DEFAULT_LANGUAGE_NAME: &str = "de";
 /// Injection policy (`MANA_AI_POLICY_MODE`).
 pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::PolicyMode::LogOnly;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.

@@ -249,13 +249,18 @@ impl Emit for ResearchPendingSkip {
     }
 }
 
-/// A plan was written back.
+/// A plan was written back. This is also the one place `agent_decisions_total{decision=
+/// "ran"}` counts: once per written plan (not at claim time, not for a deferred, failed
+/// or lost run).
 pub(crate) struct PlanWritten;
 
 impl Emit for PlanWritten {
     fn emit(self, m: &Metrics) {
         m.plans_produced_total.inc();
         m.plans_written_back_total.inc();
+        m.agent_decisions_total
+            .with_label_values(&[AgentDecision::Ran.as_str()])
+            .inc();
     }
 }
 

@@ -281,7 +281,8 @@ async fn a_claim_lost_before_the_write_back_writes_nothing() {
     );
     assert!(stats.errors.is_empty(), "{stats:?}");
     assert_eq!(llm.calls(), 1);
-    assert_eq!(decisions(&r, "ran"), 1);
+    // `ran` counts written plans only: this run wrote nothing.
+    assert_eq!(decisions(&r, "ran"), 0);
     assert_eq!(runner_row_count(&*admin, None).await, 0);
     assert_eq!(
         run_statuses(&*admin, "m1").await,

@@ -366,6 +366,9 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
         "{stats:?}"
     );
     assert!(llm.requests().is_empty());
+    // Deferred runs are not "ran": that counts written plans only.
+    let ran = || r.metrics().agent_decisions_total.with_label_values(&["ran"]).get();
+    assert_eq!(ran(), 0);
 
     // Tick 3: completed, injected, planned, next run scheduled.
     let before = Utc::now();
@@ -383,6 +386,7 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     assert_eq!(rows.len(), 1);
     let next = parse_iso(rows[0]["nextRunAt"].as_str().unwrap()).unwrap();
     assert!(next > before);
+    assert_eq!(ran(), 1);
 
     // Later ticks: not due, no second submit, no more polls.
     for _ in 0..2 {

@@ -198,6 +198,8 @@ pub fn runner_with_llm(
                 LlmBackend::Local => cfg.compact_max_ctx.min(LOCAL_CONTEXT_TOKENS),
             },
             default_timezone: cfg.default_timezone,
+            compact_model: cfg.compact_model.clone(),
+            default_language: cfg.default_language,
             json_plan_fallback: cfg.json_plan_fallback,
             retry_base: cfg.retry_base,
             retry_cap: cfg.retry_cap,

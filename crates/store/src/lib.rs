@@ -34,6 +34,8 @@
 //! * [`research`] — deep-research jobs;
 //! * [`audit`] — the decrypt audit (write, read, prune);
 //! * [`records`] — replay of one linked input record;
+//! * [`spaces`] — shared spaces: one snapshot per `(space, record)`, space write-back;
+//! * [`zones`] — the user's time zone from their synced calendar data;
 //! * [`locks`] — every advisory-lock key.
 
 pub mod audit;
@@ -55,9 +57,11 @@ mod row;
 pub mod runs;
 pub mod schema;
 pub mod snapshots;
+pub mod spaces;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod user_tx;
+pub mod zones;
 
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
@@ -73,3 +77,5 @@ pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobS
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
 pub use user_tx::UserTx;
+pub use spaces::{SpaceStats, SPACE_RECORD_ROW_LIMIT};
+pub use zones::USER_ZONE_LIMIT;

@@ -28,6 +28,10 @@ pub const CLAIM_SEED: i64 = 7_366_720_003;
 /// (`mana_ai.reserve_tokens`).
 pub const RESERVE_SEED: i64 = 7_366_720_004;
 
+/// Serialises the shared-space step after a refresh ([`crate::spaces`]; session
+/// `pg_try_advisory_lock`: the loser skips it).
+pub const SPACES: i64 = 7_366_720_015;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +43,6 @@ mod tests {
         assert_eq!(DEV_SEED, 7_366_720_002);
         assert_eq!(CLAIM_SEED, 7_366_720_003);
         assert_eq!(RESERVE_SEED, 7_366_720_004);
+        assert_eq!(SPACES, 7_366_720_015);
     }
 }

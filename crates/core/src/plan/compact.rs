@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use crate::chat::{ChatMessage, Role};
-use crate::prompt::truncate_chars;
+use crate::lang::Lang;
+use crate::prompt::{text, truncate_chars};
 
 /// Fraction of the context window at which compaction fires.
 pub const COMPACT_THRESHOLD: f64 = 0.92;
@@ -22,20 +23,9 @@ pub const COMPACT_TEMPERATURE: f32 = 0.2;
 /// Longest transcript entry (chars) sent to the compaction call.
 const TRANSCRIPT_ENTRY_MAX: usize = 2000;
 
-/// Instructions of the compaction call.
-pub const COMPACT_SYSTEM_PROMPT: &str = "\
-You compress the history of an AI agent's planning conversation.
-Reply ONLY with Markdown containing exactly these four sections, in this order:
-## Goal
-One sentence: the original goal.
-## Decisions
-Bullet points: decisions made so far.
-## Tools Called
-Bullet points in the form `toolname(short args) -> short result`; name errors explicitly.
-## Current Progress
-One sentence: where the work stands and what the next step is.
-No introduction and no closing remarks. Invent nothing; write \"unclear\" when unsure.
-Keep technical terms such as IDs and field names verbatim.";
+/// Instructions of the compaction call, in English ([`text::compaction`] has both
+/// languages).
+pub const COMPACT_SYSTEM_PROMPT: &str = text::compaction(Lang::En).system;
 
 /// The four sections of a compaction summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,14 +72,21 @@ fn or<'a>(value: &'a str, fallback: &'a str) -> &'a str {
     }
 }
 
-/// Renders the summary as the `<compact-summary>` block that replaces the folded turns.
+/// Renders the summary as the `<compact-summary>` block that replaces the folded turns
+/// (English placeholders for empty sections).
 pub fn render_compact_summary(s: &CompactSummary) -> String {
+    render_compact_summary_in(s, Lang::En)
+}
+
+/// [`render_compact_summary`] with the placeholders of `lang`.
+pub fn render_compact_summary_in(s: &CompactSummary, lang: Lang) -> String {
+    let w = text::compaction(lang);
     format!(
         "<compact-summary>\n## Goal\n{}\n\n## Decisions\n{}\n\n## Tools Called\n{}\n\n## Current Progress\n{}\n</compact-summary>",
-        or(&s.goal, "unclear"),
-        or(&s.decisions, "(none)"),
-        or(&s.tools_called, "(none)"),
-        or(&s.current_progress, "unclear"),
+        or(&s.goal, w.unclear),
+        or(&s.decisions, w.none),
+        or(&s.tools_called, w.none),
+        or(&s.current_progress, w.unclear),
     )
 }
 
@@ -146,17 +143,18 @@ pub fn split_history(messages: &[ChatMessage], keep_recent: usize) -> Option<Spl
 
 /// The two messages of the compaction call: instructions, then one user message with the
 /// mission message and the folded turns as a transcript.
-pub fn compaction_request(messages: &[ChatMessage], split: Split) -> Vec<ChatMessage> {
+pub fn compaction_request(messages: &[ChatMessage], split: Split, lang: Lang) -> Vec<ChatMessage> {
+    let w = text::compaction(lang);
     let mut text = String::new();
     if let Some(first_user) = messages[..split.head_end]
         .iter()
         .rfind(|m| m.role == Role::User)
     {
-        text.push_str("Original mission message:\n");
+        text.push_str(w.original_message);
         text.push_str(first_user.content.as_deref().unwrap_or(""));
         text.push_str("\n\n");
     }
-    text.push_str("Conversation to compress:\n");
+    text.push_str(w.conversation);
     for m in &messages[split.head_end..split.tail_start] {
         let content = m
             .content
@@ -193,14 +191,8 @@ pub fn compaction_request(messages: &[ChatMessage], split: Split) -> Vec<ChatMes
             }
         }
     }
-    text.push_str(
-        "\nCompress the conversation above into the sections ## Goal / ## Decisions / \
-         ## Tools Called / ## Current Progress, as Markdown without any introduction.",
-    );
-    vec![
-        ChatMessage::system(COMPACT_SYSTEM_PROMPT),
-        ChatMessage::user(text),
-    ]
+    text.push_str(w.closing);
+    vec![ChatMessage::system(w.system), ChatMessage::user(text)]
 }
 
 /// Replaces the folded middle with one assistant message holding the rendered summary.
@@ -208,11 +200,12 @@ pub fn apply_compaction(
     messages: &[ChatMessage],
     split: Split,
     summary: &CompactSummary,
+    lang: Lang,
 ) -> Vec<ChatMessage> {
     let mut out = Vec::with_capacity(split.head_end + 1 + messages.len() - split.tail_start);
     out.extend_from_slice(&messages[..split.head_end]);
     out.push(ChatMessage::assistant(
-        Some(render_compact_summary(summary)),
+        Some(render_compact_summary_in(summary, lang)),
         Vec::new(),
     ));
     out.extend_from_slice(&messages[split.tail_start..]);
@@ -301,7 +294,7 @@ mod tests {
             if let Some(split) = split_history(&msgs, keep) {
                 prop_assert!(split.tail_start > split.head_end);
                 prop_assert!(msgs.len() - split.tail_start >= keep);
-                let out = apply_compaction(&msgs, split, &CompactSummary::default());
+                let out = apply_compaction(&msgs, split, &CompactSummary::default(), Lang::En);
                 // Every tool message answers a call of the nearest preceding assistant message.
                 let mut open: Vec<String> = Vec::new();
                 for m in &out {
@@ -335,7 +328,7 @@ mod tests {
             ChatMessage::tool_result("b", "r"),
         ];
         let split = split_history(&msgs, 3).unwrap();
-        let req = compaction_request(&msgs, split);
+        let req = compaction_request(&msgs, split, Lang::En);
         assert_eq!(req.len(), 2);
         assert_eq!(req[0].content.as_deref(), Some(COMPACT_SYSTEM_PROMPT));
         assert!(req
@@ -348,6 +341,29 @@ mod tests {
              [assistant] thinking\n[assistant calls t (id a)] {}\n[tool result for a] {\"success\":true}\n\
              [assistant] done\n\nCompress the conversation above into the sections ## Goal / \
              ## Decisions / ## Tools Called / ## Current Progress, as Markdown without any introduction."
+        );
+    }
+
+    #[test]
+    fn german_request_keeps_the_section_headings() {
+        let msgs = vec![
+            ChatMessage::system("s"),
+            ChatMessage::user("Mission"),
+            ChatMessage::assistant(Some("a".into()), vec![]),
+            ChatMessage::user("b"),
+        ];
+        let split = split_history(&msgs, 1).unwrap();
+        let req = compaction_request(&msgs, split, Lang::De);
+        let system = req[0].content.as_deref().unwrap();
+        for h in ["## Goal", "## Decisions", "## Tools Called", "## Current Progress"] {
+            assert!(system.contains(h), "{h}");
+        }
+        assert!(system.contains("Schreib auf Deutsch"));
+        let user = req[1].content.as_deref().unwrap();
+        assert!(user.starts_with("Ursprüngliche Missionsnachricht:\nMission\n\nZu verdichtendes Gespräch:\n"));
+        assert_eq!(
+            render_compact_summary_in(&CompactSummary::default(), Lang::De),
+            "<compact-summary>\n## Goal\nunklar\n\n## Decisions\n(keine)\n\n## Tools Called\n(keine)\n\n## Current Progress\nunklar\n</compact-summary>"
         );
     }
 

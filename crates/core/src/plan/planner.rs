@@ -245,7 +245,7 @@ impl<'i, 'a> Loop<'i, 'a> {
                 .compaction_model
                 .clone()
                 .or_else(|| self.input.model.clone()),
-            messages: compact::compaction_request(&self.messages, split),
+            messages: compact::compaction_request(&self.messages, split, self.input.lang),
             tools: Arc::default(),
             temperature: Some(compact::COMPACT_TEMPERATURE),
         };
@@ -258,7 +258,7 @@ impl<'i, 'a> Loop<'i, 'a> {
         };
         self.usage.add(response.usage.normalised());
         let parsed = compact::parse_compact_summary(response.content.as_deref().unwrap_or(""));
-        self.messages = compact::apply_compaction(&self.messages, split, &parsed);
+        self.messages = compact::apply_compaction(&self.messages, split, &parsed, self.input.lang);
         self.compactions += 1;
         self.compacted_turns = (split.tail_start - split.head_end) as u32;
         Ok(Step::Next)
@@ -268,12 +268,14 @@ impl<'i, 'a> Loop<'i, 'a> {
     /// reminder escalated (this round is the last).
     fn request_messages(&mut self) -> (Vec<ChatMessage>, bool) {
         let mut pending = Vec::new();
-        pending.extend(reminders::compacted_reminder(self.compactions));
+        pending.extend(reminders::compacted_reminder(self.compactions, self.input.lang));
         let budget_reminder = self
             .input
             .budget
             .as_ref()
-            .and_then(|b| reminders::token_budget_reminder(b, self.usage.total_tokens));
+            .and_then(|b| {
+                reminders::token_budget_reminder(b, self.usage.total_tokens, self.input.lang)
+            });
         let last_round = budget_reminder
             .as_ref()
             .is_some_and(|r| r.severity == ReminderSeverity::Escalate);
@@ -281,6 +283,7 @@ impl<'i, 'a> Loop<'i, 'a> {
         pending.extend(reminders::retry_loop_reminder(
             self.rounds,
             &self.judge.call_success,
+            self.input.lang,
         ));
         let mut request_messages = self.messages.clone();
         for reminder in &pending {

@@ -6,6 +6,8 @@
 //! both failed — reachable here because the planner rejects calls).
 
 use super::BudgetContext;
+use crate::lang::Lang;
+use crate::prompt::text;
 
 /// How urgent a reminder is (the `severity` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,15 +43,11 @@ pub const PRODUCER_TOKEN_BUDGET: &str = "token-budget";
 pub const PRODUCER_RETRY_LOOP: &str = "retry-loop";
 
 /// Fires on every round once a compaction happened.
-pub fn compacted_reminder(compactions: u32) -> Option<Reminder> {
+pub fn compacted_reminder(compactions: u32, lang: Lang) -> Option<Reminder> {
     (compactions >= 1).then(|| Reminder {
         producer: PRODUCER_COMPACTED,
         severity: ReminderSeverity::Info,
-        text: "Earlier turns of this conversation were condensed into the <compact-summary> \
-               message (Goal, Decisions, Tools Called, Current Progress). Treat it as the \
-               authoritative history: do not ask about details that were dropped, continue \
-               from the current progress."
-            .to_string(),
+        text: text::compacted_reminder(lang).to_string(),
     })
 }
 
@@ -63,7 +61,11 @@ fn plain_name(name: &str) -> String {
 
 /// Budget reminder: `used = budget.used_before + run_tokens` against `budget.cap_tokens`.
 /// No reminder for a zero cap (such agents are skipped before planning).
-pub fn token_budget_reminder(budget: &BudgetContext, run_tokens: u64) -> Option<Reminder> {
+pub fn token_budget_reminder(
+    budget: &BudgetContext,
+    run_tokens: u64,
+    lang: Lang,
+) -> Option<Reminder> {
     if budget.cap_tokens == 0 {
         return None;
     }
@@ -79,28 +81,20 @@ pub fn token_budget_reminder(budget: &BudgetContext, run_tokens: u64) -> Option<
         Reminder {
             producer: PRODUCER_TOKEN_BUDGET,
             severity: ReminderSeverity::Escalate,
-            text: format!(
-                "Agent {name} has used up its daily token budget ({total} / {cap} tokens = \
-                 {pct_display}%). Wrap up NOW: reply with a short summary. This is the last \
-                 round; no tool calls are accepted after this turn."
-            ),
+            text: text::budget_exhausted(lang, &name, total, cap, pct_display),
         }
     } else {
         Reminder {
             producer: PRODUCER_TOKEN_BUDGET,
             severity: ReminderSeverity::Warn,
-            text: format!(
-                "Agent {name} has used {pct_display}% of its daily token budget ({total} / \
-                 {cap} tokens). Plan frugally, avoid redundant tool calls and finish with a \
-                 short summary soon."
-            ),
+            text: text::budget_warning(lang, &name, total, cap, pct_display),
         }
     })
 }
 
 /// From round 3 on: fires when the last two recorded tool calls both failed.
 /// `recent_success` holds the success flags of all calls so far, oldest first.
-pub fn retry_loop_reminder(round: u32, recent_success: &[bool]) -> Option<Reminder> {
+pub fn retry_loop_reminder(round: u32, recent_success: &[bool], lang: Lang) -> Option<Reminder> {
     if round < 3 {
         return None;
     }
@@ -108,9 +102,7 @@ pub fn retry_loop_reminder(round: u32, recent_success: &[bool]) -> Option<Remind
         [.., false, false] => Some(Reminder {
             producer: PRODUCER_RETRY_LOOP,
             severity: ReminderSeverity::Warn,
-            text: "The last 2 tool calls failed. Stop repeating them: fix the arguments as the \
-                   error messages say, or reply with a summary explaining what went wrong."
-                .to_string(),
+            text: text::retry_loop(lang).to_string(),
         }),
         _ => None,
     }
@@ -140,14 +132,15 @@ mod tests {
             (0, 5, 5, None),
         ];
         for (cap, used, run, want) in cases {
-            let got = token_budget_reminder(&budget(*cap, *used), *run).map(|r| r.severity);
+            let got =
+                token_budget_reminder(&budget(*cap, *used), *run, Lang::En).map(|r| r.severity);
             assert_eq!(got, *want, "cap {cap} used {used} run {run}");
         }
     }
 
     #[test]
     fn budget_texts() {
-        let warn = token_budget_reminder(&budget(1000, 0), 755).unwrap();
+        let warn = token_budget_reminder(&budget(1000, 0), 755, Lang::En).unwrap();
         assert_eq!(warn.producer, "token-budget");
         assert!(
             warn.text.starts_with(
@@ -156,7 +149,7 @@ mod tests {
             "{}",
             warn.text
         );
-        let esc = token_budget_reminder(&budget(1000, 1500), 0).unwrap();
+        let esc = token_budget_reminder(&budget(1000, 1500), 0, Lang::En).unwrap();
         assert!(esc.text.contains("(1500 / 1000 tokens = 150%)"));
         assert!(esc.text.contains("NOW"));
     }
@@ -173,7 +166,7 @@ mod tests {
         ];
         for (round, flags, fires) in cases {
             assert_eq!(
-                retry_loop_reminder(*round, flags).is_some(),
+                retry_loop_reminder(*round, flags, Lang::En).is_some(),
                 *fires,
                 "{round} {flags:?}"
             );
@@ -182,12 +175,26 @@ mod tests {
 
     #[test]
     fn compacted_only_after_compaction() {
-        assert!(compacted_reminder(0).is_none());
-        let r = compacted_reminder(1).unwrap();
+        assert!(compacted_reminder(0, Lang::En).is_none());
+        let r = compacted_reminder(1, Lang::En).unwrap();
         assert_eq!(
             (r.producer, r.severity),
             ("compacted", ReminderSeverity::Info)
         );
         assert!(r.text.contains("compact-summary"));
+    }
+
+    #[test]
+    fn german_reminders() {
+        let r = compacted_reminder(1, Lang::De).unwrap();
+        assert!(r.text.contains("compact-summary") && r.text.contains("frag nicht"));
+        let warn = token_budget_reminder(&budget(1000, 0), 755, Lang::De).unwrap();
+        assert!(warn.text.contains("Manax") && warn.text.contains("76%"));
+        assert!(warn.text.contains("Tagesbudget"));
+        let esc = token_budget_reminder(&budget(1000, 1000), 0, Lang::De).unwrap();
+        assert!(esc.text.contains("Tagesbudget") && esc.text.contains("aufgebraucht"));
+        assert!(esc.text.contains("JETZT") && esc.text.contains("(1000 / 1000 Tokens = 100%)"));
+        let retry = retry_loop_reminder(3, &[false, false], Lang::De).unwrap();
+        assert!(retry.text.contains("fehlgeschlagen"));
     }
 }

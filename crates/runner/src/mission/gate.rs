@@ -43,11 +43,15 @@ impl MissionRunner {
                 max_tokens_per_day: self.cfg.default_agent_tokens_per_day,
             });
         };
-        let snap = self
-            .store
-            .agent(user_id, agent_id)
-            .await
-            .map_err(RunError::AgentLookup)?;
+        // A space mission's agent is found in its space, whoever pushed it.
+        let snap = match mission.space_id.as_deref() {
+            Some(space) => match self.store.space_agent(space, agent_id).await {
+                Ok(None) => self.store.agent(user_id, agent_id).await,
+                found => found,
+            },
+            None => self.store.agent(user_id, agent_id).await,
+        }
+        .map_err(RunError::AgentLookup)?;
         *seen = Some((agent_id.to_string(), snap.as_ref().map(|s| s.updated_at)));
         let view = snap
             .map(|s| AgentView::from_record(user_id, &s.record))

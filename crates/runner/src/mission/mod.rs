@@ -3,9 +3,9 @@
 //! 1. **gate** ([`gate`]): the agent the mission runs as (missing, archived, paused ⇒
 //!    skip), then its token budget (used up ⇒ skip);
 //! 2. **claim**: the due run is claimed for this runner (already done, held elsewhere,
-//!    agent busy ⇒ skip); `ran` is counted once the claim is held. A run already done
-//!    while the mission is still due at that time gets its next run written once
-//!    ([`defer`], the self-healing schedule);
+//!    agent busy ⇒ skip); the agent decision `ran` is counted only when a plan is
+//!    written (stage 6). A run already done while the mission is still due at that time
+//!    gets its next run written once ([`defer`], the self-healing schedule);
 //! 3. **research** ([`crate::research`]): a pending deep-research job defers the run
 //!    (asked first, so a pending job costs no input decrypts);
 //! 4. **resolve inputs** ([`crate::inputs`]), at most `max_inputs`;
@@ -30,6 +30,7 @@ mod gate;
 mod plan;
 pub(crate) mod tools;
 mod write;
+mod zone;
 
 /// The runner's validator of tool calls against the offered tools.
 pub use plan::OfferedTools;
@@ -240,10 +241,7 @@ impl MissionRunner {
             .await
             .map_err(RunError::Claim)?;
         let stop = match claim {
-            Claim::Claimed => {
-                events::AgentDecided(AgentDecision::Ran).emit(&self.metrics);
-                return Ok(iteration_id);
-            }
+            Claim::Claimed => return Ok(iteration_id),
             Claim::AlreadyDone => {
                 self.heal_schedule(due, mission, agent, &iteration_id).await;
                 SkipReason::AlreadyDone

@@ -12,8 +12,10 @@ use mana_ai_core::plan::{
     PlanOutcome, PlannerInput, Rejection, StopReason,
 };
 use mana_ai_core::policy::filter_offered;
+use mana_ai_core::lang::Lang;
 use mana_ai_core::prompt::{
-    build_prompts, render_tool_block, AgentPrompt, MissionPrompt, ResolvedInput,
+    build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt,
+    ResolvedInput,
 };
 use mana_ai_store::StoreError;
 use serde_json::{Map, Value};
@@ -70,9 +72,14 @@ impl MissionRunner {
         let catalog = Catalog::builtin();
         let server = catalog.server_tools();
         let offered = filter_offered(&server, run.agent.policy.as_ref());
-        let specs = self.tool_specs.get(&offered);
+        let m = run.mission;
+        let lang = language_of(
+            [&m.title, &m.objective, &m.concept_markdown].map(String::as_str),
+            self.cfg.default_language,
+        );
+        let specs = self.tool_specs.get(&offered, lang);
         let validator = OfferedTools::new(offered.clone());
-        let input = self.planner_input(run, inputs, used_before, &specs, &validator);
+        let input = self.planner_input(run, inputs, used_before, (&specs, lang), &validator);
         match self.run_budgeted(run, input, specs).await {
             LoopEnd::DeadlineExceeded => Ok(Attempt::Failed(RunFailure {
                 phase: IterationPhase::CallingLlm,
@@ -101,11 +108,12 @@ impl MissionRunner {
         run: &ClaimedRun<'_>,
         inputs: &[ResolvedInput],
         used_before: u64,
-        specs: &ToolSpecs,
+        (specs, lang): (&ToolSpecs, Lang),
         validator: &'v OfferedTools<'_>,
     ) -> PlannerInput<'v> {
         let (mission, agent) = (run.mission, run.agent);
-        let prompts = build_prompts(
+        let prompts = build_prompts_in(
+            lang,
             &MissionPrompt {
                 title: mission.title.clone(),
                 concept_markdown: mission.concept_markdown.clone(),
@@ -125,11 +133,13 @@ impl MissionRunner {
         let mut system = prompts.system;
         if self.cfg.json_plan_fallback {
             system.push_str("\n\n");
-            system.push_str(&render_tool_block(&specs.specs));
+            system.push_str(&render_tool_block_in(&specs.specs, lang));
         }
         let mut input =
             PlannerInput::new(system, prompts.user, Arc::clone(&specs.specs), validator);
         input.model = Some(self.cfg.llm_model.clone());
+        input.compaction_model = Some(self.cfg.compact_model.clone());
+        input.lang = lang;
         input.policy_mode = self.cfg.policy_mode;
         input.json_plan_fallback = self.cfg.json_plan_fallback;
         input.context_window_tokens =

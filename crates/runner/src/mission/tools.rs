@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mana_ai_core::catalog::{function_specs, Tool};
+use mana_ai_core::catalog::{function_specs_in, Tool};
+use mana_ai_core::lang::Lang;
 use serde_json::Value;
 
 use crate::sync::lock;
@@ -21,17 +22,20 @@ pub(crate) struct ToolSpecs {
     pub(crate) json_chars: usize,
 }
 
-/// Tool specs per offered tool set (the catalog is fixed, so the set of offered names
-/// determines the specs; each distinct agent policy yields one entry at most).
+/// Tool specs per offered tool set and language (the catalog is fixed, so the set of
+/// offered names and the language determine the specs; each distinct agent policy yields
+/// one entry per language at most).
 #[derive(Default)]
 pub(crate) struct ToolSpecCache {
     by_names: std::sync::Mutex<HashMap<String, ToolSpecs>>,
 }
 
 impl ToolSpecCache {
-    /// The specs of `offered`, built on first use.
-    pub(crate) fn get(&self, offered: &[&Tool]) -> ToolSpecs {
-        let mut key = String::with_capacity(offered.len() * 16);
+    /// The specs of `offered` with descriptions in `lang`, built on first use.
+    pub(crate) fn get(&self, offered: &[&Tool], lang: Lang) -> ToolSpecs {
+        let mut key = String::with_capacity(offered.len() * 16 + 3);
+        key.push_str(lang.as_str());
+        key.push('\u{1f}');
         for t in offered {
             key.push_str(&t.name);
             key.push('\u{1f}');
@@ -40,7 +44,7 @@ impl ToolSpecCache {
             return hit.clone();
         }
         // Built outside the lock; two runs racing on a new set build it twice, harmlessly.
-        let specs: Arc<[Value]> = function_specs(offered).into();
+        let specs: Arc<[Value]> = function_specs_in(offered, lang).into();
         let json_chars = specs.iter().map(|s| s.to_string().chars().count()).sum();
         let built = ToolSpecs { specs, json_chars };
         let mut map = self.lock();
@@ -61,14 +65,14 @@ impl ToolSpecCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mana_ai_core::catalog::Catalog;
+    use mana_ai_core::catalog::{function_specs, Catalog};
 
     #[test]
     fn tool_specs_are_built_once_per_offered_set() {
         let catalog = Catalog::builtin();
         let server = catalog.server_tools();
         let cache = ToolSpecCache::default();
-        let all = cache.get(&server);
+        let all = cache.get(&server, Lang::En);
         assert_eq!(&*all.specs, function_specs(&server).as_slice());
         let chars: usize = all
             .specs
@@ -77,13 +81,20 @@ mod tests {
             .sum();
         assert_eq!(all.json_chars, chars);
         assert!(
-            Arc::ptr_eq(&all.specs, &cache.get(&server).specs),
+            Arc::ptr_eq(&all.specs, &cache.get(&server, Lang::En).specs),
             "same set: the same shared list"
         );
         let fewer: Vec<&Tool> = server[1..].to_vec();
-        let part = cache.get(&fewer);
+        let part = cache.get(&fewer, Lang::En);
         assert_eq!(part.specs.len(), server.len() - 1);
         assert_eq!(&*part.specs, function_specs(&fewer).as_slice());
         assert!(!Arc::ptr_eq(&all.specs, &part.specs));
+        let german = cache.get(&server, Lang::De);
+        assert!(!Arc::ptr_eq(&all.specs, &german.specs));
+        assert_eq!(
+            german.specs[0]["function"]["description"],
+            server[0].description_in(Lang::De)
+        );
+        assert_ne!(german.specs[0], all.specs[0]);
     }
 }

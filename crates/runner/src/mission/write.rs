@@ -3,6 +3,7 @@
 //! cadence that cannot be read — written exactly once, then the run's outcome.
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use mana_ai_core::actor::{make_agent_actor, AgentActorParts};
 use mana_ai_core::cadence::{self, Cadence};
 use mana_ai_core::iso::to_iso_ms;
@@ -34,14 +35,15 @@ impl MissionRunner {
         attempt: Attempt,
     ) -> Result<MissionOutcome, Stop> {
         let now = self.clock.now();
+        let tz = self.mission_zone(run, cadence).await;
         let (iteration, next) = match &attempt {
             Attempt::Planned(outcome) => (
                 build_iteration(run.iteration_id, outcome, now),
-                self.next_after_plan(run, cadence, now),
+                self.next_after_plan(run, cadence, now, tz),
             ),
             Attempt::Failed(f) => (
                 build_failed_iteration(run.iteration_id, f.phase, &f.message, now),
-                self.next_after_failure(run, cadence, now),
+                self.next_after_failure(run, cadence, now, tz),
             ),
         };
         let mut iterations = run.mission.iterations.clone();
@@ -75,22 +77,27 @@ impl MissionRunner {
             failed: failure.is_some(),
             error: failure.map(|f| f.message.as_str()),
         };
-        match self.store.write_back(&wb).await {
+        // A space mission is written as its owner with `space_id` stamped.
+        let written = match run.mission.space_id.as_deref() {
+            Some(space) => self.store.write_back_in_space(&wb, space).await,
+            None => self.store.write_back(&wb).await,
+        };
+        match written {
             Ok(WriteOutcome::Written) => Ok(self.written(attempt)),
             Ok(WriteOutcome::ClaimLost) => Err(Stop::Skip(SkipReason::ClaimLost)),
             Err(e) => Err(RunError::WriteBack(e).into()),
         }
     }
 
-    /// The next run after a plan: the cadence's next slot after serving this due run.
+    /// The next run after a plan: the cadence's next slot (in the mission's zone `tz`)
+    /// after serving this due run.
     fn next_after_plan(
         &self,
         run: &ClaimedRun<'_>,
         cadence: Option<&Cadence>,
         now: DateTime<Utc>,
+        tz: Tz,
     ) -> Option<DateTime<Utc>> {
-        let tz =
-            cadence::resolve_timezone(run.mission.timezone.as_deref(), self.cfg.default_timezone);
         cadence.and_then(|c| cadence::next_run_after_serving(c, run.due.next_run_at, now, tz))
     }
 
@@ -100,10 +107,9 @@ impl MissionRunner {
         run: &ClaimedRun<'_>,
         cadence: Option<&Cadence>,
         now: DateTime<Utc>,
+        tz: Tz,
     ) -> Option<DateTime<Utc>> {
         let jitter: f64 = rand::random();
-        let tz =
-            cadence::resolve_timezone(run.mission.timezone.as_deref(), self.cfg.default_timezone);
         // A cadence we cannot read: stop until the user fixes it.
         let c = cadence?;
         let attempt = trailing_failures(&run.mission.iterations) + 1;

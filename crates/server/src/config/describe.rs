@@ -104,6 +104,11 @@ impl Config {
                 "MANA_AI_DEFAULT_TIMEZONE",
                 self.default_timezone.name().to_string(),
             ),
+            ("MANA_AI_COMPACT_MODEL", self.compact_model.clone()),
+            (
+                "MANA_AI_DEFAULT_LANGUAGE",
+                self.default_language.as_str().into(),
+            ),
             (
                 "MANA_AI_SHUTDOWN_GRACE_MS",
                 self.shutdown_grace.as_millis().to_string(),

@@ -150,6 +150,10 @@ pub struct Config {
     pub compact_max_ctx: u64,
     /// `MANA_AI_DEFAULT_TIMEZONE`, parsed once here.
     pub default_timezone: Tz,
+    /// `MANA_AI_COMPACT_MODEL`: model of the compaction call.
+    pub compact_model: String,
+    /// `MANA_AI_DEFAULT_LANGUAGE` (`de` | `en`): language of undecidable missions.
+    pub default_language: mana_ai_core::lang::Lang,
     pub shutdown_grace: Duration,
     pub body_limit_bytes: usize,
     pub log_json: bool,
@@ -289,6 +293,8 @@ impl Config {
                 run::CONTEXT_WINDOW_TOKENS,
             )?,
             default_timezone: default_timezone(env)?,
+            compact_model: opt_str(env, "MANA_AI_COMPACT_MODEL", run::COMPACT_MODEL),
+            default_language: default_language(env)?,
             shutdown_grace: opt_ms(
                 env,
                 "MANA_AI_SHUTDOWN_GRACE_MS",
@@ -452,6 +458,21 @@ fn default_timezone(env: &BTreeMap<String, String>) -> Result<Tz, ConfigError> {
         err(
             "MANA_AI_DEFAULT_TIMEZONE",
             format!("unknown IANA time zone {name:?}"),
+        )
+    })
+}
+
+/// `MANA_AI_DEFAULT_LANGUAGE`: `de` (default) or `en` (a region suffix is accepted).
+fn default_language(
+    env: &BTreeMap<String, String>,
+) -> Result<mana_ai_core::lang::Lang, ConfigError> {
+    let Some(value) = get(env, "MANA_AI_DEFAULT_LANGUAGE") else {
+        return Ok(run::DEFAULT_LANGUAGE);
+    };
+    mana_ai_core::lang::Lang::parse(value).ok_or_else(|| {
+        err(
+            "MANA_AI_DEFAULT_LANGUAGE",
+            format!("expected de or en, got {value:?}"),
         )
     })
 }

@@ -398,3 +398,24 @@ fn variables_read_for_serve_and_dev_are_configuration() {
     let e = Config::from_env(&env(&[("MANA_AI_AUDIT_RETENTION_DAYS", "3")])).unwrap_err();
     assert_eq!(e.var, "MANA_AI_AUDIT_RETENTION_DAYS");
 }
+
+#[test]
+fn compaction_model_and_default_language() {
+    use mana_ai_core::lang::Lang;
+    let c = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(c.compact_model, "google/gemini-2.5-flash-lite");
+    assert_ne!(c.compact_model, c.llm_model, "compaction no longer uses the planner model");
+    assert_eq!(c.default_language, Lang::De);
+    let c = Config::from_env(&env(&[
+        ("MANA_AI_COMPACT_MODEL", "mana/fast"),
+        ("MANA_AI_DEFAULT_LANGUAGE", "en-US"),
+    ]))
+    .unwrap();
+    assert_eq!(c.compact_model, "mana/fast");
+    assert_eq!(c.default_language, Lang::En);
+    let shown: BTreeMap<_, _> = c.describe().into_iter().collect();
+    assert_eq!(shown["MANA_AI_COMPACT_MODEL"], "mana/fast");
+    assert_eq!(shown["MANA_AI_DEFAULT_LANGUAGE"], "en");
+    let e = Config::from_env(&env(&[("MANA_AI_DEFAULT_LANGUAGE", "fr")])).unwrap_err();
+    assert_eq!(e.var, "MANA_AI_DEFAULT_LANGUAGE");
+}

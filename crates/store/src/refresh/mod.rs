@@ -86,6 +86,8 @@ pub struct RefreshStats {
     pub position: Option<DateTime<Utc>>,
     /// Rows quarantined (skipped and recorded, see [`crate::quarantine`]), by reason.
     pub quarantined: BTreeMap<QuarantineReason, usize>,
+    /// The shared-space step run after the refresh ([`crate::spaces`]).
+    pub spaces: crate::SpaceStats,
 }
 
 /// Result of [`Store::refresh_snapshots`].
@@ -230,7 +232,11 @@ impl Store {
         if released {
             guard.mark_clean();
         }
-        result.map(RefreshOutcome::Done)
+        let mut stats = result?;
+        // Shared spaces: fold each changed space record into one snapshot (additive step;
+        // see `crate::spaces`).
+        stats.spaces = self.fold_spaces().await?;
+        Ok(RefreshOutcome::Done(stats))
     }
 }
 

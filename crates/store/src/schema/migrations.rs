@@ -148,6 +148,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 4,
+        name: "shared-spaces",
+        steps: &[
+            Step::Sql {
+                what: "shared-space projection",
+                sql: include_str!("0004/spaces.sql"),
+            },
+            Step::Grants {
+                what: "shared-space grants for the service role",
+                sql: include_str!("0004/spaces_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
