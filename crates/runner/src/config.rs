@@ -19,6 +19,8 @@ pub struct RunnerConfig {
     pub runner_id: String,
     pub llm_model: String,
     pub policy_mode: mana_ai_core::plan::PolicyMode,
+    /// `max_tokens` of every LLM call; also what each call reserves for its completion.
+    pub max_completion_tokens: u32,
     /// Model context window for compaction; 0 disables compaction.
     pub context_window_tokens: u64,
     pub default_timezone: chrono_tz::Tz,
@@ -67,6 +69,7 @@ impl Default for RunnerConfig {
             runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
             llm_model: defaults::LLM_MODEL.into(),
             policy_mode: defaults::POLICY_MODE,
+            max_completion_tokens: defaults::MAX_COMPLETION_TOKENS,
             context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
             default_timezone: defaults::DEFAULT_TIMEZONE,
             json_plan_fallback: defaults::JSON_PLAN_FALLBACK,

@@ -20,6 +20,9 @@ pub const CLAIM_LEASE_GRACE: Duration = Duration::from_secs(60);
 pub const LLM_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
 /// Injection policy (`MANA_AI_POLICY_MODE`).
 pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::PolicyMode::LogOnly;
+/// `max_tokens` of every LLM call, and the completion part of each call's budget
+/// reservation (`MANA_AI_MAX_COMPLETION_TOKENS`).
+pub const MAX_COMPLETION_TOKENS: u32 = 1_024;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.
 pub const CONTEXT_WINDOW_TOKENS: u64 = 1_000_000;
 /// Time zone of missions without one (`MANA_AI_DEFAULT_TIMEZONE`), by name.

@@ -135,6 +135,7 @@ pub fn runner_with_llm(
             max_concurrent_plans: cfg.max_concurrent_plans,
             mission_deadline: cfg.mission_deadline,
             llm_model: cfg.llm_model.clone(),
+            max_completion_tokens: cfg.max_completion_tokens,
             policy_mode: cfg.policy_mode,
             context_window_tokens: match cfg.llm_backend {
                 LlmBackend::Http => cfg.compact_max_ctx,

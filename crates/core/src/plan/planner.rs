@@ -248,6 +248,7 @@ impl<'i, 'a> Loop<'i, 'a> {
             messages: compact::compaction_request(&self.messages, split),
             tools: Arc::default(),
             temperature: Some(compact::COMPACT_TEMPERATURE),
+            max_tokens: None,
         };
         let response = match llm.complete(&request).await {
             Ok(response) => response,
@@ -305,6 +306,7 @@ impl<'i, 'a> Loop<'i, 'a> {
             messages,
             tools: self.input.tools.clone(),
             temperature: self.input.temperature,
+            max_tokens: None,
         };
         let response = match llm.complete(&request).await {
             Ok(response) => response,
