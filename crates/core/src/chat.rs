@@ -124,6 +124,10 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: std::sync::Arc<[serde_json::Value]>,
     pub temperature: Option<f32>,
+    /// Most completion tokens the model may produce (`max_tokens` on the wire); `None`
+    /// sends none. The runner's budgeted client sets it on every call, so the budget's
+    /// reservation (prompt estimate + this bound) covers what a call can spend.
+    pub max_tokens: Option<u32>,
 }
 
 /// What one chat-completion call answered.
@@ -139,8 +143,9 @@ pub struct ChatResponse {
 /// kinds; the planner and the metrics only ever see this type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {
-    /// The provider answered with a non-2xx status. `kind` is the provider's
-    /// `detail.kind` when present (`rate_limit`, `auth`, `blocked`, …), else `unknown`.
+    /// The provider answered with a non-2xx status (or a 2xx whose body is an error
+    /// object). `kind` is the provider's `detail.kind` when present (`rate_limit`, `auth`,
+    /// `blocked`, …), else `unknown`.
     #[error("provider error {status} ({kind}): {message}")]
     Provider {
         status: u16,
@@ -156,6 +161,9 @@ pub enum LlmError {
     /// A 2xx answer that is not a usable chat completion.
     #[error("invalid LLM response: {0}")]
     InvalidResponse(String),
+    /// A 2xx answer larger than the client's response limit (bytes); it was not read.
+    #[error("LLM response exceeds {0} bytes")]
+    ResponseTooLarge(usize),
     /// The local backend (embedded model) failed.
     #[error("local model error: {0}")]
     Local(String),
@@ -165,18 +173,104 @@ pub enum LlmError {
     BudgetExhausted,
 }
 
+/// Every value [`LlmError::kind_label`] can answer: the label set of
+/// `mana_ai_provider_errors_total{kind}`. Closed, so a provider can never mint labels.
+pub const ERROR_KINDS: [&str; 15] = [
+    // mana-llm's own `detail.kind` values.
+    "blocked",
+    "truncated",
+    "auth",
+    "rate_limit",
+    "capability",
+    "no_healthy_provider",
+    // Provider errors without a known kind, by status.
+    "server-error",
+    "client-error",
+    "error-body",
+    // Our own.
+    "timeout",
+    "transport",
+    "invalid-response",
+    "oversize",
+    "local",
+    "budget-exhausted",
+];
+
 impl LlmError {
-    /// A short, bounded label for metrics (`provider_errors_total{kind}`).
-    pub fn kind_label(&self) -> &str {
+    /// A label from the closed set [`ERROR_KINDS`] for metrics
+    /// (`provider_errors_total{kind}`): a known provider kind as is; otherwise 429 is
+    /// `rate_limit`, 401/403 `auth`, other 5xx `server-error`, a 2xx error object
+    /// `error-body`, anything else `client-error`.
+    pub fn kind_label(&self) -> &'static str {
         match self {
-            LlmError::Provider { kind, .. } => kind.as_str(),
+            LlmError::Provider { status, kind, .. } => provider_kind_label(*status, kind),
             LlmError::Timeout(_) => "timeout",
             LlmError::Transport(_) => "transport",
             LlmError::InvalidResponse(_) => "invalid-response",
+            LlmError::ResponseTooLarge(_) => "oversize",
             LlmError::Local(_) => "local",
             LlmError::BudgetExhausted => "budget-exhausted",
         }
     }
+}
+
+fn provider_kind_label(status: u16, kind: &str) -> &'static str {
+    if let Some(known) = ERROR_KINDS[..6].iter().copied().find(|k| *k == kind) {
+        return known;
+    }
+    match status {
+        429 => "rate_limit",
+        401 | 403 => "auth",
+        200..=299 => "error-body",
+        500..=599 => "server-error",
+        _ => "client-error",
+    }
+}
+
+/// What one attempt of a call cost, as far as the client knows: the usage the provider
+/// reported, or none (then `maybe_billed` says whether the provider may have produced
+/// and billed an answer anyway: a timeout, or a 2xx body that could not be used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptCharge {
+    /// 1-based attempt number within the call.
+    pub attempt: u32,
+    pub usage: Option<Usage>,
+    pub maybe_billed: bool,
+    /// [`LlmError::kind_label`] of a failed attempt; `None` when it answered.
+    pub error_kind: Option<&'static str>,
+}
+
+impl AttemptCharge {
+    /// The charge of an attempt that ended with `result` (the rule of clients that do
+    /// not know more): the reported usage; with none, maybe billed when it timed out or
+    /// answered something unusable, not when it was refused or never reached.
+    pub fn of(attempt: u32, result: &Result<ChatResponse, LlmError>) -> Self {
+        match result {
+            Ok(r) => Self {
+                attempt,
+                usage: Some(r.usage.normalised()),
+                maybe_billed: true,
+                error_kind: None,
+            },
+            Err(e) => Self {
+                attempt,
+                usage: None,
+                maybe_billed: matches!(
+                    e,
+                    LlmError::Timeout(_) | LlmError::InvalidResponse(_) | LlmError::ResponseTooLarge(_)
+                ),
+                error_kind: Some(e.kind_label()),
+            },
+        }
+    }
+}
+
+/// Told about every attempt of a call (the budget books each one). `before_attempt` may
+/// refuse an attempt: the call then ends with that error and makes no more attempts.
+#[async_trait::async_trait]
+pub trait AttemptMeter: Send + Sync {
+    async fn before_attempt(&self, attempt: u32) -> Result<(), LlmError>;
+    async fn after_attempt(&self, charge: AttemptCharge);
 }
 
 /// Anything that can answer a chat-completion request: the HTTP client, the embedded
@@ -184,6 +278,19 @@ impl LlmError {
 #[async_trait::async_trait]
 pub trait LlmClient: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+
+    /// [`Self::complete`], telling `meter` about every attempt. Clients that retry
+    /// internally (the HTTP client) report each attempt; the default is one attempt.
+    async fn complete_metered(
+        &self,
+        request: &ChatRequest,
+        meter: &dyn AttemptMeter,
+    ) -> Result<ChatResponse, LlmError> {
+        meter.before_attempt(1).await?;
+        let result = self.complete(request).await;
+        meter.after_attempt(AttemptCharge::of(1, &result)).await;
+        result
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +324,61 @@ mod tests {
             assert_eq!(got.total_tokens, want, "{given:?}");
             assert_eq!(got.prompt_tokens, given.prompt_tokens);
             assert_eq!(got.completion_tokens, given.completion_tokens);
+        }
+    }
+
+    #[test]
+    fn kind_labels_come_from_the_closed_set() {
+        let p = |status, kind: &str| LlmError::Provider {
+            status,
+            kind: kind.into(),
+            message: "m".into(),
+        };
+        let table = [
+            (p(422, "blocked"), "blocked"),
+            (p(503, "no_healthy_provider"), "no_healthy_provider"),
+            (p(429, "unknown"), "rate_limit"),
+            (p(429, "slow-down-please"), "rate_limit"),
+            (p(401, "unknown"), "auth"),
+            (p(500, "db-exploded"), "server-error"),
+            (p(200, "quota"), "error-body"),
+            (p(404, "unknown"), "client-error"),
+            (LlmError::Timeout(1), "timeout"),
+            (LlmError::Transport("x".into()), "transport"),
+            (LlmError::InvalidResponse("x".into()), "invalid-response"),
+            (LlmError::ResponseTooLarge(9), "oversize"),
+            (LlmError::Local("x".into()), "local"),
+            (LlmError::BudgetExhausted, "budget-exhausted"),
+        ];
+        for (error, want) in table {
+            assert_eq!(error.kind_label(), want, "{error:?}");
+            assert!(ERROR_KINDS.contains(&error.kind_label()));
+        }
+    }
+
+    #[test]
+    fn attempt_charges() {
+        let ok: Result<ChatResponse, LlmError> = Ok(ChatResponse {
+            content: None,
+            tool_calls: vec![],
+            finish_reason: None,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                total_tokens: 0,
+            },
+        });
+        let c = AttemptCharge::of(1, &ok);
+        assert_eq!(c.usage.map(|u| u.total_tokens), Some(5));
+        for (error, billed) in [
+            (LlmError::Timeout(1), true),
+            (LlmError::InvalidResponse("x".into()), true),
+            (LlmError::ResponseTooLarge(1), true),
+            (LlmError::Transport("x".into()), false),
+            (LlmError::BudgetExhausted, false),
+        ] {
+            let c = AttemptCharge::of(2, &Err(error));
+            assert_eq!((c.attempt, c.usage, c.maybe_billed), (2, None, billed));
         }
     }
 }

@@ -606,6 +606,7 @@ fn compaction_folds_old_turns_keeps_pairs_and_counts_tokens() {
         messages: out.messages.clone(),
         tools: Default::default(),
         temperature: None,
+        max_tokens: None,
     });
     let after = &reqs[4];
     assert_eq!(after.messages[0].content.as_deref(), Some("SYSTEM"));

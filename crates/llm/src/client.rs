@@ -8,7 +8,9 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
+use mana_ai_core::chat::{
+    AttemptCharge, AttemptMeter, ChatRequest, ChatResponse, LlmClient, LlmError,
+};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use zeroize::Zeroizing;
@@ -22,6 +24,9 @@ const COMPLETIONS_PATH: &str = "/v1/chat/completions";
 const USER_AGENT: &str = concat!("mana-ai/", env!("CARGO_PKG_VERSION"));
 /// How much of an error body is read (only its first 500 characters are kept).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// How long an error body may take to arrive (within the attempt's deadline): a
+/// trickling error page still ends as the provider error its status says.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 /// Replacement for the key wherever it shows up in an error text.
 const REDACTED: &str = "[redacted]";
 
@@ -56,11 +61,14 @@ impl fmt::Debug for HttpLlmClient {
     }
 }
 
-/// A failed attempt with what the retry decision needs.
+/// A failed attempt with what the retry decision and the budget need.
 struct AttemptFailure {
     error: LlmError,
     status: Option<u16>,
     retry_after: Option<Duration>,
+    /// The provider may have produced (and billed) an answer: a timeout, or a 2xx whose
+    /// body broke off or could not be used.
+    maybe_billed: bool,
 }
 
 impl AttemptFailure {
@@ -69,6 +77,7 @@ impl AttemptFailure {
             error,
             status: None,
             retry_after: None,
+            maybe_billed: false,
         }
     }
 
@@ -77,9 +86,10 @@ impl AttemptFailure {
             LlmError::Provider { .. } => AttemptOutcome::ProviderError,
             LlmError::Timeout(_) => AttemptOutcome::Timeout,
             LlmError::Transport(_) => AttemptOutcome::Transport,
-            LlmError::InvalidResponse(_) | LlmError::Local(_) | LlmError::BudgetExhausted => {
-                AttemptOutcome::InvalidResponse
-            }
+            LlmError::InvalidResponse(_)
+            | LlmError::ResponseTooLarge(_)
+            | LlmError::Local(_)
+            | LlmError::BudgetExhausted => AttemptOutcome::InvalidResponse,
         }
     }
 }
@@ -174,14 +184,17 @@ impl HttpLlmClient {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| AttemptFailure::new(self.transport_error(&e)))?;
+                .map_err(|e| AttemptFailure::new(self.transport_error(e)))?;
             let status = response.status();
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-            let fail = |error| AttemptFailure {
+            let fail = |error: LlmError| AttemptFailure {
+                // A 2xx whose body failed: the provider may have billed it (not when the
+                // body is an error object).
+                maybe_billed: status.is_success() && !matches!(error, LlmError::Provider { .. }),
                 error,
                 status: Some(status.as_u16()),
                 retry_after,
@@ -189,19 +202,17 @@ impl HttpLlmClient {
             if status.is_success() {
                 let (bytes, complete) = read_body(response, self.max_response_bytes)
                     .await
-                    .map_err(|e| fail(self.transport_error(&e)))?;
+                    .map_err(|e| fail(self.transport_error(e)))?;
                 if !complete {
-                    return Err(fail(LlmError::InvalidResponse(format!(
-                        "response body exceeds {} bytes",
-                        self.max_response_bytes
-                    ))));
+                    return Err(fail(LlmError::ResponseTooLarge(self.max_response_bytes)));
                 }
                 wire::decode_response(&bytes)
                     .map(|response| (response, status.as_u16()))
                     .map_err(|e| fail(self.scrub(e)))
             } else {
-                // A broken error body still leaves us the status: use what arrived.
-                let bytes = read_body_lossy(response, ERROR_BODY_LIMIT).await;
+                // A broken or trickling error body still leaves us the status: use what
+                // arrived within a short wait.
+                let bytes = read_body_lossy(response, ERROR_BODY_LIMIT, ERROR_BODY_WAIT).await;
                 Err(fail(self.scrub(wire::decode_error(
                     status.as_u16(),
                     canonical_reason(status),
@@ -211,15 +222,24 @@ impl HttpLlmClient {
         };
         match tokio::time::timeout(budget, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(AttemptFailure::new(LlmError::Timeout(duration_ms(budget)))),
+            Err(_) => Err(AttemptFailure {
+                maybe_billed: true,
+                ..AttemptFailure::new(LlmError::Timeout(duration_ms(budget)))
+            }),
         }
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> LlmError {
+    /// A transport error without the endpoint's URL (error texts reach users as
+    /// `errorDetails`; the provider's address is internal).
+    fn transport_error(&self, error: reqwest::Error) -> LlmError {
+        let error = error.without_url();
+        let mut text = error_chain(&error);
+        let endpoint = self.endpoint.as_str();
+        if text.contains(endpoint) {
+            text = text.replace(endpoint, "<llm>");
+        }
         self.scrub(LlmError::Transport(format!(
-            "POST {}: {}",
-            self.endpoint,
-            error_chain(error)
+            "POST {COMPLETIONS_PATH}: {text}"
         )))
     }
 
@@ -250,6 +270,7 @@ impl HttpLlmClient {
             LlmError::InvalidResponse(m) => LlmError::InvalidResponse(clean(m)),
             LlmError::Local(m) => LlmError::Local(clean(m)),
             LlmError::Timeout(ms) => LlmError::Timeout(ms),
+            LlmError::ResponseTooLarge(n) => LlmError::ResponseTooLarge(n),
             LlmError::BudgetExhausted => LlmError::BudgetExhausted,
         }
     }
@@ -269,17 +290,39 @@ impl HttpLlmClient {
     }
 }
 
+/// The meter of plain [`LlmClient::complete`] calls: nothing to tell.
+struct Unmetered;
+
+#[async_trait::async_trait]
+impl AttemptMeter for Unmetered {
+    async fn before_attempt(&self, _attempt: u32) -> Result<(), LlmError> {
+        Ok(())
+    }
+    async fn after_attempt(&self, _charge: AttemptCharge) {}
+}
+
 #[async_trait::async_trait]
 impl LlmClient for HttpLlmClient {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.complete_metered(request, &Unmetered).await
+    }
+
+    /// Up to `max_attempts` attempts; `meter` is asked before each one (a refusal ends
+    /// the call with its error) and told what each cost.
+    async fn complete_metered(
+        &self,
+        request: &ChatRequest,
+        meter: &dyn AttemptMeter,
+    ) -> Result<ChatResponse, LlmError> {
         let body = wire::encode_request(request, &self.default_model, self.temperature)
             // Unreachable in practice: the wire structs hold only strings, JSON values,
-            // a finite float and booleans, which always serialise.
+            // a finite float, integers and booleans, which always serialise.
             .map_err(|e| LlmError::InvalidResponse(format!("could not encode request: {e}")))?;
         let overall_end = self.overall_deadline.map(|d| Instant::now() + d);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            meter.before_attempt(attempt).await?;
             let mut budget = self.call_deadline;
             if let Some(end) = overall_end {
                 budget = budget.min(end.saturating_duration_since(Instant::now()));
@@ -296,46 +339,79 @@ impl LlmClient for HttpLlmClient {
                         status: Some(status),
                         will_retry: false,
                     });
+                    meter
+                        .after_attempt(AttemptCharge {
+                            attempt,
+                            usage: Some(response.usage.normalised()),
+                            maybe_billed: true,
+                            error_kind: None,
+                        })
+                        .await;
                     return Ok(response);
                 }
                 Err(failure) => failure,
             };
-            let delay = (attempt < self.max_attempts && retry::is_retryable(&failure.error))
-                .then(|| {
-                    retry::next_delay(
-                        attempt,
-                        failure.retry_after,
-                        self.backoff_base,
-                        self.backoff_cap,
-                        rand::random::<f64>(),
-                    )
+            meter
+                .after_attempt(AttemptCharge {
+                    attempt,
+                    usage: None,
+                    maybe_billed: failure.maybe_billed,
+                    error_kind: Some(failure.error.kind_label()),
                 })
-                .filter(|delay| overall_end.is_none_or(|end| Instant::now() + *delay < end));
-            self.report(AttemptReport {
-                attempt,
-                duration,
-                outcome: failure.outcome(),
-                status: failure.status,
-                will_retry: delay.is_some(),
-            });
-            let Some(delay) = delay else {
-                tracing::warn!(
-                    attempts = attempt,
-                    kind = failure.error.kind_label(),
-                    status = failure.status,
-                    "LLM call failed"
-                );
+                .await;
+            let Some(delay) = self.retry_delay(attempt, &failure, overall_end, duration) else {
                 return Err(failure.error);
             };
-            tracing::warn!(
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl HttpLlmClient {
+    /// Reports a failed attempt and answers the wait before the next one, or `None`
+    /// when the call ends here (not retryable, attempts used up, or the overall
+    /// deadline would pass during the wait).
+    fn retry_delay(
+        &self,
+        attempt: u32,
+        failure: &AttemptFailure,
+        overall_end: Option<Instant>,
+        duration: Duration,
+    ) -> Option<Duration> {
+        let delay = (attempt < self.max_attempts && retry::is_retryable(&failure.error))
+            .then(|| {
+                retry::next_delay(
+                    attempt,
+                    failure.retry_after,
+                    self.backoff_base,
+                    self.backoff_cap,
+                    rand::random::<f64>(),
+                )
+            })
+            .filter(|delay| overall_end.is_none_or(|end| Instant::now() + *delay < end));
+        self.report(AttemptReport {
+            attempt,
+            duration,
+            outcome: failure.outcome(),
+            status: failure.status,
+            will_retry: delay.is_some(),
+        });
+        match delay {
+            None => tracing::warn!(
+                attempts = attempt,
+                kind = failure.error.kind_label(),
+                status = failure.status,
+                "LLM call failed"
+            ),
+            Some(delay) => tracing::warn!(
                 attempt,
                 kind = failure.error.kind_label(),
                 status = failure.status,
                 delay_ms = duration_ms(delay),
                 "LLM attempt failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
+            ),
         }
+        delay
     }
 }
 
@@ -389,16 +465,22 @@ async fn read_body(
     Ok((bytes, true))
 }
 
-/// Reads up to `limit` bytes of an error body, keeping whatever arrived before a failure.
-async fn read_body_lossy(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+/// Reads up to `limit` bytes of an error body for at most `wait`, keeping whatever
+/// arrived before a failure or the end of the wait.
+async fn read_body_lossy(
+    mut response: reqwest::Response,
+    limit: usize,
+    wait: Duration,
+) -> Vec<u8> {
     let mut bytes = Vec::new();
+    let end = tokio::time::Instant::now() + wait;
     while bytes.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
+        match tokio::time::timeout_at(end, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
                 let room = limit - bytes.len();
                 bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-            Ok(None) | Err(_) => break,
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
         }
     }
     bytes

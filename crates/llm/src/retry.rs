@@ -17,7 +17,11 @@ pub(crate) fn is_retryable(error: &LlmError) -> bool {
                 && !PERMANENT_KINDS.contains(&kind.as_str())
         }
         LlmError::Transport(_) | LlmError::Timeout(_) => true,
-        LlmError::InvalidResponse(_) | LlmError::Local(_) | LlmError::BudgetExhausted => false,
+        // A too-large answer would come back as large (and be billed again).
+        LlmError::InvalidResponse(_)
+        | LlmError::ResponseTooLarge(_)
+        | LlmError::Local(_)
+        | LlmError::BudgetExhausted => false,
     }
 }
 

@@ -20,6 +20,9 @@ struct WireRequest<'a> {
     tools: &'a [Value],
     tool_choice: &'static str,
     temperature: f32,
+    /// The completion bound; absent when the request sets none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
     stream: bool,
 }
 
@@ -92,15 +95,22 @@ pub(crate) fn encode_request(
         tools: &request.tools,
         tool_choice: "auto",
         temperature,
+        max_tokens: request.max_tokens,
         stream: false,
     };
     serde_json::to_vec(&body)
 }
 
-/// Decodes a 2xx chat-completions body.
+/// Decodes a 2xx chat-completions body. A body without choices that carries an error
+/// object (`{"error":…}` or `{"detail":…}`, as some gateways answer with status 200) is
+/// the provider error it describes, with status 200.
 pub(crate) fn decode_response(body: &[u8]) -> Result<ChatResponse, LlmError> {
     let data: Value = serde_json::from_slice(body)
         .map_err(|e| LlmError::InvalidResponse(format!("body is not JSON: {e}")))?;
+    if data.get("choices").is_none() && (data.get("error").is_some() || data.get("detail").is_some())
+    {
+        return Err(decode_error(200, Some("error object in a 200 answer"), body));
+    }
     let choice = data
         .get("choices")
         .and_then(Value::as_array)
@@ -318,6 +328,7 @@ mod tests {
             messages,
             tools: Default::default(),
             temperature: None,
+            max_tokens: None,
         }
     }
 
@@ -332,6 +343,9 @@ mod tests {
             encode(&req),
             r#"{"model":"mana/reasoning","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"tools":[],"tool_choice":"auto","temperature":0.3,"stream":false}"#
         );
+        let mut bounded = req.clone();
+        bounded.max_tokens = Some(1024);
+        assert!(encode(&bounded).ends_with(r#""temperature":0.3,"max_tokens":1024,"stream":false}"#));
     }
 
     #[test]
@@ -541,6 +555,18 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+        // An error object in a 200 answer is a provider error with status 200.
+        let table: [(&[u8], &str); 3] = [
+            (br#"{"error":{"message":"quota exceeded","type":"insufficient_quota"}}"#, "quota exceeded"),
+            (br#"{"error":"boom"}"#, r#"{"error":"boom"}"#),
+            (br#"{"detail":{"kind":"rate_limit","message":"slow"}}"#, "slow"),
+        ];
+        for (body, message) in table {
+            match decode_response(body) {
+                Err(LlmError::Provider { status: 200, message: m, .. }) => assert_eq!(m, message),
+                other => panic!("{other:?}"),
+            }
         }
         let got = decode_response(br#"{"choices":[{}]}"#).unwrap();
         assert_eq!(got.content, None);

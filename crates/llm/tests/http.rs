@@ -33,6 +33,7 @@ fn simple_request() -> ChatRequest {
         messages: vec![ChatMessage::system("sys"), ChatMessage::user("hi")],
         tools: Default::default(),
         temperature: None,
+        max_tokens: None,
     }
 }
 
@@ -141,6 +142,7 @@ async fn sends_exact_body_and_headers() {
         ],
         tools: vec![tool].into(),
         temperature: Some(0.0),
+        max_tokens: None,
     };
     let response = llm.complete(&request).await.unwrap();
     assert_eq!(response.content.as_deref(), Some("done"));

@@ -1,44 +1,52 @@
 //! The budgeted LLM client every planning call of a run goes through (compaction calls
-//! included): it reserves an estimate against the agent's `maxTokensPerDay` before the
-//! call, books the real usage afterwards, times the call and counts
-//! `tokens_used_total{agent_id}`.
+//! included): it bounds each call's completion (`max_tokens`), reserves an estimate
+//! against the agent's `maxTokensPerDay` before every *attempt*, books each attempt's
+//! usage afterwards, times the call and counts `tokens_used_total{agent_id}`.
 //!
-//! **Estimate.** `ceil(prompt chars / 4) + COMPLETION_ALLOWANCE_TOKENS`, where the prompt
-//! chars are those of every message text, tool-call name and argument string, and the
-//! JSON of the offered tool specs (providers bill those as prompt tokens too).
+//! **Bound.** Every request carries `max_tokens` = the configured completion bound
+//! (`MANA_AI_MAX_COMPLETION_TOKENS`, default [`defaults::MAX_COMPLETION_TOKENS`]), or the
+//! request's own when smaller.
 //!
-//! **Booking.** A successful call books the provider's reported usage (total, or prompt +
-//! completion when larger). A failed call books 0 tokens — a rejected or unreachable
-//! request is not billed — except a timeout, which books its estimate because the
-//! provider may have produced the whole answer. A call cut off by the mission deadline
-//! (its future dropped) books its estimate through [`BudgetedLlm::finish`].
+//! **Estimate.** `ceil(prompt chars / 4) + max_tokens`, where the prompt chars are those
+//! of every message text, tool-call name and argument string, and the JSON of the offered
+//! tool specs (providers bill those as prompt tokens too).
 //!
-//! **Refusal.** When the reservation is denied the call is not made and the client
+//! **Booking, per attempt.** The HTTP client retries inside one call; it reports every
+//! attempt ([`AttemptMeter`]), and each attempt reserves and books on its own: the
+//! provider's reported usage (total, or prompt + completion when larger); with no usage,
+//! the estimate when the provider may have billed the attempt (a timeout, a 2xx body that
+//! broke off or could not be used), else 0 (a rejected or unreachable request is not
+//! billed). A call cut off by the mission deadline books its estimate through
+//! [`BudgetedLlm::finish`]; a run that is cancelled or panics drops the client, whose
+//! `Drop` books what is still reserved (on a spawned task) instead of leaving it to
+//! expire.
+//!
+//! **Refusal.** When a reservation is denied the attempt is not made and the call
 //! answers [`LlmError::BudgetExhausted`]; the planner ends the run with what it has.
 //! When the budget store itself fails, the call never returns: the typed [`StoreError`]
 //! is handed to [`BudgetedLlm::store_failure`], which the mission run awaits next to the
 //! planning loop, so the run ends as an internal error (the loop is dropped).
 //!
-//! Agents without a cap reserve nothing; their usage is still booked per call.
+//! Agents without a cap reserve nothing; their usage is still booked per attempt.
 
 use tracing::Instrument;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError};
+use mana_ai_core::chat::{
+    AttemptCharge, AttemptMeter, ChatRequest, ChatResponse, LlmClient, LlmError,
+};
 use mana_ai_core::plan::compact::tokens_for_chars;
 use mana_ai_store::{Reservation, ReserveRequest, Store, StoreError};
 use tokio::sync::Notify;
 
 use crate::events::{self, Emit};
 use crate::sync::lock;
-use crate::Metrics;
+use crate::{defaults, Metrics};
 
-/// Completion tokens reserved per call on top of the prompt estimate.
-pub const COMPLETION_ALLOWANCE_TOKENS: u64 = 1_024;
-
-/// Estimated tokens of one call: `ceil(prompt chars / 4) + COMPLETION_ALLOWANCE_TOKENS`.
+/// Estimated tokens of one call: `ceil(prompt chars / 4)` plus the request's
+/// `max_tokens` ([`defaults::MAX_COMPLETION_TOKENS`] when it sets none).
 pub fn estimate_call_tokens(request: &ChatRequest) -> u64 {
     estimate_with_tool_chars(request, None)
 }
@@ -61,7 +69,10 @@ fn estimate_with_tool_chars(request: &ChatRequest, known: Option<&KnownTools>) -
             }
         }
     }
-    tokens_for_chars(chars) + COMPLETION_ALLOWANCE_TOKENS
+    let bound = request
+        .max_tokens
+        .unwrap_or(defaults::MAX_COMPLETION_TOKENS);
+    tokens_for_chars(chars) + u64::from(bound)
 }
 
 /// A tool list whose JSON length was measured once (see [`BudgetedLlm::with_known_tools`]).
@@ -80,6 +91,8 @@ pub struct BudgetScope {
     pub cap: Option<u64>,
     /// Lifetime of an unsettled reservation (at least the mission deadline).
     pub reservation_ttl: Duration,
+    /// `max_tokens` of every call (`MANA_AI_MAX_COMPLETION_TOKENS`).
+    pub max_completion_tokens: u32,
 }
 
 /// An [`LlmClient`] that enforces one agent's token budget for one run.
@@ -142,17 +155,12 @@ impl<'a> BudgetedLlm<'a> {
     }
 
     /// Books reservations left behind by calls that never returned (cancelled by the
-    /// mission deadline) at their estimate. Call once after the planning loop.
+    /// mission deadline) at their estimate. Call once after the planning loop; a client
+    /// dropped without it (cancelled or panicking run) does the same from `Drop`.
     pub async fn finish(&self) {
         let left: Vec<i64> = std::mem::take(&mut *lock(&self.outstanding));
-        for id in left {
-            match self.store.book_abandoned_reservation(id).await {
-                Ok(tokens) => self.count(tokens),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not book an abandoned reservation; it expires on its own");
-                }
-            }
-        }
+        let booked = book_abandoned(self.store, self.metrics, &self.scope.agent_id, left).await;
+        self.spent.fetch_add(booked, Ordering::SeqCst);
     }
 
     fn count(&self, tokens: u64) {
@@ -203,6 +211,15 @@ impl<'a> BudgetedLlm<'a> {
         }
     }
 
+    /// Tokens to book for one attempt (see the module doc).
+    fn charge_tokens(charge: &AttemptCharge, estimate: u64) -> u64 {
+        match charge.usage {
+            Some(usage) => usage.normalised().total_tokens,
+            None if charge.maybe_billed => estimate,
+            None => 0,
+        }
+    }
+
     async fn settle(&self, reservation: Option<i64>, tokens: u64) {
         let settled = self
             .store
@@ -229,11 +246,96 @@ impl<'a> BudgetedLlm<'a> {
     }
 }
 
+impl Drop for BudgetedLlm<'_> {
+    /// A run cancelled mid-call (pass dropped at shutdown) or unwinding from a panic
+    /// books its outstanding reservations at their estimate on a spawned task.
+    fn drop(&mut self) {
+        let left: Vec<i64> = std::mem::take(&mut *lock(&self.outstanding));
+        if left.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                reservations = left.len(),
+                "no runtime to book abandoned reservations; they expire on their own"
+            );
+            return;
+        };
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let agent_id = self.scope.agent_id.clone();
+        runtime.spawn(async move {
+            book_abandoned(&store, &metrics, &agent_id, left).await;
+        });
+    }
+}
+
+/// Books abandoned reservations at their reserved amount, counts them and answers the
+/// tokens booked.
+async fn book_abandoned(store: &Store, metrics: &Metrics, agent_id: &str, left: Vec<i64>) -> u64 {
+    let mut booked = 0;
+    for id in left {
+        match store.book_abandoned_reservation(id).await {
+            Ok(tokens) => {
+                booked += tokens;
+                events::TokensUsed { agent_id, tokens }.emit(metrics);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not book an abandoned reservation; it expires on its own");
+            }
+        }
+    }
+    booked
+}
+
+/// One call's meter: each attempt reserves the call's estimate and books its charge.
+struct CallMeter<'c, 'a> {
+    llm: &'c BudgetedLlm<'a>,
+    estimate: u64,
+    /// The current attempt's reservation (`None`: uncapped agent or none yet).
+    reservation: Mutex<Option<i64>>,
+}
+
+#[async_trait::async_trait]
+impl AttemptMeter for CallMeter<'_, '_> {
+    async fn before_attempt(&self, _attempt: u32) -> Result<(), LlmError> {
+        let reservation = self.llm.reserve(self.estimate).await?;
+        *lock(&self.reservation) = reservation;
+        Ok(())
+    }
+
+    async fn after_attempt(&self, charge: AttemptCharge) {
+        let reservation = lock(&self.reservation).take();
+        if let Some(kind) = charge.error_kind {
+            self.llm
+                .metrics
+                .llm_attempt_failures_total
+                .with_label_values(&[kind])
+                .inc();
+        }
+        let tokens = BudgetedLlm::charge_tokens(&charge, self.estimate);
+        self.llm.settle(reservation, tokens).await;
+    }
+}
+
 #[async_trait::async_trait]
 impl LlmClient for BudgetedLlm<'_> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let estimate = estimate_with_tool_chars(request, self.known_tools.as_ref());
-        let reservation = self.reserve(estimate).await?;
+        let bound = self.scope.max_completion_tokens;
+        let bounded;
+        let request = if request.max_tokens.is_some_and(|m| m <= bound) {
+            request
+        } else {
+            bounded = ChatRequest {
+                max_tokens: Some(bound),
+                ..request.clone()
+            };
+            &bounded
+        };
+        let meter = CallMeter {
+            llm: self,
+            estimate: estimate_with_tool_chars(request, self.known_tools.as_ref()),
+            reservation: Mutex::new(None),
+        };
         let started = Instant::now();
         let span = tracing::info_span!(
             "llm.call",
@@ -242,7 +344,11 @@ impl LlmClient for BudgetedLlm<'_> {
             "llm.tokens.completion" = tracing::field::Empty,
             "llm.tokens.total" = tracing::field::Empty,
         );
-        let result = self.inner.complete(request).instrument(span.clone()).await;
+        let result = self
+            .inner
+            .complete_metered(request, &meter)
+            .instrument(span.clone())
+            .await;
         if let Ok(r) = &result {
             let usage = r.usage.normalised();
             span.record("llm.tokens.prompt", usage.prompt_tokens);
@@ -253,12 +359,6 @@ impl LlmClient for BudgetedLlm<'_> {
             elapsed: started.elapsed(),
         }
         .emit(self.metrics);
-        let tokens = match &result {
-            Ok(r) => r.usage.normalised().total_tokens,
-            Err(LlmError::Timeout(_)) => estimate,
-            Err(_) => 0,
-        };
-        self.settle(reservation, tokens).await;
         result
     }
 }
@@ -275,6 +375,7 @@ mod tests {
             messages,
             tools: tools.into(),
             temperature: None,
+            max_tokens: None,
         }
     }
 
@@ -283,19 +384,19 @@ mod tests {
         let tool = json!({"type": "function"});
         let tool_chars = tool.to_string().chars().count() as u64; // 19
         let cases: Vec<(ChatRequest, u64)> = vec![
-            (request(vec![], vec![]), COMPLETION_ALLOWANCE_TOKENS),
+            (request(vec![], vec![]), u64::from(defaults::MAX_COMPLETION_TOKENS)),
             (
                 request(vec![ChatMessage::user("abcd")], vec![]),
-                1 + COMPLETION_ALLOWANCE_TOKENS,
+                1 + u64::from(defaults::MAX_COMPLETION_TOKENS),
             ),
             (
                 request(vec![ChatMessage::user("abcde")], vec![]),
-                2 + COMPLETION_ALLOWANCE_TOKENS,
+                2 + u64::from(defaults::MAX_COMPLETION_TOKENS),
             ),
             // Characters, not bytes: four umlauts are one token.
             (
                 request(vec![ChatMessage::system("äöüß")], vec![]),
-                1 + COMPLETION_ALLOWANCE_TOKENS,
+                1 + u64::from(defaults::MAX_COMPLETION_TOKENS),
             ),
             (
                 request(
@@ -309,11 +410,11 @@ mod tests {
                     )],
                     vec![],
                 ),
-                1 + COMPLETION_ALLOWANCE_TOKENS,
+                1 + u64::from(defaults::MAX_COMPLETION_TOKENS),
             ),
             (
                 request(vec![], vec![tool]),
-                tool_chars.div_ceil(4) + COMPLETION_ALLOWANCE_TOKENS,
+                tool_chars.div_ceil(4) + u64::from(defaults::MAX_COMPLETION_TOKENS),
             ),
         ];
         for (i, (req, want)) in cases.iter().enumerate() {
@@ -331,6 +432,7 @@ mod tests {
             messages: vec![ChatMessage::user("abcd")],
             tools: Arc::clone(&tools),
             temperature: None,
+            max_tokens: None,
         };
         let measured = estimate_call_tokens(&req);
         let known = KnownTools {

@@ -30,6 +30,8 @@ pub struct RunnerConfig {
     /// Language of runs whose mission text is undecidable (`MANA_AI_DEFAULT_LANGUAGE`).
     pub default_language: mana_ai_core::lang::Lang,
     pub policy_mode: mana_ai_core::plan::PolicyMode,
+    /// `max_tokens` of every LLM call; also what each call reserves for its completion.
+    pub max_completion_tokens: u32,
     /// Model context window for compaction; 0 disables compaction.
     pub context_window_tokens: u64,
     pub default_timezone: chrono_tz::Tz,
@@ -83,6 +85,7 @@ impl Default for RunnerConfig {
             compact_model: defaults::COMPACT_MODEL.into(),
             default_language: defaults::DEFAULT_LANGUAGE,
             policy_mode: defaults::POLICY_MODE,
+            max_completion_tokens: defaults::MAX_COMPLETION_TOKENS,
             context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
             default_timezone: defaults::DEFAULT_TIMEZONE,
             json_plan_fallback: defaults::JSON_PLAN_FALLBACK,

@@ -45,6 +45,9 @@ pub const DEFAULT_LANGUAGE: mana_ai_core::lang::Lang = mana_ai_core::lang::Lang:
 pub const DEFAULT_LANGUAGE_NAME: &str = "de";
 /// Injection policy (`MANA_AI_POLICY_MODE`).
 pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::PolicyMode::LogOnly;
+/// `max_tokens` of every LLM call, and the completion part of each call's budget
+/// reservation (`MANA_AI_MAX_COMPLETION_TOKENS`).
+pub const MAX_COMPLETION_TOKENS: u32 = 1_024;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.
 pub const CONTEXT_WINDOW_TOKENS: u64 = 1_000_000;
 /// Time zone of missions without one (`MANA_AI_DEFAULT_TIMEZONE`), by name.

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub tool_calls_total: IntCounterVec,
     pub planner_rounds: Histogram,
     pub provider_errors_total: IntCounterVec,
+    /// Failed LLM attempts (retried or not), by the closed `kind` set
+    /// ([`mana_ai_core::chat::ERROR_KINDS`]).
+    pub llm_attempt_failures_total: IntCounterVec,
     pub reminders_emitted_total: IntCounterVec,
     pub compactions_triggered_total: IntCounter,
     pub compacted_turns: Histogram,
@@ -284,6 +287,12 @@ impl Metrics {
                 "LLM provider errors",
                 &["provider", "kind"],
             ),
+            llm_attempt_failures_total: counter_vec(
+                r,
+                "mana_ai_llm_attempt_failures_total",
+                "Failed LLM call attempts, retried or not, by kind",
+                &["kind"],
+            ),
             reminders_emitted_total: counter_vec(
                 r,
                 "mana_ai_reminders_emitted_total",
@@ -380,6 +389,7 @@ impl Metrics {
             (&self.tool_calls_total, "counter"),
             (&self.planner_rounds, "histogram"),
             (&self.provider_errors_total, "counter"),
+            (&self.llm_attempt_failures_total, "counter"),
             (&self.reminders_emitted_total, "counter"),
             (&self.compactions_triggered_total, "counter"),
             (&self.compacted_turns, "histogram"),

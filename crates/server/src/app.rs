@@ -192,6 +192,7 @@ pub fn runner_with_llm(
             max_inputs: cfg.max_inputs,
             defer: cfg.defer,
             llm_model: cfg.llm_model.clone(),
+            max_completion_tokens: cfg.max_completion_tokens,
             policy_mode: cfg.policy_mode,
             context_window_tokens: match cfg.llm_backend {
                 LlmBackend::Http => cfg.compact_max_ctx,

@@ -201,6 +201,10 @@ fn parse_body(body: &Value) -> Result<(ChatRequest, ToolMode), String> {
             .get("temperature")
             .and_then(Value::as_f64)
             .map(|t| t as f32),
+        max_tokens: body
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
     };
     Ok((request, mode))
 }

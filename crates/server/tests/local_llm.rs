@@ -85,6 +85,7 @@ fn mission(goal: &str, offered: &[&Tool]) -> ChatRequest {
         ],
         tools: function_specs(offered).into(),
         temperature: Some(0.0),
+        max_tokens: None,
     }
 }
 

@@ -248,6 +248,7 @@ impl<'i, 'a> Loop<'i, 'a> {
             messages: compact::compaction_request(&self.messages, split, self.input.lang),
             tools: Arc::default(),
             temperature: Some(compact::COMPACT_TEMPERATURE),
+            max_tokens: None,
         };
         let response = match llm.complete(&request).await {
             Ok(response) => response,
@@ -308,6 +309,7 @@ impl<'i, 'a> Loop<'i, 'a> {
             messages,
             tools: self.input.tools.clone(),
             temperature: self.input.temperature,
+            max_tokens: None,
         };
         let response = match llm.complete(&request).await {
             Ok(response) => response,

@@ -170,6 +170,7 @@ impl MissionRunner {
                 mission_id: run.due.mission_id.clone(),
                 cap: run.agent.max_tokens_per_day,
                 reservation_ttl: self.cfg.claim_lease(),
+                max_completion_tokens: self.cfg.max_completion_tokens,
             },
         )
         .with_known_tools(specs.specs, specs.json_chars);

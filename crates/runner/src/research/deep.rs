@@ -1,8 +1,10 @@
 //! Deep research: the mana-research job state machine of one due run (insert the row,
 //! submit with an idempotency key, poll, finish or abandon) and the rendered answer.
+//! A completed job's reported token usage (`result.answer.tokenUsage`) is booked against
+//! the mission's agent in `token_usage`, once, right after the job is marked completed.
 
 use mana_ai_core::prompt::ResolvedInput;
-use mana_ai_core::records::MissionView;
+use mana_ai_core::records::{agent_id_or_default, MissionView};
 use mana_ai_store::{DueMission, NewResearchJob, ResearchJob, ResearchJobState, StoreError};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
@@ -79,6 +81,28 @@ fn citations_of(answer: &Value) -> Vec<Citation> {
         .unwrap_or_default()
 }
 
+/// The tokens a deep-research answer reports (`tokenUsage`): its total, else the sum of
+/// its prompt/input and completion/output parts (camelCase or snake_case); 0 when absent.
+pub fn reported_tokens(answer: &Value) -> u64 {
+    let Some(usage) = answer.get("tokenUsage").filter(|u| u.is_object()) else {
+        return 0;
+    };
+    let field = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
+            .unwrap_or(0)
+    };
+    let parts = field(&["promptTokens", "prompt_tokens", "inputTokens", "input_tokens"])
+        .saturating_add(field(&[
+            "completionTokens",
+            "completion_tokens",
+            "outputTokens",
+            "output_tokens",
+        ]));
+    field(&["totalTokens", "total_tokens"]).max(parts)
+}
+
 /// `{"taskId", "status", "providerId"}` of a submit.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -119,6 +143,7 @@ impl Researcher {
         due: &DueMission,
         mission: &MissionView,
     ) -> Result<Deep, StoreError> {
+        let agent_id = agent_id_or_default(mission.agent_id.as_deref());
         let Some(base) = self.cfg.research_url.as_deref() else {
             return Ok(Deep::Nothing);
         };
@@ -173,7 +198,7 @@ impl Researcher {
                 if job.state == ResearchJobState::Submitting {
                     self.submit_job(base, &job, query).await
                 } else {
-                    self.poll_job(base, &job, query).await
+                    self.poll_job(base, &job, query, agent_id).await
                 }
             }
         }
@@ -293,6 +318,7 @@ impl Researcher {
         base: &str,
         job: &ResearchJob,
         query: &str,
+        agent_id: &str,
     ) -> Result<Deep, StoreError> {
         let url = format!(
             "{base}/api/v1/internal/research/async/{}",
@@ -342,6 +368,8 @@ impl Researcher {
                 self.store
                     .finish_research_job(user, mid, ResearchJobState::Completed, content.as_deref())
                     .await?;
+                self.book_research_tokens(job, agent_id, reported_tokens(answer))
+                    .await;
                 events::ResearchJobFinished {
                     provider,
                     completed: true,
@@ -356,9 +384,45 @@ impl Researcher {
     }
 }
 
+impl Researcher {
+    /// Books a completed job's reported tokens against the agent (nothing for 0). A
+    /// failure is logged: the job is already completed, so it is never booked twice.
+    async fn book_research_tokens(&self, job: &ResearchJob, agent_id: &str, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let booked = self
+            .store
+            .settle_tokens(None, &job.user_id, agent_id, &job.mission_id, tokens)
+            .await;
+        match booked {
+            Ok(()) => events::TokensUsed { agent_id, tokens }.emit(&self.metrics),
+            Err(e) => tracing::warn!(error = %e, tokens, "could not book deep-research tokens"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_tokens_table() {
+        let table = [
+            (json!({}), 0),
+            (json!({"tokenUsage": null}), 0),
+            (json!({"tokenUsage": {"totalTokens": 900}}), 900),
+            (json!({"tokenUsage": {"promptTokens": 100, "completionTokens": 50}}), 150),
+            (json!({"tokenUsage": {"input_tokens": 7, "output_tokens": 3}}), 10),
+            (
+                json!({"tokenUsage": {"totalTokens": 5, "inputTokens": 7, "outputTokens": 3}}),
+                10,
+            ),
+        ];
+        for (answer, want) in table {
+            assert_eq!(reported_tokens(&answer), want, "{answer}");
+        }
+    }
 
     #[test]
     fn deep_research_markdown_has_the_exact_shape() {

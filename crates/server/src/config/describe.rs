@@ -44,6 +44,10 @@ impl Config {
                 "MANA_AI_LLM_MAX_ATTEMPTS",
                 self.llm_max_attempts.to_string(),
             ),
+            (
+                "MANA_AI_MAX_COMPLETION_TOKENS",
+                self.max_completion_tokens.to_string(),
+            ),
             ("MANA_API_URL", mask_http_url(&self.mana_api_url)),
             ("MANA_RESEARCH_URL", mask_http_url(&self.mana_research_url)),
             (

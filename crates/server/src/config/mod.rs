@@ -128,6 +128,8 @@ pub struct Config {
     pub llm_api_key: String,
     pub llm_timeout: Duration,
     pub llm_max_attempts: u32,
+    /// `MANA_AI_MAX_COMPLETION_TOKENS`: `max_tokens` of every LLM call.
+    pub max_completion_tokens: u32,
     pub mana_api_url: String,
     pub mana_research_url: String,
     pub deep_research_enabled: bool,
@@ -235,6 +237,13 @@ impl Config {
                 1,
                 10,
                 llm::DEFAULT_MAX_ATTEMPTS,
+            )?,
+            max_completion_tokens: opt_num(
+                env,
+                "MANA_AI_MAX_COMPLETION_TOKENS",
+                16,
+                1_000_000,
+                run::MAX_COMPLETION_TOKENS,
             )?,
             mana_api_url: opt_http_url(env, "MANA_API_URL", DEFAULT_NEWS_API_URL)?,
             mana_research_url: opt_http_url(env, "MANA_RESEARCH_URL", DEFAULT_RESEARCH_URL)?,
