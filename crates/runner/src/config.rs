@@ -19,6 +19,9 @@ pub struct RunnerConfig {
     pub runner_id: String,
     pub llm_model: String,
     pub policy_mode: mana_ai_core::plan::PolicyMode,
+    /// Injection policy of runs whose prompt carries untrusted content (research
+    /// results); the stricter of it and `policy_mode` applies to such runs.
+    pub untrusted_policy_mode: mana_ai_core::plan::PolicyMode,
     /// Model context window for compaction; 0 disables compaction.
     pub context_window_tokens: u64,
     pub default_timezone: chrono_tz::Tz,
@@ -67,6 +70,7 @@ impl Default for RunnerConfig {
             runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
             llm_model: defaults::LLM_MODEL.into(),
             policy_mode: defaults::POLICY_MODE,
+            untrusted_policy_mode: defaults::UNTRUSTED_POLICY_MODE,
             context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
             default_timezone: defaults::DEFAULT_TIMEZONE,
             json_plan_fallback: defaults::JSON_PLAN_FALLBACK,

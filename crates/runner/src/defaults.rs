@@ -20,6 +20,10 @@ pub const CLAIM_LEASE_GRACE: Duration = Duration::from_secs(60);
 pub const LLM_MODEL: &str = mana_ai_core::chat::DEFAULT_MODEL;
 /// Injection policy (`MANA_AI_POLICY_MODE`).
 pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::PolicyMode::LogOnly;
+/// Injection policy of runs whose prompt carries research results
+/// (`MANA_AI_UNTRUSTED_POLICY_MODE`; the stricter of it and `POLICY_MODE` applies).
+pub const UNTRUSTED_POLICY_MODE: mana_ai_core::plan::PolicyMode =
+    mana_ai_core::plan::PolicyMode::Enforce;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.
 pub const CONTEXT_WINDOW_TOKENS: u64 = 1_000_000;
 /// Time zone of missions without one (`MANA_AI_DEFAULT_TIMEZONE`), by name.

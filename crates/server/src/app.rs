@@ -43,12 +43,14 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
                 .context("connecting with MANA_AI_MIGRATION_DATABASE_URL")?;
             let role = mana_ai_store::url_user(&cfg.sync_database_url);
             schema::migrate(&client, role.as_deref()).await?;
+            schema::set_audit_retention(&client, cfg.audit_retention_days).await?;
         }
         None => {
             let client = mana_ai_store::connect_once(&cfg.sync_database_url)
                 .await
                 .context("connecting with SYNC_DATABASE_URL")?;
             schema::migrate(&client, None).await?;
+            schema::set_audit_retention(&client, cfg.audit_retention_days).await?;
         }
     }
     Ok(())
@@ -136,6 +138,7 @@ pub fn runner_with_llm(
             mission_deadline: cfg.mission_deadline,
             llm_model: cfg.llm_model.clone(),
             policy_mode: cfg.policy_mode,
+            untrusted_policy_mode: cfg.untrusted_policy_mode,
             context_window_tokens: match cfg.llm_backend {
                 LlmBackend::Http => cfg.compact_max_ctx,
                 LlmBackend::Local => cfg.compact_max_ctx.min(LOCAL_CONTEXT_TOKENS),
@@ -182,6 +185,9 @@ pub async fn serve_with(
     cfg: Config,
     llm: Option<Arc<dyn mana_ai_core::chat::LlmClient>>,
 ) -> anyhow::Result<()> {
+    // First: a configuration that would open the service to its network is refused
+    // before anything starts (main exits with code 2 on this error).
+    cfg.check_exposure()?;
     let retention = cfg.audit_retention_days;
     let llm = match llm {
         Some(llm) => llm,
@@ -195,8 +201,8 @@ pub async fn serve_with(
         .context("checking change discovery")?;
     let metrics = Metrics::new();
     let runner = Arc::new(runner_with_llm(&cfg, store.clone(), metrics, llm)?);
-    let retention_task =
-        retention.map(|days| runner.maintenance().clone().spawn_audit_retention(days));
+    // The retention itself is the migration-owned setting written by `migrate`.
+    let retention_task = retention.map(|_| runner.maintenance().clone().spawn_audit_retention());
     let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -216,13 +222,13 @@ pub async fn serve_with(
     let api = Arc::new(crate::audit_http::ApiState::from_config(&cfg)?);
     let app = http::router_with_api(state.clone(), cfg.body_limit_bytes, Some(api));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = cfg.http;
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await
+        crate::http_server::serve(listener, app, limits, async move {
+            let _ = rx.changed().await;
+        })
+        .await
     });
     crate::signal::shutdown_signal().await;
     // One grace period for the whole shutdown, shared by its phases.

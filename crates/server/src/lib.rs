@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod http_server;
 pub mod json_error;
 pub mod local_cli;
 pub mod ops_cli;

@@ -49,7 +49,7 @@ pub mod user_tx;
 
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
-pub use error::{db_message, StoreError};
+pub use error::{db_message, safe_db_message, StoreError};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};

@@ -19,8 +19,10 @@
 //! `tables.sql` (the `mana_ai` tables), `runs.sql` (claim and write-back functions),
 //! `budget.sql` (token reservation), `backfill.sql` (derived columns of older rows),
 //! `discovery.sql` and `read.sql` (change discovery and the refresh read), `audit.sql`
-//! (audit hardening), `grants.sql` / `audit_grants.sql` (the service role's privileges)
-//! and `sync_changes.sql` (dev and tests only). Values the SQL needs from Rust — lock
+//! (audit hardening), `grants.sql` / `audit_grants.sql` (the service role's privileges),
+//! `audit_retention.sql` (the migration-owned retention and the argument-less prune),
+//! `least_privilege.sql` (restrictive policies on `sync_changes` for the service role,
+//! revokes; see docs/security.md) and `sync_changes.sql` (dev and tests only). Values the SQL needs from Rust — lock
 //! keys ([`crate::locks`]), the default agent id (core), the service role — are
 //! formatted in by [`render`].
 
@@ -49,16 +51,20 @@ const READ_DDL: &str = include_str!("read.sql");
 const GRANTS_DDL: &str = include_str!("grants.sql");
 const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
 const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+const AUDIT_RETENTION_DDL: &str = include_str!("audit_retention.sql");
+const LEAST_PRIVILEGE_DDL: &str = include_str!("least_privilege.sql");
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
-/// quoted service role).
+/// quoted service role) and `{role_literal}` (its name as a string literal).
 fn render(sql: &str, role: Option<&str>) -> String {
     let sql = sql
         .replace("{claim_seed}", &locks::CLAIM_SEED.to_string())
         .replace("{default_agent}", &quote_literal(DEFAULT_AGENT_ID));
     match role {
-        Some(role) => sql.replace("{role}", &quote_ident(role)),
+        Some(role) => sql
+            .replace("{role}", &quote_ident(role))
+            .replace("{role_literal}", &quote_literal(role)),
         None => sql,
     }
 }
@@ -126,6 +132,11 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
         let what = "audit grants for the service role";
         grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
     }
+    run(client, AUDIT_RETENTION_DDL, "audit retention setting").await?;
+    if let Some(role) = service_role {
+        let what = "least privilege of the service role";
+        grant_to_service_role(client, role, LEAST_PRIVILEGE_DDL, what).await?;
+    }
     client
         .execute(
             "INSERT INTO mana_ai.schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -133,6 +144,33 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
         )
         .await
         .map_err(|e| StoreError::migration("record version", e))?;
+    Ok(())
+}
+
+/// Sets the decrypt-audit retention the argument-less `mana_ai.prune_decrypt_audit()`
+/// applies (`None`: keep forever). Run by the migration role at boot, from
+/// `MANA_AI_AUDIT_RETENTION_DAYS`; the service role cannot change it. Fewer than
+/// [`crate::audit::MIN_RETENTION_DAYS`] days is refused.
+pub async fn set_audit_retention(client: &Client, days: Option<u32>) -> Result<(), StoreError> {
+    let days = match days {
+        None => None,
+        Some(d) if d < crate::audit::MIN_RETENTION_DAYS => {
+            return Err(StoreError::Refused(
+                "audit retention below the minimum of 7 days",
+            ))
+        }
+        Some(d) => Some(
+            i32::try_from(d).map_err(|_| StoreError::Refused("audit retention out of range"))?,
+        ),
+    };
+    client
+        .execute(
+            "INSERT INTO mana_ai.audit_retention (singleton, days) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET days = EXCLUDED.days, updated_at = now()",
+            &[&days],
+        )
+        .await
+        .map_err(|e| StoreError::migration("set audit retention", e))?;
     Ok(())
 }
 
@@ -246,13 +284,18 @@ mod tests {
 
     #[test]
     fn rendering_fills_every_placeholder() {
-        for part in
-            MANA_AI_PARTS
-                .iter()
-                .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+        for part in MANA_AI_PARTS
+            .iter()
+            .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+            .chain([&AUDIT_RETENTION_DDL, &LEAST_PRIVILEGE_DDL])
         {
             let sql = render(part, Some("svc"));
-            for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
+            for placeholder in [
+                "{claim_seed}",
+                "{default_agent}",
+                "{role}",
+                "{role_literal}",
+            ] {
                 assert!(!sql.contains(placeholder), "{placeholder} left in {sql}");
             }
         }
