@@ -10,14 +10,40 @@
 //! `defaultForAi`. The module is the tool's **catalog** module (the original looked it up in
 //! a runtime registry, so module defaults silently did nothing for unregistered tools). Plain
 //! map lookups, so names like `constructor` carry no special meaning.
+//!
+//! **Untrusted content** (a deliberate difference from the original): the web app runs
+//! every planned step on arrival, without a human in between. A run whose prompt carries
+//! text from outside the user's own data (research results from the web) is therefore
+//! never offered the tools that move money or reach other people
+//! ([`UNTRUSTED_RESTRICTED_TOOLS`]) unless the agent's policy opts the tool in explicitly
+//! ([`AgentPolicy::explicitly_allows`]), and its tool calls are checked for injection
+//! markers with the stricter of the two configured modes ([`untrusted_policy_mode`]).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::catalog::{Catalog, Tool};
+use crate::plan::PolicyMode;
 
 pub use crate::catalog::PolicyDecision;
+
+/// Server tools that move money or reach other people, derived from the tool catalog
+/// (`tool-catalog.json`, the `propose` subset): money — `add_transaction`,
+/// `create_invoice`, `mark_invoice_paid`, and the image tools that consume credits
+/// (`generate_comic_panel`, `generate_character_variant`); other people — `create_contact`,
+/// `create_campaign_draft` (a newsletter), `publish_website` (public), and
+/// `create_invoice` (sent to a client). Withheld from runs with untrusted content.
+pub const UNTRUSTED_RESTRICTED_TOOLS: [&str; 8] = [
+    "add_transaction",
+    "create_invoice",
+    "mark_invoice_paid",
+    "generate_comic_panel",
+    "generate_character_variant",
+    "create_contact",
+    "create_campaign_draft",
+    "publish_website",
+];
 
 /// A parsed agent policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +146,49 @@ impl AgentPolicy {
     }
 }
 
+impl AgentPolicy {
+    /// Whether the policy opts `tool` in explicitly for runs with untrusted content: its
+    /// decision is `auto` and comes from a per-tool entry or the tool's module default,
+    /// not from `defaultForAi`. (`propose` does not count: the web app's default policy
+    /// lists every tool as `propose`, so it says nothing about the agent's owner's will.)
+    pub fn explicitly_allows(&self, tool: &Tool) -> bool {
+        let explicit = self
+            .tools
+            .get(&tool.name)
+            .or_else(|| self.defaults_by_module.get(&tool.module));
+        explicit == Some(&PolicyDecision::Auto)
+    }
+}
+
+/// The tools to offer a run whose prompt carries untrusted content: `tools` minus the
+/// [`UNTRUSTED_RESTRICTED_TOOLS`] the agent's policy does not explicitly allow (order
+/// kept). Apply after [`filter_offered`].
+pub fn filter_untrusted<'a>(tools: &[&'a Tool], policy: Option<&AgentPolicy>) -> Vec<&'a Tool> {
+    tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !UNTRUSTED_RESTRICTED_TOOLS.contains(&t.name.as_str())
+                || policy.is_some_and(|p| p.explicitly_allows(t))
+        })
+        .collect()
+}
+
+/// The injection policy of a run with untrusted content: the stricter of the general
+/// `POLICY_MODE` and the untrusted-content mode (`off` < `log-only` < `enforce`).
+pub fn untrusted_policy_mode(general: PolicyMode, untrusted: PolicyMode) -> PolicyMode {
+    let rank = |m: PolicyMode| match m {
+        PolicyMode::Off => 0,
+        PolicyMode::LogOnly => 1,
+        PolicyMode::Enforce => 2,
+    };
+    if rank(untrusted) > rank(general) {
+        untrusted
+    } else {
+        general
+    }
+}
+
 /// The tools to offer the model: `tools` minus those the policy resolves to `deny`, order
 /// kept. Without a policy the list is returned unchanged.
 pub fn filter_offered<'a>(tools: &[&'a Tool], policy: Option<&AgentPolicy>) -> Vec<&'a Tool> {
@@ -130,5 +199,69 @@ pub fn filter_offered<'a>(tools: &[&'a Tool], policy: Option<&AgentPolicy>) -> V
             .copied()
             .filter(|t| p.resolve(t) != PolicyDecision::Deny)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod untrusted_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn restricted_tools_are_server_tools_of_the_catalog() {
+        let catalog = Catalog::builtin();
+        let server: Vec<&str> = catalog
+            .server_tools()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        for name in UNTRUSTED_RESTRICTED_TOOLS {
+            assert!(server.contains(&name), "{name} is not a server tool");
+        }
+    }
+
+    #[test]
+    fn untrusted_runs_lose_money_and_people_tools_unless_opted_in() {
+        let catalog = Catalog::builtin();
+        let server = catalog.server_tools();
+        let names =
+            |tools: &[&Tool]| -> Vec<String> { tools.iter().map(|t| t.name.clone()).collect() };
+        // The web app's default policy (every tool at its catalog default) opts nothing in.
+        let default = AgentPolicy::from_catalog_defaults(catalog);
+        let offered = filter_untrusted(&server, Some(&default));
+        assert_eq!(
+            offered.len(),
+            server.len() - UNTRUSTED_RESTRICTED_TOOLS.len()
+        );
+        for name in UNTRUSTED_RESTRICTED_TOOLS {
+            assert!(!names(&offered).contains(&name.to_string()), "{name}");
+        }
+        assert!(names(&offered).contains(&"create_task".to_string()));
+        assert_eq!(filter_untrusted(&server, None).len(), offered.len());
+        // defaultForAi=auto is not explicit; a per-tool or module `auto` is.
+        let lax = AgentPolicy::from_value(&json!({"defaultForAi": "auto"}));
+        assert_eq!(filter_untrusted(&server, Some(&lax)).len(), offered.len());
+        let opted = AgentPolicy::from_value(&json!({
+            "tools": {"add_transaction": "auto", "create_contact": "propose"},
+            "defaultsByModule": {"broadcast": "auto"},
+        }));
+        let got = names(&filter_untrusted(&server, Some(&opted)));
+        assert!(got.contains(&"add_transaction".to_string()));
+        assert!(got.contains(&"create_campaign_draft".to_string()));
+        assert!(!got.contains(&"create_contact".to_string()));
+    }
+
+    #[test]
+    fn the_stricter_mode_wins() {
+        use PolicyMode::*;
+        for (general, untrusted, want) in [
+            (LogOnly, Enforce, Enforce),
+            (LogOnly, Off, LogOnly),
+            (Off, Off, Off),
+            (Off, LogOnly, LogOnly),
+            (Enforce, Off, Enforce),
+        ] {
+            assert_eq!(untrusted_policy_mode(general, untrusted), want);
+        }
     }
 }

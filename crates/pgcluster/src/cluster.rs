@@ -271,8 +271,7 @@ impl Cluster {
                 .and_then(|s| s.trim().parse::<u16>().ok());
             self.launch(requested.or(persisted))?;
         }
-        std::fs::write(&self.port_file, format!("{}\n", self.port))
-            .map_err(|e| ClusterError::io(format!("could not write {:?}", self.port_file), e))
+        runas::write_private(&self.port_file, format!("{}\n", self.port).as_bytes(), None)
     }
 
     /// A fresh superuser password, written where `initdb` (as the cluster's OS user) reads it.
@@ -345,15 +344,14 @@ impl Cluster {
             cmd.arg("--no-sync");
         }
         runas::run(cmd, "initdb")?;
+        // The data dir belongs to the PostgreSQL OS user: never follow a symlink there.
         let conf = self.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf)
-            .map_err(|e| ClusterError::io(format!("could not read {conf:?}"), e))?;
+        let mut text = runas::read_no_follow(&conf)?;
         if !text.lines().any(|l| l.trim() == INCLUDE_LINE) {
             text.push_str("\n# Added by mana-ai-pgcluster: settings managed by it.\n");
             text.push_str(INCLUDE_LINE);
             text.push('\n');
-            std::fs::write(&conf, text)
-                .map_err(|e| ClusterError::io(format!("could not write {conf:?}"), e))?;
+            runas::write_private(&conf, text.as_bytes(), id)?;
         }
         Ok(())
     }

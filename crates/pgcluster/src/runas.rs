@@ -197,8 +197,10 @@ pub(crate) fn chown(path: &Path, id: Option<&Identity>) -> Result<(), ClusterErr
     Ok(())
 }
 
-/// Makes sure `id` can traverse every directory from `/` down to `dir`, adding the
-/// world-execute bit (traverse only, not list) where it is missing.
+/// Checks that `id` can traverse every directory from `/` down to `dir`. Nothing is
+/// changed: a directory closed to it (e.g. `/root`, mode 0700) is an error naming that
+/// directory and what to do — adding `o+x` to a home directory behind the user's back
+/// would open it to every local account.
 pub(crate) fn ensure_traversable(dir: &Path, id: &Identity) -> Result<(), ClusterError> {
     let mut chain: Vec<&Path> = dir.ancestors().collect();
     chain.reverse();
@@ -214,46 +216,96 @@ pub(crate) fn ensure_traversable(dir: &Path, id: &Identity) -> Result<(), Cluste
             mode & 0o001 != 0
         };
         if !can_traverse {
-            tracing::warn!(
-                dir = %d.display(),
-                user = %id.name,
-                "adding o+x so the PostgreSQL OS user can reach its data directory"
-            );
-            std::fs::set_permissions(d, Permissions::from_mode((mode | 0o001) & 0o7777))
-                .map_err(|e| ClusterError::io(format!("could not add o+x to {d:?}"), e))?;
+            return Err(ClusterError::InvalidDataDir {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "PostgreSQL runs as the OS user {:?}, which cannot reach it: {} (mode {:o}) \
+                     is closed to that user. Choose a data dir under a directory it can \
+                     traverse (e.g. --data-dir /var/lib/mana-ai or under /tmp); mana-ai does \
+                     not change the mode of your directories",
+                    id.name,
+                    d.display(),
+                    mode & 0o7777
+                ),
+            });
         }
     }
     Ok(())
 }
 
 /// Writes a private file (mode 0600) owned by `id`, replacing any previous content.
+///
+/// Never follows a symlink: the content goes to a new temporary file next to `path`
+/// (created exclusively, so nothing planted there is followed), which is then renamed
+/// over `path` — a rename replaces a symlink itself, never its target. This matters in
+/// directories the PostgreSQL OS user owns (the cluster's data dir), where a database
+/// superuser could plant `mana-ai.conf -> /etc/passwd`.
 pub(crate) fn write_private(
     path: &Path,
     content: &[u8],
     id: Option<&Identity>,
 ) -> Result<(), ClusterError> {
-    let mut file = OpenOptions::new()
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    // A leftover of a crashed run (or a planted name): removing a symlink removes the link.
+    let _ = std::fs::remove_file(&tmp);
+    let written = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| ClusterError::io(format!("could not create {path:?}"), e))?;
-    file.set_permissions(Permissions::from_mode(0o600))
-        .map_err(|e| ClusterError::io(format!("could not chmod {path:?}"), e))?;
-    file.write_all(content)
-        .map_err(|e| ClusterError::io(format!("could not write {path:?}"), e))?;
-    chown(path, id)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.set_permissions(Permissions::from_mode(0o600))?;
+            file.write_all(content)?;
+            file.sync_all()
+        })
+        .map_err(|e| ClusterError::io(format!("could not write {tmp:?}"), e))
+        .and_then(|()| chown(&tmp, id))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| ClusterError::io(format!("could not replace {path:?}"), e))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
-/// Creates `path` if missing (mode 0600, for appending) and gives it to `id`.
-pub(crate) fn touch_private(path: &Path, id: Option<&Identity>) -> Result<(), ClusterError> {
+/// Reads a file that must not be a symlink (`O_NOFOLLOW`).
+pub(crate) fn read_no_follow(path: &Path) -> Result<String, ClusterError> {
+    let mut text = String::new();
     OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+        .map_err(|e| ClusterError::io(format!("could not read {path:?} (symlinks refused)"), e))?;
+    Ok(text)
+}
+
+/// Creates `path` if missing (mode 0600, for appending) and gives it to `id`. A symlink at
+/// `path` is refused (`O_NOFOLLOW`), so is anything but a regular file.
+pub(crate) fn touch_private(path: &Path, id: Option<&Identity>) -> Result<(), ClusterError> {
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| ClusterError::io(format!("could not create {path:?}"), e))?;
+        .map_err(|e| {
+            ClusterError::io(format!("could not create {path:?} (symlinks refused)"), e)
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ClusterError::io(format!("could not inspect {path:?}"), e))?;
+    if !meta.is_file() {
+        return Err(ClusterError::io(
+            format!("{path:?} is not a regular file"),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    }
     chown(path, id)
 }
 
@@ -274,21 +326,49 @@ mod tests {
     }
 
     #[test]
-    fn ensure_traversable_adds_only_world_execute() {
+    fn write_private_replaces_a_planted_symlink_without_following_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let conf = tmp.path().join("mana-ai.conf");
+        std::os::unix::fs::symlink(&victim, &conf).unwrap();
+        write_private(&conf, b"port = 1\n", None).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(!std::fs::symlink_metadata(&conf)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&conf).unwrap(), "port = 1\n");
+        // Reading and touching refuse a symlink outright.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(read_no_follow(&link).is_err());
+        assert!(touch_private(&link, None).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
+
+    #[test]
+    fn ensure_traversable_refuses_and_changes_nothing() {
         if !Uid::effective().is_root() {
             return; // Only meaningful when another user must get in.
         }
         let tmp = tempfile::tempdir().unwrap();
-        let inner = tmp.path().join("a");
-        std::fs::create_dir(&inner).unwrap();
-        std::fs::set_permissions(&inner, Permissions::from_mode(0o700)).unwrap();
+        let closed = tmp.path().join("home");
+        let inner = closed.join("data");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(&closed, Permissions::from_mode(0o700)).unwrap();
         let stranger = Identity {
             name: "nobody-test".into(),
             uid: 65_000,
             gid: 65_000,
         };
+        let e = ensure_traversable(&inner, &stranger)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nobody-test") && e.contains("--data-dir"), "{e}");
+        let mode = std::fs::metadata(&closed).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the parent's mode is unchanged");
+        std::fs::set_permissions(&closed, Permissions::from_mode(0o701)).unwrap();
         ensure_traversable(&inner, &stranger).unwrap();
-        let mode = std::fs::metadata(&inner).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o701);
     }
 }

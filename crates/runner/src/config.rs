@@ -32,6 +32,9 @@ pub struct RunnerConfig {
     pub policy_mode: mana_ai_core::plan::PolicyMode,
     /// `max_tokens` of every LLM call; also what each call reserves for its completion.
     pub max_completion_tokens: u32,
+    /// Injection policy of runs whose prompt carries untrusted content (research
+    /// results); the stricter of it and `policy_mode` applies to such runs.
+    pub untrusted_policy_mode: mana_ai_core::plan::PolicyMode,
     /// Model context window for compaction; 0 disables compaction.
     pub context_window_tokens: u64,
     pub default_timezone: chrono_tz::Tz,
@@ -86,6 +89,7 @@ impl Default for RunnerConfig {
             default_language: defaults::DEFAULT_LANGUAGE,
             policy_mode: defaults::POLICY_MODE,
             max_completion_tokens: defaults::MAX_COMPLETION_TOKENS,
+            untrusted_policy_mode: defaults::UNTRUSTED_POLICY_MODE,
             context_window_tokens: defaults::CONTEXT_WINDOW_TOKENS,
             default_timezone: defaults::DEFAULT_TIMEZONE,
             json_plan_fallback: defaults::JSON_PLAN_FALLBACK,

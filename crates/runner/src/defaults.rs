@@ -48,6 +48,11 @@ pub const POLICY_MODE: mana_ai_core::plan::PolicyMode = mana_ai_core::plan::Poli
 /// `max_tokens` of every LLM call, and the completion part of each call's budget
 /// reservation (`MANA_AI_MAX_COMPLETION_TOKENS`).
 pub const MAX_COMPLETION_TOKENS: u32 = 1_024;
+
+/// Injection policy of runs whose prompt carries research results
+/// (`MANA_AI_UNTRUSTED_POLICY_MODE`; the stricter of it and `POLICY_MODE` applies).
+pub const UNTRUSTED_POLICY_MODE: mana_ai_core::plan::PolicyMode =
+    mana_ai_core::plan::PolicyMode::Enforce;
 /// Context window for compaction (`MANA_AI_COMPACT_MAX_CTX`); 0 disables compaction.
 pub const CONTEXT_WINDOW_TOKENS: u64 = 1_000_000;
 /// Time zone of missions without one (`MANA_AI_DEFAULT_TIMEZONE`), by name.

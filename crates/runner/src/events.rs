@@ -367,9 +367,7 @@ pub(crate) struct TokensUsed<'a> {
 impl Emit for TokensUsed<'_> {
     fn emit(self, m: &Metrics) {
         if self.tokens > 0 {
-            m.tokens_used_total
-                .with_label_values(&[self.agent_id])
-                .inc_by(self.tokens);
+            m.add_tokens_used(self.agent_id, self.tokens);
         }
     }
 }

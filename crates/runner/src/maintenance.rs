@@ -62,11 +62,11 @@ impl Maintenance {
         }
     }
 
-    /// Deletes decrypt-audit rows older than `days` (inside
-    /// `mana_ai.prune_decrypt_audit`, owned by the migration role).
-    pub async fn apply_audit_retention(&self, days: u32) {
-        match self.store.prune_decrypt_audit(days).await {
-            Ok(n) => tracing::info!(deleted = n, days, "decrypt audit retention applied"),
+    /// Deletes decrypt-audit rows older than the retention the migration role set
+    /// (inside `mana_ai.prune_decrypt_audit()`, owned by the migration role).
+    pub async fn apply_audit_retention(&self) {
+        match self.store.prune_decrypt_audit().await {
+            Ok(n) => tracing::info!(deleted = n, "decrypt audit retention applied"),
             Err(e) => events::MaintenanceFailed {
                 what: MaintenanceStep::AuditRetention,
                 error: &e,
@@ -76,12 +76,12 @@ impl Maintenance {
     }
 
     /// Applies the audit retention once a day (first run right away) until aborted.
-    pub fn spawn_audit_retention(self, days: u32) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_audit_retention(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(AUDIT_RETENTION_INTERVAL);
             loop {
                 every.tick().await;
-                self.apply_audit_retention(days).await;
+                self.apply_audit_retention().await;
             }
         })
     }

@@ -1,10 +1,42 @@
 //! Every Prometheus metric of the service, under the original names (a contract with
 //! dashboards and alerts). Label values always come from bounded sets: never a mission,
-//! record or user id (`agent_id` on `tokens_used_total` is the original's contract).
+//! record or user id. Two labels carry outside input and are bounded here: the HTTP
+//! `method` (a fixed set, anything else is `other`: [`http_method_label`]) and `agent_id`
+//! on `tokens_used_total` (the original's contract; ids of at most
+//! [`MAX_AGENT_LABEL_BYTES`] bytes, at most [`MAX_AGENT_LABELS`] distinct values per
+//! process, the rest counted under `other`: [`Metrics::add_tokens_used`]). The exact
+//! per-agent figure is in the ops view (`/internal/missions/{userId}`, `usedLast24h`).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+
+/// Longest `agent_id` label value kept as is (bytes); longer ids count as `other`.
+pub const MAX_AGENT_LABEL_BYTES: usize = 64;
+/// Most distinct `agent_id` label values per process; later new ids count as `other`.
+pub const MAX_AGENT_LABELS: usize = 256;
+/// The label value of everything outside a bounded set.
+pub const OTHER_LABEL: &str = "other";
+
+/// The `method` label of an HTTP request: the standard methods, else `other` (a client
+/// can send any token as its method).
+pub fn http_method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => OTHER_LABEL,
+    }
+}
 
 /// One registered metric family: what docs/metrics.md documents for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +94,8 @@ pub struct Metrics {
     pub rows_quarantined_total: IntCounterVec,
     pub pass_panics_total: IntCounterVec,
     families: Vec<(String, String, &'static str)>,
+    /// `agent_id` label values handed out so far (bounded, see the module docs).
+    agent_labels: Arc<Mutex<HashSet<String>>>,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
@@ -338,9 +372,38 @@ impl Metrics {
                 &["stage"],
             ),
             families: Vec::new(),
+            agent_labels: Arc::default(),
             registry,
         }
         .with_declared_families()
+    }
+
+    /// The `agent_id` label value for `agent_id`: the id itself while it is short
+    /// (≤ [`MAX_AGENT_LABEL_BYTES`], no control characters) and among the first
+    /// [`MAX_AGENT_LABELS`] distinct ids seen, else `other`.
+    pub fn agent_label(&self, agent_id: &str) -> String {
+        if agent_id.len() > MAX_AGENT_LABEL_BYTES || agent_id.chars().any(char::is_control) {
+            return OTHER_LABEL.to_string();
+        }
+        let mut known = self
+            .agent_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.contains(agent_id) {
+            return agent_id.to_string();
+        }
+        if known.len() >= MAX_AGENT_LABELS {
+            return OTHER_LABEL.to_string();
+        }
+        known.insert(agent_id.to_string());
+        agent_id.to_string()
+    }
+
+    /// Books `tokens` to `tokens_used_total{agent_id}` under the bounded label.
+    pub fn add_tokens_used(&self, agent_id: &str, tokens: u64) {
+        self.tokens_used_total
+            .with_label_values(&[&self.agent_label(agent_id)])
+            .inc_by(tokens);
     }
 
     /// Remembers every family's name, help and type so that labelled families without
@@ -436,5 +499,45 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        assert_eq!(http_method_label("GET"), "GET");
+        assert_eq!(http_method_label("OPTIONS"), "OPTIONS");
+        for invented in ["X0", "get", "PROPFIND", "", "GET "] {
+            assert_eq!(http_method_label(invented), "other", "{invented:?}");
+        }
+    }
+
+    #[test]
+    fn agent_labels_are_bounded_in_length_and_count() {
+        let m = Metrics::new();
+        let edge = "a".repeat(MAX_AGENT_LABEL_BYTES);
+        assert_eq!(m.agent_label(&edge), edge);
+        assert_eq!(
+            m.agent_label(&"a".repeat(MAX_AGENT_LABEL_BYTES + 1)),
+            "other"
+        );
+        assert_eq!(m.agent_label("bad\nid"), "other");
+        for i in 1..MAX_AGENT_LABELS {
+            assert_eq!(m.agent_label(&format!("agent-{i}")), format!("agent-{i}"));
+        }
+        // The set is full: a new id is `other`, a known one keeps its label.
+        assert_eq!(m.agent_label("one-too-many"), "other");
+        assert_eq!(m.agent_label("agent-1"), "agent-1");
+        assert_eq!(
+            m.clone().agent_label("one-too-many"),
+            "other",
+            "shared by clones"
+        );
+        m.add_tokens_used("one-too-many", 5);
+        m.add_tokens_used("x".repeat(1000).as_str(), 7);
+        assert_eq!(m.tokens_used_total.with_label_values(&["other"]).get(), 12);
     }
 }

@@ -781,29 +781,40 @@ async fn the_audit_is_append_only_for_the_service_role_and_retention_prunes_old_
         )
         .await
         .unwrap();
-    assert_eq!(store.prune_decrypt_audit(365).await.unwrap(), 2);
+    // The retention is the migration-owned setting (365 by default); the service calls
+    // the argument-less prune.
+    assert_eq!(store.prune_decrypt_audit().await.unwrap(), 2);
     let left: Vec<String> = first_column(
         &admin,
         "SELECT record_id FROM mana_ai.decrypt_audit ORDER BY ts",
     )
     .await;
     assert_eq!(left, ["mid", "n1"]);
-    // Below the floor: refused by the store and by the database function itself.
+    // Below the floor: refused by the setter and by the database function itself; the
+    // service role may not call the one-argument prune at all.
     assert!(matches!(
-        store.prune_decrypt_audit(6).await,
+        mana_ai_store::schema::set_audit_retention(&admin, Some(6)).await,
         Err(StoreError::Refused(_))
     ));
-    let svc = mana_ai_store::connect_once(&db.service_url).await.unwrap();
-    let e = svc
+    let e = admin
         .batch_execute("SELECT mana_ai.prune_decrypt_audit(1)")
         .await
         .unwrap_err();
     assert!(db_msg(&e).contains("at least 7 days"), "{e:?}");
-    assert_eq!(store.prune_decrypt_audit(7).await.unwrap(), 1);
+    let svc = mana_ai_store::connect_once(&db.service_url).await.unwrap();
+    let e = svc
+        .batch_execute("SELECT mana_ai.prune_decrypt_audit(7)")
+        .await
+        .unwrap_err();
+    assert!(db_msg(&e).contains("permission denied"), "{e:?}");
+    mana_ai_store::schema::set_audit_retention(&admin, Some(7))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_decrypt_audit().await.unwrap(), 1);
     // The prune flag does not outlive the function: a later DELETE is refused again.
     let tx = store.begin_user("u1").await.unwrap();
     tx.client()
-        .batch_execute("SELECT mana_ai.prune_decrypt_audit(7)")
+        .batch_execute("SELECT mana_ai.prune_decrypt_audit()")
         .await
         .unwrap();
     let flag: Option<String> = tx

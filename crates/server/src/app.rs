@@ -36,12 +36,15 @@ fn migration_target(cfg: &Config) -> (&str, &'static str, schema::MigrateOptions
     }
 }
 
-/// `mana-ai migrate`: applies the pending migrations (none: no DDL) and answers the
-/// versions applied. Refuses a database newer than this binary.
+/// `mana-ai migrate`: applies the pending migrations (none: no DDL), then sets the
+/// migration-owned audit retention; answers the versions applied. Refuses a database
+/// newer than this binary.
 pub async fn migrate(cfg: &Config) -> anyhow::Result<Vec<i32>> {
     let (url, what, opts) = migration_target(cfg);
     let client = mana_ai_store::connect_once(url).await.context(what)?;
-    Ok(schema::migrate_with(&client, &opts).await?)
+    let applied = schema::migrate_with(&client, &opts).await?;
+    schema::set_audit_retention(&client, cfg.audit_retention_days).await?;
+    Ok(applied)
 }
 
 pub async fn migrate_only(cfg: &Config) -> anyhow::Result<()> {
@@ -194,6 +197,7 @@ pub fn runner_with_llm(
             llm_model: cfg.llm_model.clone(),
             max_completion_tokens: cfg.max_completion_tokens,
             policy_mode: cfg.policy_mode,
+            untrusted_policy_mode: cfg.untrusted_policy_mode,
             context_window_tokens: match cfg.llm_backend {
                 LlmBackend::Http => cfg.compact_max_ctx,
                 LlmBackend::Local => cfg.compact_max_ctx.min(LOCAL_CONTEXT_TOKENS),
@@ -247,6 +251,9 @@ pub async fn serve_with(
     cfg: Config,
     llm: Option<Arc<dyn mana_ai_core::chat::LlmClient>>,
 ) -> anyhow::Result<()> {
+    // First: a configuration that would open the service to its network is refused
+    // before anything starts (main exits with code 2 on this error).
+    cfg.check_exposure()?;
     let retention = cfg.audit_retention_days;
     let llm = match llm {
         Some(llm) => llm,
@@ -260,8 +267,8 @@ pub async fn serve_with(
         .context("checking change discovery")?;
     let metrics = Metrics::new();
     let runner = Arc::new(runner_with_llm(&cfg, store.clone(), metrics, llm)?);
-    let retention_task =
-        retention.map(|days| runner.maintenance().clone().spawn_audit_retention(days));
+    // The retention itself is the migration-owned setting written by `migrate`.
+    let retention_task = retention.map(|_| runner.maintenance().clone().spawn_audit_retention());
     let state = app_state(&cfg, runner.clone());
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -281,13 +288,13 @@ pub async fn serve_with(
     let api = Arc::new(crate::audit_http::ApiState::from_config(&cfg)?);
     let app = http::router_with_api(state.clone(), cfg.body_limit_bytes, Some(api));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = cfg.http;
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await
+        crate::http_server::serve(listener, app, limits, async move {
+            let _ = rx.changed().await;
+        })
+        .await
     });
     crate::signal::shutdown_signal().await;
     // One grace period for the whole shutdown, shared by its phases.

@@ -3,7 +3,11 @@
 //! Tokens are compact JWS (JWT) signed with EdDSA over Ed25519 by mana-auth. Public keys
 //! come from the auth service's JWKS (`${MANA_AUTH_URL}/api/v1/auth/jwks`), cached by `kid`,
 //! refreshed after a TTL and when a token names an unknown `kid` (rate-limited by a
-//! cooldown, so a flood of forged `kid`s cannot turn into a flood of JWKS fetches).
+//! cooldown, so a flood of forged `kid`s cannot turn into a flood of JWKS fetches). While
+//! the JWKS endpoint is unreachable the cached keys stay usable for at most
+//! [`DEFAULT_JWKS_MAX_STALE`] after their last successful fetch; then every token is
+//! refused until a fetch succeeds, so a key removed upstream cannot stay valid forever.
+//! Accepted issuers are only the configured ones (`JWT_ISSUER`, `MANA_AUTH_URL`).
 //!
 //! Verification uses aws-lc-rs (already the workspace's crypto library) and only accepts
 //! `alg` `EdDSA`/`Ed25519`: there is no algorithm negotiation to confuse. Claims checked:
@@ -31,6 +35,9 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Most keys kept from one JWKS document.
 pub const MAX_JWKS_KEYS: usize = 32;
+/// How long cached JWKS keys stay usable after their last successful fetch when the
+/// endpoint cannot be reached (then tokens are refused until a fetch succeeds).
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(3600);
 
 /// Why a request was not authenticated. `Display` is the exact client-facing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +64,10 @@ pub struct JwtConfig {
     pub audience: String,
     /// Keys older than this are refetched (default 10 min).
     pub cache_ttl: Duration,
+    /// Keys older than this are not used at all (default [`DEFAULT_JWKS_MAX_STALE`]):
+    /// the bound on how long a key removed upstream stays valid while the JWKS endpoint
+    /// is unreachable.
+    pub max_stale: Duration,
     /// Minimum time between two JWKS fetches (default 30 s).
     pub refresh_cooldown: Duration,
     /// Clock tolerance for `exp`/`nbf` (default 0).
@@ -66,20 +77,13 @@ pub struct JwtConfig {
 }
 
 impl JwtConfig {
-    /// The service's settings: JWKS under `auth_url`, issuers {`extra_issuer`, `auth_url`,
-    /// `https://auth.mana.how`, `http://localhost:3001`}, default cache timings.
+    /// The service's settings: JWKS under `auth_url`, issuers {`extra_issuer`,
+    /// `auth_url`} — only configured values (the original also always accepted
+    /// `https://auth.mana.how` and `http://localhost:3001`) — default cache timings.
     pub fn for_auth_url(auth_url: &str, extra_issuer: Option<&str>, audience: &str) -> Self {
         let base = auth_url.trim_end_matches('/');
         let mut issuers: Vec<String> = Vec::new();
-        for iss in [
-            extra_issuer,
-            Some(base),
-            Some("https://auth.mana.how"),
-            Some("http://localhost:3001"),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for iss in [extra_issuer, Some(base)].into_iter().flatten() {
             if !iss.is_empty() && !issuers.iter().any(|i| i == iss) {
                 issuers.push(iss.to_string());
             }
@@ -89,6 +93,7 @@ impl JwtConfig {
             issuers,
             audience: audience.to_string(),
             cache_ttl: Duration::from_secs(600),
+            max_stale: DEFAULT_JWKS_MAX_STALE,
             refresh_cooldown: Duration::from_secs(30),
             leeway: Duration::ZERO,
             fetch_timeout: Duration::from_secs(5),
@@ -137,6 +142,15 @@ impl KeySet {
         self.fetched_at
             .is_some_and(|t| now.saturating_duration_since(t) < ttl)
     }
+
+    /// The candidates while the keys are younger than `max_stale`, else none.
+    fn usable_candidates(&self, kid: Option<&str>, max_stale: Duration) -> Vec<[u8; 32]> {
+        if self.is_fresh(Instant::now(), max_stale) {
+            self.candidates(kid)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// Verifies EdDSA JWTs against a remote JWKS with caching.
@@ -181,17 +195,21 @@ impl JwtVerifier {
         let (mut candidates, generation, fresh) = {
             let ks = self.keys.read().await;
             (
-                ks.candidates(kid),
+                ks.usable_candidates(kid, self.cfg.max_stale),
                 ks.generation,
                 ks.is_fresh(Instant::now(), self.cfg.cache_ttl),
             )
         };
         if candidates.is_empty() || !fresh {
             self.refresh_if_allowed(generation).await;
-            candidates = self.keys.read().await.candidates(kid);
+            candidates = self
+                .keys
+                .read()
+                .await
+                .usable_candidates(kid, self.cfg.max_stale);
         }
         if candidates.is_empty() {
-            tracing::debug!(kid = ?kid, "token rejected: no matching JWKS key");
+            tracing::debug!(kid = ?kid, "token rejected: no matching (or no fresh enough) JWKS key");
             return Err(AuthError::Invalid);
         }
         if !candidates.iter().any(|x| parsed.signature_matches(x)) {
@@ -471,17 +489,13 @@ mod tests {
     }
 
     #[test]
-    fn issuers_include_the_fixed_ones_once() {
+    fn issuers_are_only_the_configured_ones() {
         let c = JwtConfig::for_auth_url("http://localhost:3001/", Some("https://x"), "mana");
-        assert_eq!(
-            c.issuers,
-            vec![
-                "https://x",
-                "http://localhost:3001",
-                "https://auth.mana.how"
-            ]
-        );
+        assert_eq!(c.issuers, vec!["https://x", "http://localhost:3001"]);
         assert_eq!(c.jwks_url, "http://localhost:3001/api/v1/auth/jwks");
+        let c = JwtConfig::for_auth_url("http://auth.internal:3001", None, "mana");
+        assert_eq!(c.issuers, vec!["http://auth.internal:3001"]);
+        assert_eq!(c.max_stale, DEFAULT_JWKS_MAX_STALE);
     }
 
     #[test]
@@ -541,11 +555,18 @@ mod tests {
                 Err(AuthError::Invalid),
             ),
             (
-                "fixed iss",
+                "formerly hard-coded iss",
                 |m| {
                     m.insert("iss".into(), json!("https://auth.mana.how"));
                 },
-                Ok(()),
+                Err(AuthError::Invalid),
+            ),
+            (
+                "formerly hard-coded local iss",
+                |m| {
+                    m.insert("iss".into(), json!("http://localhost:3001"));
+                },
+                Err(AuthError::Invalid),
             ),
             (
                 "no iss",

@@ -72,7 +72,8 @@ async fn not_found() -> Response {
 /// produced by extractors (413, 405, 400…) into JSON.
 async fn http_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    // A fixed set: invented methods must not mint label values.
+    let method = mana_ai_runner::metrics::http_method_label(req.method().as_str());
     let path = match req.extensions().get::<MatchedPath>() {
         Some(p) => p.as_str().to_string(),
         None if req.uri().path().starts_with("/internal") => "/internal/*".to_string(),
@@ -83,10 +84,10 @@ async fn http_metrics(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let status = resp.status().as_u16().to_string();
     let m = state.runner.metrics();
     m.http_requests_total
-        .with_label_values(&[&method, &path, &status])
+        .with_label_values(&[method, &path, &status])
         .inc();
     m.http_request_duration_seconds
-        .with_label_values(&[&method, &path, &status])
+        .with_label_values(&[method, &path, &status])
         .observe(started.elapsed().as_secs_f64());
     resp
 }

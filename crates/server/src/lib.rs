@@ -10,6 +10,7 @@ pub mod dev;
 pub mod health;
 pub mod health_cli;
 pub mod http;
+pub mod http_server;
 pub mod json_error;
 pub mod local_cli;
 pub mod ops_cli;

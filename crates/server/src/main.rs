@@ -177,6 +177,12 @@ fn main() -> ExitCode {
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A configuration refused at start (e.g. a public service key on a network
+        // address): one line naming the variable, exit code 2 as for invalid values.
+        Err(e) if e.downcast_ref::<config::ConfigError>().is_some() => {
+            eprintln!("mana-ai: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("mana-ai: {e:#}");
             ExitCode::FAILURE

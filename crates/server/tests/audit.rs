@@ -418,13 +418,9 @@ async fn bad_tokens_get_401_json() {
         .await;
     expect_401(r, "Token missing subject claim").await;
 
-    // Accepted issuers: JWT_ISSUER, MANA_AUTH_URL and the two fixed ones; audience lists.
-    for iss in [
-        "https://issuer.example",
-        "https://auth.mana.how",
-        "http://localhost:3001",
-        &iss,
-    ] {
+    // Accepted issuers: only JWT_ISSUER and MANA_AUTH_URL (the two issuers the original
+    // always accepted are refused unless configured); audience lists.
+    for iss in ["https://issuer.example", &iss] {
         let r = app
             .audit(
                 "",
@@ -432,6 +428,15 @@ async fn bad_tokens_get_401_json() {
             )
             .await;
         assert_eq!(r.status(), StatusCode::OK, "issuer {iss}");
+    }
+    for iss in ["https://auth.mana.how", "http://localhost:3001"] {
+        let r = app
+            .audit(
+                "",
+                Some(&signer.sign(&with(good.clone(), "iss", json!(iss)))),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "issuer {iss}");
     }
     let r = app
         .audit(

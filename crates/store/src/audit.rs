@@ -7,8 +7,9 @@
 //! Every statement runs inside a `withUser` transaction (the table has FORCE row-level
 //! security scoped by `app.current_user_id`); the read also filters on `user_id`
 //! explicitly. The service role may only SELECT and INSERT; rows are removed solely by
-//! retention, through the `SECURITY DEFINER` function `mana_ai.prune_decrypt_audit(days)`
-//! owned by the migration role (see [`crate::schema`]).
+//! retention, through the `SECURITY DEFINER` function `mana_ai.prune_decrypt_audit()`
+//! owned by the migration role, with the retention the migration role set (see
+//! [`crate::schema::set_audit_retention`]).
 
 use chrono::{DateTime, Utc};
 
@@ -157,21 +158,15 @@ impl Store {
             .collect()
     }
 
-    /// Deletes audit rows older than `retention_days` (all users) through
-    /// `mana_ai.prune_decrypt_audit`, which runs as the migration role. Returns how many
-    /// rows were deleted. Fewer than [`MIN_RETENTION_DAYS`] days is refused here and by the
-    /// function itself.
-    pub async fn prune_decrypt_audit(&self, retention_days: u32) -> Result<u64, StoreError> {
-        if retention_days < MIN_RETENTION_DAYS {
-            return Err(StoreError::Refused(
-                "audit retention below the minimum of 7 days",
-            ));
-        }
-        let days = i32::try_from(retention_days)
-            .map_err(|_| StoreError::Refused("audit retention out of range"))?;
+    /// Deletes audit rows older than the configured retention (all users) through
+    /// `mana_ai.prune_decrypt_audit()`, which runs as the migration role and takes the
+    /// retention from the migration-owned setting ([`crate::schema::set_audit_retention`]):
+    /// the service role chooses nothing. Returns how many rows were deleted (0 when the
+    /// setting keeps the trail forever).
+    pub async fn prune_decrypt_audit(&self) -> Result<u64, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_one("SELECT mana_ai.prune_decrypt_audit($1)", &[&days])
+            .query_one("SELECT mana_ai.prune_decrypt_audit()", &[])
             .await?;
         let n: i64 = row.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))

@@ -1,5 +1,8 @@
-//! The store's error type, [`StoreError`], and how database errors are rendered (the
-//! server's message with detail and hint; never a connection password).
+//! The store's error type, [`StoreError`], and how database errors are rendered: the
+//! server's message and SQLSTATE only ([`safe_db_message`]). PostgreSQL's DETAIL
+//! ("Failing row contains (…)", key values), WHERE and query context can hold user data,
+//! so they never reach an error's `Display` — neither logs nor HTTP answers (e.g. the
+//! `errors` of `/internal/tick`) — and never a connection password.
 
 /// Errors of the store. Messages never contain connection passwords.
 #[derive(Debug, thiserror::Error)]
@@ -10,14 +13,14 @@ pub enum StoreError {
     Pool(String),
     #[error(
         "migration step '{step}' failed: {}{}",
-        db_message(cause),
+        safe_db_message(cause),
         migration_hint(cause)
     )]
     Migration {
         step: String,
         cause: tokio_postgres::Error,
     },
-    #[error("database error: {}", db_message(.0))]
+    #[error("database error: {}", safe_db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The schema's version does not fit this binary, or another instance's migration
     /// did not finish in time. The message says what to do.
@@ -29,7 +32,24 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The server's message (with detail and hint) instead of tokio-postgres' bare "db error".
+/// Longest server message kept in an error's `Display` (chars).
+pub const MAX_DB_MESSAGE_CHARS: usize = 300;
+
+/// What an error's `Display` says about a database error: the server's primary message
+/// (capped at [`MAX_DB_MESSAGE_CHARS`]) and its SQLSTATE; no DETAIL, HINT, WHERE or
+/// query position. Connection-level errors keep tokio-postgres' text (no row data).
+pub fn safe_db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let message: String = db.message().chars().take(MAX_DB_MESSAGE_CHARS).collect();
+            format!("{message} ({})", db.code().code())
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The server's message with detail and hint (tests and diagnostics only: the detail
+/// may hold row contents; `Display` uses [`safe_db_message`]).
 pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {

@@ -66,7 +66,7 @@ pub mod zones;
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
 pub use due::{Deferral, Deferred, SeenVersions};
-pub use error::{db_message, StoreError};
+pub use error::{db_message, safe_db_message, StoreError};
 pub use heal::{Heal, ScheduleHeal};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
 pub use retry::{Idempotent, RetryPolicy};

@@ -1,9 +1,50 @@
 //! How resolved records are rendered for the prompt (data-model §8). Lengths are counted
-//! in chars (the prompt module's unit).
+//! in chars (the prompt module's unit). A decrypted record is held as a [`PlainRecord`],
+//! whose strings are wiped (zeroized) when it is dropped.
 
 use mana_ai_core::prompt::{input_char_limit, truncate_chars, ResolvedInput};
 use mana_ai_core::records::InputRef;
 use serde_json::{Map, Value};
+use zeroize::Zeroize;
+
+/// A record that holds (or will hold) decrypted plaintext. Dropping it overwrites every
+/// string in it — values and keys, nested too — with zeros before the memory is freed.
+/// Neither `Debug` nor `Clone`: the plaintext leaves it only through [`format_input`].
+pub(crate) struct PlainRecord(Value);
+
+impl PlainRecord {
+    pub(crate) fn new(record: Value) -> Self {
+        Self(record)
+    }
+
+    pub(crate) fn value(&self) -> &Value {
+        &self.0
+    }
+
+    pub(crate) fn value_mut(&mut self) -> &mut Value {
+        &mut self.0
+    }
+}
+
+impl Drop for PlainRecord {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Zeroizes every string of `value` in place (numbers and booleans carry no text).
+fn wipe(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(map) => {
+            for (_, v) in map.iter_mut() {
+                wipe(v);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
 
 use super::registry::Format;
 
@@ -171,6 +212,18 @@ mod tests {
         assert_eq!(out.module, module);
         assert_eq!(out.table, "t");
         (out.title.unwrap(), out.content)
+    }
+
+    #[test]
+    fn wipe_zeroizes_every_string() {
+        let mut v = serde_json::json!({"content": "secret", "nested": {"a": ["x", 1]}});
+        wipe(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"content": "", "nested": {"a": ["", 1]}})
+        );
+        let rec = PlainRecord::new(serde_json::json!({"title": "t"}));
+        assert_eq!(rec.value()["title"], "t");
     }
 
     #[test]

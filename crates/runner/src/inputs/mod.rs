@@ -47,7 +47,7 @@ use serde_json::Value;
 
 use crate::events::{self, Emit};
 use crate::{Clock, Metrics};
-use format::format_input;
+use format::{format_input, PlainRecord};
 use registry::{resolver_for, table_label, Resolver};
 
 /// How many inputs of one mission resolve at the same time (each holds a connection).
@@ -280,13 +280,14 @@ impl InputResolver {
     ) -> Result<ResolvedInput, Dropped> {
         let label = table_label(&input.table);
         let tx = self.store.begin_user(&run.due.user_id).await?;
-        let Some(mut record) =
-            replay_record_in(&tx, resolver.app_id, &input.table, &input.id).await?
+        let Some(record) = replay_record_in(&tx, resolver.app_id, &input.table, &input.id).await?
         else {
             tx.commit().await?;
             return Err(Dropped::Quietly);
         };
-        match decrypt_fields(&mut record, key) {
+        // Wiped on drop, whichever way this function returns.
+        let mut record = PlainRecord::new(record);
+        match decrypt_fields(record.value_mut(), key) {
             Err(e) => {
                 insert_decrypt_audit(
                     &tx,
@@ -312,7 +313,7 @@ impl InputResolver {
                     fields,
                 }
                 .emit(&self.metrics);
-                Ok(format_input(resolver.format, input, &record))
+                Ok(format_input(resolver.format, input, record.value()))
             }
         }
     }

@@ -11,7 +11,6 @@ use mana_ai_core::plan::{
     run_planner, BudgetContext, CallOutcome, CallValidator, IterationPhase, PlanFailure,
     PlanOutcome, PlannerInput, Rejection, StopReason,
 };
-use mana_ai_core::policy::filter_offered;
 use mana_ai_core::lang::Lang;
 use mana_ai_core::prompt::{
     build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt,
@@ -20,7 +19,7 @@ use mana_ai_core::prompt::{
 use mana_ai_store::StoreError;
 use serde_json::{Map, Value};
 
-use super::tools::ToolSpecs;
+use super::tools::{carries_untrusted, injection_mode, offered_tools, ToolSpecs};
 use super::{Attempt, ClaimedRun, MissionRunner, RunFailure, Stop};
 use crate::budget::{BudgetScope, BudgetedLlm};
 use crate::error::RunError;
@@ -71,7 +70,8 @@ impl MissionRunner {
     ) -> Result<Attempt, Stop> {
         let catalog = Catalog::builtin();
         let server = catalog.server_tools();
-        let offered = filter_offered(&server, run.agent.policy.as_ref());
+        let untrusted = carries_untrusted(inputs);
+        let offered = offered_tools(&server, run.agent.policy.as_ref(), untrusted);
         let m = run.mission;
         let lang = language_of(
             [&m.title, &m.objective, &m.concept_markdown].map(String::as_str),
@@ -79,7 +79,12 @@ impl MissionRunner {
         );
         let specs = self.tool_specs.get(&offered, lang);
         let validator = OfferedTools::new(offered.clone());
-        let input = self.planner_input(run, inputs, used_before, (&specs, lang), &validator);
+        let mut input = self.planner_input(run, inputs, used_before, (&specs, lang), &validator);
+        input.policy_mode = injection_mode(
+            self.cfg.policy_mode,
+            self.cfg.untrusted_policy_mode,
+            untrusted,
+        );
         match self.run_budgeted(run, input, specs).await {
             LoopEnd::DeadlineExceeded => Ok(Attempt::Failed(RunFailure {
                 phase: IterationPhase::CallingLlm,
@@ -202,7 +207,7 @@ impl MissionRunner {
         .emit(&self.metrics);
         Ok(Attempt::Failed(RunFailure {
             phase: failure.phase,
-            message: failure.error.to_string(),
+            message: user_visible(&failure.error),
             nothing_valid: false,
         }))
     }
@@ -232,5 +237,18 @@ impl MissionRunner {
             }));
         }
         Ok(Attempt::Planned(outcome))
+    }
+}
+
+/// The text of an LLM error written into the user-visible `errorDetails`: a transport
+/// error names the endpoint it could not reach (an internal URL) and the network error,
+/// so users get a fixed text and the details go to the log only.
+fn user_visible(error: &LlmError) -> String {
+    match error {
+        LlmError::Transport(detail) => {
+            tracing::warn!(error = %detail, "LLM transport error");
+            "LLM unreachable (transport error; details in the service log)".to_owned()
+        }
+        other => other.to_string(),
     }
 }

@@ -187,13 +187,33 @@ impl Config {
             ("JWT_AUDIENCE", self.jwt_audience.clone()),
             ("MANA_AI_CORS_ORIGINS", self.cors_origins.join(",")),
             (
+                "MANA_AI_HTTP_HEADER_READ_TIMEOUT_MS",
+                self.http.header_read_timeout.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_HTTP_REQUEST_TIMEOUT_MS",
+                self.http.request_timeout.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_HTTP_IDLE_TIMEOUT_MS",
+                self.http.idle_timeout.as_millis().to_string(),
+            ),
+            (
+                "MANA_AI_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.to_string(),
+            ),
+            (
+                "MANA_AI_UNTRUSTED_POLICY_MODE",
+                self.untrusted_policy_mode.as_str().into(),
+            ),
+            (
                 "NODE_ENV",
                 self.node_env.clone().unwrap_or_else(|| "(unset)".into()),
             ),
             (
                 "DEV_BYPASS_AUTH",
                 if self.auth_bypassed() {
-                    "true (ACTIVE: /api requests run as DEV_USER_ID)".into()
+                    "true (ACTIVE on a loopback bind only: /api requests run as DEV_USER_ID)".into()
                 } else if self.dev_bypass_auth {
                     "true (inactive: NODE_ENV is not development)".into()
                 } else {

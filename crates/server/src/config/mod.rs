@@ -12,6 +12,7 @@ mod db;
 mod describe;
 pub mod otel;
 mod parse;
+mod security;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,7 +28,12 @@ pub use db::DbSettings;
 pub use describe::{mask_http_url, mask_secret, mask_url};
 use parse::{
     get, llm_choice, opt_bool, opt_http_url, opt_ms, opt_num, opt_str, parse_header_name,
-    parse_origins, parse_pg_url, parse_word_list,
+    parse_pg_url, parse_word_list,
+};
+pub use security::{
+    service_key_is_strong, HttpLimits, DEFAULT_CORS_ORIGINS, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_UNTRUSTED_POLICY_MODE, DEV_CORS_ORIGIN, MIN_SERVICE_KEY_BYTES,
 };
 
 /// One invalid variable.
@@ -84,8 +90,6 @@ pub const DEFAULT_JWT_AUDIENCE: &str = "mana";
 pub const DEFAULT_DATA_DIR: &str = ".mana-ai";
 /// Default `MANA_AUTH_URL`.
 pub const DEFAULT_AUTH_URL: &str = "http://localhost:3001";
-/// Default `MANA_AI_CORS_ORIGINS`: the web app in production and under `vite dev`.
-pub const DEFAULT_CORS_ORIGINS: &str = "https://mana.how,http://localhost:5173";
 /// Default `DEV_USER_ID`.
 pub const DEFAULT_DEV_USER_ID: &str = "00000000-0000-0000-0000-000000000000";
 /// Default `MANA_LLM_URL`.
@@ -93,7 +97,8 @@ pub const DEFAULT_LLM_URL: &str = "http://localhost:3020";
 /// Default `SYNC_DATABASE_URL`.
 pub const DEFAULT_SYNC_DATABASE_URL: &str =
     "postgresql://mana:devpassword@localhost:5432/mana_sync";
-/// Default `MANA_SERVICE_KEY` (a public value: `mana-ai dev` prints it).
+/// Default `MANA_SERVICE_KEY` (a public value: `mana-ai dev` prints it). `serve` refuses
+/// it on any address but loopback ([`Config::check_exposure`]).
 pub const DEFAULT_SERVICE_KEY: &str = "dev-service-key";
 /// Default `MANA_AI_DEFAULT_TIMEZONE`.
 pub use mana_ai_runner::defaults::DEFAULT_TIMEZONE;
@@ -172,8 +177,16 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     /// `JWT_AUDIENCE` (default `mana`).
     pub jwt_audience: String,
-    /// `MANA_AI_CORS_ORIGINS`: browser origins allowed to call `/api/*`.
+    /// `MANA_AI_CORS_ORIGINS`: browser origins allowed to call `/api/*` (default
+    /// `https://mana.how`; `mana-ai dev` and `NODE_ENV=development` add `vite dev`'s).
     pub cors_origins: Vec<String>,
+    /// Whether `MANA_AI_CORS_ORIGINS` was set.
+    pub cors_origins_explicit: bool,
+    /// `MANA_AI_HTTP_*`: the HTTP server's timeouts and connection cap.
+    pub http: HttpLimits,
+    /// `MANA_AI_UNTRUSTED_POLICY_MODE`: injection policy of runs whose prompt carries
+    /// research results (the stricter of it and `POLICY_MODE` applies).
+    pub untrusted_policy_mode: PolicyMode,
     /// `NODE_ENV` as given (only `development` has an effect).
     pub node_env: Option<String>,
     /// `DEV_BYPASS_AUTH`; effective only together with `NODE_ENV=development`.
@@ -207,6 +220,8 @@ impl Config {
         let opt_pg_url = |var| get(env, var).map(|v| parse_pg_url(var, v)).transpose();
         let opt_header = |var, default| parse_header_name(env, var, default);
         let bind_addr = bind(env)?;
+        let node_env = get(env, "NODE_ENV").map(str::to_string);
+        let explicit_origins = security::explicit_origins(env)?;
         Ok(Self {
             port: opt_num(env, "PORT", 1, u16::MAX, DEFAULT_PORT)?,
             bind: bind_addr.unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -358,11 +373,13 @@ impl Config {
                 .transpose()?,
             jwt_issuer: get(env, "JWT_ISSUER").map(str::to_string),
             jwt_audience: opt_str(env, "JWT_AUDIENCE", DEFAULT_JWT_AUDIENCE),
-            cors_origins: parse_origins(
-                "MANA_AI_CORS_ORIGINS",
-                get(env, "MANA_AI_CORS_ORIGINS").unwrap_or(DEFAULT_CORS_ORIGINS),
-            )?,
-            node_env: get(env, "NODE_ENV").map(str::to_string),
+            cors_origins_explicit: explicit_origins.is_some(),
+            cors_origins: explicit_origins.unwrap_or_else(|| {
+                security::default_origins(node_env.as_deref() == Some("development"))
+            }),
+            http: security::http_limits(env)?,
+            untrusted_policy_mode: security::untrusted_policy_mode(env)?,
+            node_env,
             dev_bypass_auth: opt_bool(env, "DEV_BYPASS_AUTH", false)?,
             dev_user_id: opt_str(env, "DEV_USER_ID", DEFAULT_DEV_USER_ID),
             shallow_research_triggers: parse_word_list(

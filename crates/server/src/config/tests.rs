@@ -258,13 +258,16 @@ fn auth_and_cors_settings() {
     assert_eq!(c.auth_url(), "http://localhost:3001");
     assert_eq!(c.jwt_audience, "mana");
     assert_eq!(c.jwt_issuer, None);
+    // Production default: the web app only; `vite dev`'s origin only in development.
+    assert_eq!(c.cors_origins, vec!["https://mana.how".to_string()]);
+    assert!(!c.cors_origins_explicit);
+    let dev = c.clone().with_dev_cors_default();
     assert_eq!(
-        c.cors_origins,
-        vec![
-            "https://mana.how".to_string(),
-            "http://localhost:5173".into()
-        ]
+        dev.cors_origins,
+        ["https://mana.how", "http://localhost:5173"]
     );
+    let node_dev = Config::from_env(&env(&[("NODE_ENV", "development")])).unwrap();
+    assert_eq!(node_dev.cors_origins, dev.cors_origins);
     assert!(!c.auth_bypassed());
     assert_eq!(c.dev_user_id, DEFAULT_DEV_USER_ID);
 
@@ -290,6 +293,46 @@ fn auth_and_cors_settings() {
         ]
     );
     assert_eq!(c.dev_user_id, "dev-1");
+    // An explicit list is kept by `mana-ai dev` too.
+    assert_eq!(
+        c.clone().with_dev_cors_default().cors_origins,
+        c.cors_origins
+    );
+}
+
+#[test]
+fn http_limits_and_untrusted_policy() {
+    let c = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(c.http, HttpLimits::default());
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.http.request_timeout, Duration::from_secs(30));
+    assert_eq!(c.http.max_connections, 512);
+    assert_eq!(c.untrusted_policy_mode, PolicyMode::Enforce);
+    let c = Config::from_env(&env(&[
+        ("MANA_AI_HTTP_HEADER_READ_TIMEOUT_MS", "100"),
+        ("MANA_AI_HTTP_REQUEST_TIMEOUT_MS", "3600000"),
+        ("MANA_AI_HTTP_IDLE_TIMEOUT_MS", "2500"),
+        ("MANA_AI_HTTP_MAX_CONNECTIONS", "1"),
+        ("MANA_AI_UNTRUSTED_POLICY_MODE", "log-only"),
+    ]))
+    .unwrap();
+    assert_eq!(c.http.header_read_timeout, Duration::from_millis(100));
+    assert_eq!(c.http.request_timeout, Duration::from_secs(3600));
+    assert_eq!(c.http.idle_timeout, Duration::from_millis(2500));
+    assert_eq!(c.http.max_connections, 1);
+    assert_eq!(c.untrusted_policy_mode, PolicyMode::LogOnly);
+    for (var, bad) in [
+        ("MANA_AI_HTTP_HEADER_READ_TIMEOUT_MS", "99"),
+        ("MANA_AI_HTTP_REQUEST_TIMEOUT_MS", "3600001"),
+        ("MANA_AI_HTTP_IDLE_TIMEOUT_MS", "x"),
+        ("MANA_AI_HTTP_MAX_CONNECTIONS", "0"),
+        ("MANA_AI_HTTP_MAX_CONNECTIONS", "100001"),
+        ("MANA_AI_UNTRUSTED_POLICY_MODE", "strict"),
+    ] {
+        let e = Config::from_env(&env(&[(var, bad)])).unwrap_err();
+        assert_eq!(e.var, var, "{bad}");
+    }
 }
 
 #[test]

@@ -131,6 +131,13 @@ impl DevPassword {
 
 /// Runs `mana-ai dev`: cluster, database, role, optional demo data, then the service.
 pub async fn run(cfg: Config, args: DevArgs) -> anyhow::Result<()> {
+    // Refused before anything starts: the same exposure rule as `serve`, on the address
+    // `dev` will really listen on (loopback unless MANA_AI_BIND was set).
+    let mut listening = cfg.clone();
+    if !cfg.bind_explicit {
+        listening.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
+    listening.check_exposure()?;
     let data_dir = prepare_data_dir(args.data_dir.as_deref().unwrap_or(&cfg.data_dir))?;
     let cluster = start_cluster(data_dir.join(CLUSTER_DIR), cfg.pg_bindir.clone()).await?;
     let password = load_or_create_password(&data_dir.join(PASSWORD_FILE))?;
@@ -223,7 +230,7 @@ pub fn dev_config(
     bind_explicit: bool,
     data_dir: &Path,
 ) -> Config {
-    let mut cfg = base.clone();
+    let mut cfg = base.clone().with_dev_cors_default();
     cfg.data_dir = data_dir.to_owned();
     if !cfg.llm_backend_explicit {
         cfg.llm_backend = LlmBackend::Local;

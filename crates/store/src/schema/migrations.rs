@@ -162,6 +162,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 5,
+        name: "least-privilege",
+        steps: &[
+            Step::Sql {
+                what: "audit retention setting",
+                sql: include_str!("0005/audit_retention.sql"),
+            },
+            Step::Grants {
+                what: "least privilege of the service role",
+                sql: include_str!("0005/least_privilege.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).

@@ -78,7 +78,9 @@ pub(crate) fn render(sql: &str, role: Option<&str>) -> String {
         .replace("{claim_seed}", &locks::CLAIM_SEED.to_string())
         .replace("{default_agent}", &quote_literal(DEFAULT_AGENT_ID));
     match role {
-        Some(role) => sql.replace("{role}", &quote_ident(role)),
+        Some(role) => sql
+            .replace("{role}", &quote_ident(role))
+            .replace("{role_literal}", &quote_literal(role)),
         None => sql,
     }
 }
@@ -122,6 +124,33 @@ pub async fn can_migrate(client: &Client) -> Result<bool, StoreError> {
         .await
         .map_err(|e| StoreError::migration("check the role's privileges", e))?;
     Ok(row.get(0))
+}
+
+/// Sets the decrypt-audit retention the argument-less `mana_ai.prune_decrypt_audit()`
+/// applies (`None`: keep forever). Run by the migration role at boot, from
+/// `MANA_AI_AUDIT_RETENTION_DAYS`; the service role cannot change it. Fewer than
+/// [`crate::audit::MIN_RETENTION_DAYS`] days is refused.
+pub async fn set_audit_retention(client: &Client, days: Option<u32>) -> Result<(), StoreError> {
+    let days = match days {
+        None => None,
+        Some(d) if d < crate::audit::MIN_RETENTION_DAYS => {
+            return Err(StoreError::Refused(
+                "audit retention below the minimum of 7 days",
+            ))
+        }
+        Some(d) => Some(
+            i32::try_from(d).map_err(|_| StoreError::Refused("audit retention out of range"))?,
+        ),
+    };
+    client
+        .execute(
+            "INSERT INTO mana_ai.audit_retention (singleton, days) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET days = EXCLUDED.days, updated_at = now()",
+            &[&days],
+        )
+        .await
+        .map_err(|e| StoreError::migration("set audit retention", e))?;
+    Ok(())
 }
 
 /// Checks, as the service role, that change discovery can really see across users:
@@ -228,7 +257,7 @@ mod tests {
                     Step::Grants { sql, .. } => (sql, Some("svc")),
                 };
                 let sql = render(sql, role);
-                for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
+                for placeholder in ["{claim_seed}", "{default_agent}", "{role}", "{role_literal}"] {
                     assert!(!sql.contains(placeholder), "{placeholder} left in {sql}");
                 }
             }
