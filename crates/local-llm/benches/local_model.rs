@@ -6,6 +6,14 @@
 //! Prints load time, prompt and generation tokens/s, time per mission, peak RSS, and the
 //! share of runs with a schema-valid tool call (every call is checked with
 //! `validate_call`) and with a "sensible" one (the tool belongs to the expected module).
+//!
+//! Every mission runs cold (cache cleared) so prompt speed is comparable with llama.cpp;
+//! then raw greedy generation (no constraint), the constraint's share of the time per
+//! token, and a two-round planning loop with and without prompt reuse are measured.
+//! Environment: `MANA_AI_BENCH_MISSIONS=N` (first N missions only),
+//! `MANA_AI_BENCH_DUMP=file` (write the prompts' token ids and output lengths as JSON lines,
+//! for `scripts/bench-local-vs-llamacpp.sh`), `MANA_AI_BENCH_ACCURACY=1` (instead: compare
+//! the quantized kernels' logits with the f32 reference on three prompts).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,8 +21,15 @@ use std::time::{Duration, Instant};
 use mana_ai_core::catalog::{function_specs, validate_call, Catalog, Tool};
 use mana_ai_core::chat::ChatMessage;
 use mana_ai_local_llm::fetch;
+use mana_ai_local_llm::llama::KvCache;
+use mana_ai_local_llm::reference::Reference;
 use mana_ai_local_llm::schema::ToolSchema;
-use mana_ai_local_llm::{Decision, LocalModel, ToolMode};
+use mana_ai_local_llm::{prompt, Decision, LocalModel, ToolMode};
+
+const SYSTEM: &str = "You plan background work for the user's personal workbench. Pick the \
+                      single best next tool call for the mission.";
+/// Tokens of raw greedy generation per measured prompt.
+const RAW_TOKENS: usize = 64;
 
 /// (mission text, modules whose tools count as sensible).
 const MISSIONS: &[(&str, &[&str])] = &[
@@ -155,11 +170,41 @@ fn status_mib(key: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+fn env_flag(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn messages(goal: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system(SYSTEM),
+        ChatMessage::user(format!("Mission: {goal}")),
+    ]
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 fn main() {
     let path = model_path();
+    if env_flag("MANA_AI_BENCH_ACCURACY").is_some() {
+        return accuracy(&path);
+    }
     let t0 = Instant::now();
     let model = LocalModel::load(&path).unwrap_or_else(|e| panic!("load: {e}"));
     let load = t0.elapsed();
+    println!(
+        "model load: {:.2} s; weights {:.1} MiB; RSS after load {:.0} MiB",
+        load.as_secs_f64(),
+        model.llama().weight_bytes() as f64 / 1048576.0,
+        status_mib("VmRSS:")
+    );
     let cat = Catalog::builtin();
     let offered: Vec<&Tool> = MODULE_TOOLS
         .iter()
@@ -167,40 +212,61 @@ fn main() {
         .collect();
     let schemas =
         ToolSchema::from_specs(&function_specs(&offered)).unwrap_or_else(|e| panic!("{e}"));
+    let limit = env_flag("MANA_AI_BENCH_MISSIONS")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MISSIONS.len())
+        .min(MISSIONS.len());
+    let dump = missions(&model, &cat, &offered, &schemas, limit);
+    raw_generation(&model, &dump);
+    planning_loop(&model, &schemas);
+    println!(
+        "peak RSS: {:.0} MiB (resident now: {:.0} MiB)",
+        peak_rss_mib(),
+        status_mib("VmRSS:")
+    );
+    if let Some(file) = env_flag("MANA_AI_BENCH_DUMP") {
+        let lines: Vec<String> = dump
+            .iter()
+            .map(|(ids, n)| serde_json::json!({"prompt": ids, "gen_tokens": n}).to_string())
+            .collect();
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
 
+/// The mission set, each cold; returns every prompt's ids and output length.
+fn missions(
+    model: &LocalModel,
+    cat: &Catalog,
+    offered: &[&Tool],
+    schemas: &[ToolSchema],
+    limit: usize,
+) -> Vec<(Vec<u32>, usize)> {
     println!("| # | tool | valid | sensible | prompt tok | gen tok | prompt s | gen s |");
     println!("|---|---|---|---|---|---|---|---|");
     let (mut valid, mut sensible, mut calls) = (0usize, 0usize, 0usize);
     let (mut p_tok, mut g_tok) = (0usize, 0usize);
-    let (mut p_time, mut g_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut p_time, mut g_time, mut m_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut total = Duration::ZERO;
-    // `MANA_AI_BENCH_MISSIONS=N` runs only the first N missions (quick runs in debug builds).
-    let limit = std::env::var("MANA_AI_BENCH_MISSIONS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(MISSIONS.len())
-        .min(MISSIONS.len());
+    let mut dump = Vec::new();
     for (i, (goal, modules)) in MISSIONS.iter().take(limit).enumerate() {
-        let messages = vec![
-            ChatMessage::system(
-                "You plan background work for the user's personal workbench. Pick the single \
-                 best next tool call for the mission.",
-            ),
-            ChatMessage::user(format!("Mission: {goal}")),
-        ];
+        let messages = messages(goal);
+        model.clear_cache();
         let started = Instant::now();
         let g = model
-            .generate(&messages, &schemas, &ToolMode::Auto)
+            .generate(&messages, schemas, &ToolMode::Auto)
             .unwrap_or_else(|e| panic!("mission {i}: {e}"));
         total += started.elapsed();
+        let ids = model.encode_prompt(&prompt::render(&messages, schemas, &ToolMode::Auto));
+        dump.push((ids, g.outcome.completion_tokens));
         p_tok += g.prompt_tokens;
         g_tok += g.outcome.completion_tokens;
         p_time += g.prompt_time;
         g_time += g.generation_time;
+        m_time += g.model_time;
         let (label, ok, good) = match &g.outcome.decision {
             Decision::Call { name, arguments } => {
                 calls += 1;
-                let ok = validate_call(&offered, name, arguments).is_ok();
+                let ok = validate_call(offered, name, arguments).is_ok();
                 let good = ok
                     && cat
                         .get(name)
@@ -221,30 +287,135 @@ fn main() {
             g.generation_time.as_secs_f64()
         );
     }
-    let n = limit;
+    let n = limit.max(1);
     println!();
-    println!("model load: {:.2} s", load.as_secs_f64());
     println!(
-        "prompt: {p_tok} tokens in {:.2} s = {:.1} tok/s",
+        "prompt (cold): {p_tok} tokens in {:.2} s = {:.1} tok/s",
         p_time.as_secs_f64(),
         p_tok as f64 / p_time.as_secs_f64()
     );
     println!(
-        "generation: {g_tok} tokens in {:.2} s = {:.1} tok/s",
+        "generation (constrained): {g_tok} tokens in {:.2} s = {:.1} tok/s; model {:.2} s, \
+         constraint {:.2} s ({:.1} % of the time per token)",
         g_time.as_secs_f64(),
-        g_tok as f64 / g_time.as_secs_f64()
+        g_tok as f64 / g_time.as_secs_f64(),
+        m_time.as_secs_f64(),
+        (g_time - m_time).as_secs_f64(),
+        100.0 * (g_time - m_time).as_secs_f64() / g_time.as_secs_f64()
     );
     println!(
-        "time per planned mission (one constrained call): {:.2} s",
+        "time per planned mission (one constrained call, cold): {:.2} s",
         total.as_secs_f64() / n as f64
     );
     println!(
-        "peak RSS: {:.0} MiB (resident now: {:.0} MiB)",
-        peak_rss_mib(),
-        status_mib("VmRSS:")
-    );
-    println!(
-        "runs with >=1 tool call: {calls}/{n}; schema-valid calls: {valid}/{calls}; sensible: {sensible}/{n}"
+        "runs with >=1 tool call: {calls}/{limit}; schema-valid calls: {valid}/{calls}; sensible: {sensible}/{limit}"
     );
     assert_eq!(valid, calls, "every emitted tool call must validate");
+    dump
+}
+
+/// Unconstrained greedy generation after the first prompts (the raw model speed).
+fn raw_generation(model: &LocalModel, prompts: &[(Vec<u32>, usize)]) {
+    let llama = model.llama();
+    let (mut tokens, mut time) = (0usize, Duration::ZERO);
+    for (ids, _) in prompts.iter().take(3) {
+        let mut cache = KvCache::default();
+        let mut logits = llama.forward(&mut cache, ids).unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        for _ in 0..RAW_TOKENS {
+            let next = argmax(&logits);
+            logits = llama.forward(&mut cache, &[next]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        time += started.elapsed();
+        tokens += RAW_TOKENS;
+    }
+    println!(
+        "generation (raw greedy, no constraint): {tokens} tokens in {:.2} s = {:.1} tok/s",
+        time.as_secs_f64(),
+        tokens as f64 / time.as_secs_f64()
+    );
+}
+
+/// Two rounds of one planning loop: round 2 adds the call and its result. Warm (prefix
+/// reused) and cold must decide the same.
+fn planning_loop(model: &LocalModel, schemas: &[ToolSchema]) {
+    let mut msgs = messages(MISSIONS[3].0);
+    model.clear_cache();
+    let first = model
+        .generate(&msgs, schemas, &ToolMode::Auto)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let call = match &first.outcome.decision {
+        Decision::Call { name, arguments } => mana_ai_core::chat::ToolCall {
+            id: "c1".into(),
+            name: name.clone(),
+            arguments: arguments.clone(),
+        },
+        Decision::Final(_) => return println!("planning loop: round 1 answered in text"),
+    };
+    msgs.push(ChatMessage::assistant(None, vec![call]));
+    msgs.push(ChatMessage::tool_result("c1", "{\"proposalId\": \"p-1\", \"status\": \"pending\"}"));
+    let t = Instant::now();
+    let warm = model
+        .generate(&msgs, schemas, &ToolMode::Auto)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let warm_time = t.elapsed();
+    model.clear_cache();
+    let t = Instant::now();
+    let cold = model
+        .generate(&msgs, schemas, &ToolMode::Auto)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cold_time = t.elapsed();
+    assert_eq!(warm.outcome, cold.outcome, "prompt reuse changed the output");
+    println!(
+        "planning loop round 2: {} prompt tokens, {} reused; warm {:.2} s (prompt {:.2} s) vs \
+         cold {:.2} s (prompt {:.2} s); same output",
+        warm.prompt_tokens,
+        warm.reused_tokens,
+        warm_time.as_secs_f64(),
+        warm.prompt_time.as_secs_f64(),
+        cold_time.as_secs_f64(),
+        cold.prompt_time.as_secs_f64()
+    );
+}
+
+/// Top-1 agreement and logit differences of the quantized kernels against the f32
+/// reference, teacher-forced on the reference's greedy continuation of three prompts.
+fn accuracy(path: &std::path::Path) {
+    let model = LocalModel::load(path).unwrap_or_else(|e| panic!("load: {e}"));
+    let mut reference = Reference::load(path).unwrap_or_else(|e| panic!("reference: {e}"));
+    let cat = Catalog::builtin();
+    let offered: Vec<&Tool> = MODULE_TOOLS.iter().filter_map(|n| cat.get(n)).collect();
+    let schemas =
+        ToolSchema::from_specs(&function_specs(&offered)).unwrap_or_else(|e| panic!("{e}"));
+    let (mut agree, mut steps, mut max_diff, mut sum_rel) = (0usize, 0usize, 0f32, 0f64);
+    for i in [0usize, 8, 16] {
+        let ids = model.encode_prompt(&prompt::render(
+            &messages(MISSIONS[i].0),
+            &schemas,
+            &ToolMode::Auto,
+        ));
+        let mut cache = KvCache::default();
+        let mut ours = model.llama().forward(&mut cache, &ids).unwrap_or_else(|e| panic!("{e}"));
+        let mut want = reference.start(&ids).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..16 {
+            let next = argmax(&want);
+            agree += usize::from(argmax(&ours) == next);
+            steps += 1;
+            let range = want.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+                - want.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+            let diff = ours
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            max_diff = max_diff.max(diff);
+            sum_rel += f64::from(diff / range);
+            ours = model.llama().forward(&mut cache, &[next]).unwrap_or_else(|e| panic!("{e}"));
+            want = reference.feed(next).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    println!(
+        "accuracy vs f32 reference: top-1 agreement {agree}/{steps}; max |logit diff| {max_diff:.3}; \
+         mean max-diff / logit range {:.4}",
+        sum_rel / steps as f64
+    );
 }

@@ -61,9 +61,14 @@ impl LocalLlm {
         tracing::info!(
             offered = request.tools.len(),
             prompt_tokens = generation.prompt_tokens,
+            reused_tokens = generation.reused_tokens,
             prompt_ms = generation.prompt_time.as_millis() as u64,
             completion_tokens = generation.outcome.completion_tokens,
             generation_ms = generation.generation_time.as_millis() as u64,
+            constraint_ms = generation
+                .generation_time
+                .saturating_sub(generation.model_time)
+                .as_millis() as u64,
             "local model answered"
         );
         let prompt_tokens = generation.prompt_tokens as u64;
@@ -77,7 +82,7 @@ impl LocalLlm {
             Decision::Call { name, arguments } if is_repeat(&request.messages, name, arguments) => {
                 // A small model tends to repeat its last call round after round; the planner
                 // would only drop the duplicate and ask again. Ending the turn saves those
-                // rounds (each re-reads the whole prompt on the CPU).
+                // rounds (each still runs its new messages and output on the CPU).
                 tracing::debug!(tool = %name, "local model repeated an earlier call; ending the turn");
                 ChatResponse {
                     content: Some(REPEAT_ANSWER.to_string()),

@@ -14,7 +14,7 @@
 //! A token budget bounds the work: once it is spent, strings close, optional parts stop and
 //! only the mandatory remainder is forced, so the result still validates.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use serde_json::Value;
 
@@ -99,12 +99,20 @@ pub struct Outcome {
     pub completion_tokens: usize,
 }
 
-/// Per-vocabulary tables, computed once per model.
+/// Per-vocabulary tables, computed once per model, so that no decoding step scans the whole
+/// vocabulary's bytes: forced text and alternatives look their prefixes up in `by_bytes`,
+/// free strings walk a precomputed list with character counts.
 pub struct VocabIndex {
     bytes: Vec<Vec<u8>>,
     /// Tokens allowed inside a free JSON string (no quote, backslash, control characters;
     /// complete UTF-8).
     string_ok: Vec<bool>,
+    /// The string-safe tokens in id order: (id, characters, starts with whitespace).
+    string_tokens: Vec<(u32, u32, bool)>,
+    /// Token bytes → ids with exactly those bytes (ascending).
+    by_bytes: HashMap<Vec<u8>, Vec<u32>>,
+    /// Longest token, in bytes.
+    max_len: usize,
     /// Tokens made only of ASCII digits.
     digits: Vec<u32>,
     /// Tokens starting with `"`: their score signals "end the string here".
@@ -120,6 +128,8 @@ impl VocabIndex {
     /// `stops` are end-of-turn ids.
     pub fn new(bytes: Vec<Vec<u8>>, stops: Vec<u32>) -> Self {
         let mut string_ok = Vec::with_capacity(bytes.len());
+        let mut string_tokens = Vec::new();
+        let mut by_bytes: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
         let mut digits = Vec::new();
         let mut quote_start = Vec::new();
         let mut number_end = Vec::new();
@@ -129,6 +139,14 @@ impl VocabIndex {
                 && std::str::from_utf8(b).is_ok()
                 && b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
             string_ok.push(ok);
+            if ok {
+                let chars = std::str::from_utf8(b).map_or(0, |s| s.chars().count());
+                let chars = u32::try_from(chars).unwrap_or(u32::MAX);
+                string_tokens.push((id, chars, b[0].is_ascii_whitespace()));
+            }
+            if !b.is_empty() {
+                by_bytes.entry(b.clone()).or_default().push(id);
+            }
             if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
                 digits.push(id);
             }
@@ -140,9 +158,13 @@ impl VocabIndex {
                 _ => {}
             }
         }
+        let max_len = bytes.iter().map(Vec::len).max().unwrap_or(0);
         Self {
             bytes,
             string_ok,
+            string_tokens,
+            by_bytes,
+            max_len,
             digits,
             quote_start,
             number_end,
@@ -159,12 +181,28 @@ impl VocabIndex {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    /// Ids of the tokens spelling exactly `b`.
+    fn ids(&self, b: &[u8]) -> &[u32] {
+        self.by_bytes.get(b).map_or(&[], Vec::as_slice)
+    }
+
+    /// The lowest id of the longest token that starts `text`, with its length.
+    fn longest_prefix(&self, text: &[u8]) -> Option<(usize, u32)> {
+        (1..=self.max_len.min(text.len()))
+            .rev()
+            .find_map(|l| self.ids(&text[..l]).first().map(|&id| (l, id)))
+    }
 }
 
-fn id_of(i: usize) -> u32 {
-    // Vocabularies are built from `u32` ids, so every index fits.
-    u32::try_from(i).unwrap_or(u32::MAX)
+/// Whether `(score, id)` beats the best so far: a higher score, or the same score and a
+/// lower id (the first in vocabulary order, as a full scan would pick).
+fn beats(score: f32, id: u32, best: Option<(f32, u32, usize)>) -> bool {
+    best.is_none_or(|(s, b, _)| score > s || (score == s && id < b))
 }
+
+/// Score taken off a token already used in the same string.
+const REPEAT_PENALTY: f32 = 1.5;
 
 fn at(logits: &[f32], id: u32) -> f32 {
     usize::try_from(id)
@@ -216,13 +254,7 @@ impl<M: TokenModel> Decoder<'_, M> {
 
     fn force_bytes(&mut self, mut rest: &[u8], label: &str) -> Result<(), GenerateError> {
         while !rest.is_empty() {
-            let mut best: Option<(usize, u32)> = None;
-            for (i, b) in self.vocab.bytes.iter().enumerate() {
-                if !b.is_empty() && rest.starts_with(b) && best.is_none_or(|(l, _)| b.len() > l) {
-                    best = Some((b.len(), id_of(i)));
-                }
-            }
-            let Some((len, id)) = best else {
+            let Some((len, id)) = self.vocab.longest_prefix(rest) else {
                 return Err(GenerateError::Unspellable(label.to_owned()));
             };
             self.push(id)?;
@@ -255,19 +287,16 @@ impl<M: TokenModel> Decoder<'_, M> {
                 self.force_bytes(rest, &alts[only])?;
                 return Ok(only);
             }
+            // The fitting tokens are exactly the prefixes of the live remainders.
             let mut best: Option<(f32, u32, usize)> = None;
-            for (t, b) in self.vocab.bytes.iter().enumerate() {
-                if b.is_empty() {
-                    continue;
-                }
-                let fits = live
-                    .iter()
-                    .any(|&i| alts[i].as_bytes()[done.len()..].starts_with(b));
-                if fits {
-                    let id = id_of(t);
-                    let score = at(&self.logits, id);
-                    if best.is_none_or(|(s, _, _)| score > s) {
-                        best = Some((score, id, b.len()));
+            for &i in &live {
+                let rest = &alts[i].as_bytes()[done.len()..];
+                for l in 1..=self.vocab.max_len.min(rest.len()) {
+                    for &id in self.vocab.ids(&rest[..l]) {
+                        let score = at(&self.logits, id);
+                        if beats(score, id, best) {
+                            best = Some((score, id, l));
+                        }
                     }
                 }
             }
@@ -283,31 +312,41 @@ impl<M: TokenModel> Decoder<'_, M> {
     /// Free string content followed by the closing quote (the opening one is emitted already).
     fn string_body(&mut self, max_chars: usize) -> Result<(), GenerateError> {
         let mut chars = 0usize;
-        let mut seen: HashSet<u32> = HashSet::new();
+        // Tokens already used in this string (few), penalised mildly against repetition.
+        let mut seen: Vec<u32> = Vec::new();
         loop {
             if chars >= max_chars || self.spent() {
                 return self.force("\"");
             }
+            let room = max_chars - chars;
             let mut best: Option<(f32, u32, usize)> = None;
-            for (t, b) in self.vocab.bytes.iter().enumerate() {
-                if !self.vocab.string_ok[t] {
+            let mut best_score = f32::NEG_INFINITY;
+            for &(id, n, space) in &self.vocab.string_tokens {
+                // Only complete UTF-8 tokens are listed, so `n` is a real char count.
+                let score = self.logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                if score <= best_score || n as usize > room || (chars == 0 && space) {
                     continue;
                 }
-                if chars == 0 && b.first().is_some_and(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                // Only complete UTF-8 tokens are allowed, so this is a real char count.
-                let n = std::str::from_utf8(b).map_or(usize::MAX, |s| s.chars().count());
-                if chars.saturating_add(n) > max_chars {
-                    continue;
-                }
-                let id = id_of(t);
-                let mut score = at(&self.logits, id);
-                if seen.contains(&id) {
-                    score -= 1.5; // mild repetition penalty
-                }
-                if best.is_none_or(|(s, _, _)| score > s) {
-                    best = Some((score, id, n));
+                best_score = score;
+                best = Some((score, id, n as usize));
+            }
+            // The penalty can only lower scores: re-rank among the penalised candidates.
+            if let Some((score, _, _)) = best.filter(|(_, id, _)| seen.contains(id)) {
+                best = None;
+                for &(cid, n, space) in &self.vocab.string_tokens {
+                    let mut s = at(&self.logits, cid);
+                    if s < score - REPEAT_PENALTY
+                        || n as usize > room
+                        || (chars == 0 && space)
+                    {
+                        continue;
+                    }
+                    if seen.contains(&cid) {
+                        s -= REPEAT_PENALTY;
+                    }
+                    if beats(s, cid, best) {
+                        best = Some((s, cid, n as usize));
+                    }
                 }
             }
             let end_score = self
@@ -319,7 +358,9 @@ impl<M: TokenModel> Decoder<'_, M> {
                 .fold(f32::NEG_INFINITY, f32::max);
             match best {
                 Some((score, id, n)) if chars == 0 || score >= end_score => {
-                    seen.insert(id);
+                    if !seen.contains(&id) {
+                        seen.push(id);
+                    }
                     chars += n;
                     self.push(id)?;
                 }

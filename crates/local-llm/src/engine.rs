@@ -1,16 +1,18 @@
-//! The loaded model: GGUF weights run on the CPU with candle's quantized llama
-//! implementation, the tokenizer built from the file's metadata, and the constrained decoder.
+//! The loaded model: GGUF weights run on the CPU in their quantized form ([`crate::llama`]),
+//! the tokenizer built from the file's metadata, and the constrained decoder. The key/value
+//! cache of the last sequence is kept, so a prompt that starts like the previous one (the
+//! next round of a planning loop, or another mission with the same system prompt) only
+//! processes its new tokens.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
+use candle_core::quantized::gguf_file;
 use mana_ai_core::chat::ChatMessage;
 
 use crate::constrain::{self, Limits, Outcome, TokenModel, ToolMode, VocabIndex};
+use crate::llama::{KvCache, Llama, MAX_SEQ_LEN};
 use crate::prompt::{self, Segment};
 use crate::schema::ToolSchema;
 use crate::tokenizer::Tokenizer;
@@ -18,7 +20,8 @@ use crate::LocalError;
 
 /// A loaded local model. Generation is serialised (one sequence at a time).
 pub struct LocalModel {
-    weights: Mutex<ModelWeights>,
+    llama: Llama,
+    cache: Mutex<KvCache>,
     tokenizer: Tokenizer,
     vocab: VocabIndex,
     im_start: u32,
@@ -32,8 +35,12 @@ pub struct LocalModel {
 pub struct Generation {
     pub outcome: Outcome,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys/values were reused from the previous sequence.
+    pub reused_tokens: usize,
     pub prompt_time: Duration,
     pub generation_time: Duration,
+    /// The part of `generation_time` spent in the model (the rest is the constraint).
+    pub model_time: Duration,
 }
 
 fn meta<'a>(
@@ -57,43 +64,6 @@ fn strings(content: &gguf_file::Content, key: &str) -> Result<Vec<String>, Local
                 .map_err(|e| LocalError::Format(format!("{key}: {e}")))
         })
         .collect()
-}
-
-/// The model's weights with every quantized matrix widened to `f32`.
-///
-/// candle has SIMD kernels for some quantized formats only when the crate is compiled for
-/// AVX (not the default x86-64 target), and none at all for Q4_1: profiled, 81 % of a
-/// generation went to its scalar dot product. `f32` matrices go through `gemm`, which picks
-/// AVX2/FMA at run time. The cost is memory (4 bytes per weight: ~0.5 GB for 135M weights)
-/// and a slower load. The widened tensors are written into an in-memory GGUF that candle's
-/// llama loader reads like the original file.
-fn widened_weights(
-    content: &gguf_file::Content,
-    file: &mut std::fs::File,
-) -> candle_core::Result<ModelWeights> {
-    let device = Device::Cpu;
-    let mut image = std::io::Cursor::new(Vec::new());
-    {
-        let mut tensors: Vec<(&str, QTensor)> = Vec::with_capacity(content.tensor_infos.len());
-        for name in content.tensor_infos.keys() {
-            let q = content.tensor(file, name, &device)?;
-            let wide = match q.dtype() {
-                GgmlDType::F32 => q,
-                _ => QTensor::quantize(&q.dequantize(&device)?, GgmlDType::F32)?,
-            };
-            tensors.push((name.as_str(), wide));
-        }
-        let metadata: Vec<(&str, &gguf_file::Value)> = content
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
-        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-        gguf_file::write(&mut image, &metadata, &refs)?;
-    }
-    image.set_position(0);
-    let widened = gguf_file::Content::read(&mut image)?;
-    ModelWeights::from_gguf(widened, &mut image, &device)
 }
 
 impl LocalModel {
@@ -142,10 +112,19 @@ impl LocalModel {
             stops.push(eot);
         }
         let vocab = VocabIndex::new(tokenizer.token_bytes().to_vec(), stops);
-        let weights = widened_weights(&content, &mut file)
-            .map_err(|e| LocalError::Format(format!("weights: {e}")))?;
+        drop(file);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let llama = Llama::load(&content, path, threads)?;
+        if llama.cfg.vocab != vocab.len() {
+            return Err(LocalError::Format(format!(
+                "embedding has {} rows, vocabulary {} tokens",
+                llama.cfg.vocab,
+                vocab.len()
+            )));
+        }
         Ok(Self {
-            weights: Mutex::new(weights),
+            llama,
+            cache: Mutex::new(KvCache::default()),
             tokenizer,
             vocab,
             im_start,
@@ -207,14 +186,16 @@ impl LocalModel {
                 max: room,
             });
         }
-        let mut weights = self
-            .weights
+        let mut cache = self
+            .cache
             .lock()
             .map_err(|_| LocalError::Engine("model lock poisoned".into()))?;
         let mut runner = Runner {
-            weights: &mut weights,
-            pos: 0,
+            llama: &self.llama,
+            cache: &mut cache,
+            reused: 0,
             prompt_time: Duration::ZERO,
+            model_time: Duration::ZERO,
         };
         let started = Instant::now();
         let outcome =
@@ -224,33 +205,37 @@ impl LocalModel {
         Ok(Generation {
             outcome,
             prompt_tokens: prompt.len(),
+            reused_tokens: runner.reused,
             prompt_time,
             generation_time: started.elapsed().saturating_sub(prompt_time),
+            model_time: runner.model_time,
         })
     }
+
+    /// The quantized model itself (benchmarks and accuracy checks).
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    /// Forgets the cached sequence, so the next generation runs cold.
+    pub fn clear_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = KvCache::default();
+        }
+    }
+}
+
+/// Length of the common prefix of two token sequences.
+pub fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 struct Runner<'a> {
-    weights: &'a mut ModelWeights,
-    pos: usize,
+    llama: &'a Llama,
+    cache: &'a mut KvCache,
+    reused: usize,
     prompt_time: Duration,
-}
-
-impl Runner<'_> {
-    fn run(&mut self, ids: &[u32]) -> Result<Vec<f32>, String> {
-        let input = Tensor::new(ids, &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(|e| e.to_string())?;
-        let logits = self
-            .weights
-            .forward(&input, self.pos)
-            .and_then(|t| t.squeeze(0))
-            .and_then(|t| t.to_dtype(candle_core::DType::F32))
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| e.to_string())?;
-        self.pos += ids.len();
-        Ok(logits)
-    }
+    model_time: Duration,
 }
 
 impl TokenModel for Runner<'_> {
@@ -259,15 +244,23 @@ impl TokenModel for Runner<'_> {
             return Err("empty prompt".into());
         }
         let started = Instant::now();
-        self.pos = 0;
-        // The whole prompt goes in one forward pass at position 0, which also resets the
-        // key/value cache (the quantized llama only masks correctly from position 0).
-        let logits = self.run(prompt);
+        // Keep the cached prefix this prompt shares with the last sequence; at least one
+        // token is run so there are logits to start from.
+        let keep = shared_prefix(self.cache.tokens(), prompt).min(prompt.len() - 1);
+        self.cache.truncate(keep);
+        self.reused = keep;
+        let logits = self.llama.forward(self.cache, &prompt[keep..]);
+        if logits.is_err() {
+            *self.cache = KvCache::default();
+        }
         self.prompt_time = started.elapsed();
-        logits
+        logits.map_err(|e| e.to_string())
     }
 
     fn feed(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        self.run(&[token])
+        let started = Instant::now();
+        let logits = self.llama.forward(self.cache, &[token]);
+        self.model_time += started.elapsed();
+        logits.map_err(|e| e.to_string())
     }
 }

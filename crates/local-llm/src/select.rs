@@ -4,8 +4,11 @@
 //! default). Listed in the prompt, that costs well over a thousand tokens per round, which a
 //! 2-core CPU re-reads every round, and a 135M-parameter model cannot choose well among so
 //! many anyway. So the local backend keeps the [`MAX_LOCAL_TOOLS`] tools whose names and
-//! descriptions share the most words with the user's messages (the mission, its inputs and
-//! the tool results so far), in their offered order on ties. It only ever drops tools: every
+//! descriptions share the most words with the conversation before the model's first turn
+//! (the mission, its inputs and any tool results given with it), in their offered order on
+//! ties. Later turns do not count, so every round of one planning loop sees the same tool
+//! list and the same prompt prefix, whose key/value cache the engine then reuses (issue 17).
+//! It only ever drops tools: every
 //! kept tool was offered, so calls stay valid for the planner; a tool named by
 //! `tool_choice` is always kept.
 
@@ -51,8 +54,8 @@ fn score(tool: &ToolSchema, context: &HashSet<String>) -> usize {
     3 * name.intersection(context).count() + description.intersection(context).count()
 }
 
-/// Keeps at most `max` of `tools`, the most related to the user's messages first; the
-/// result keeps the offered order.
+/// Keeps at most `max` of `tools`, the most related to the messages before the first
+/// assistant turn first; the result keeps the offered order.
 pub fn select_tools(
     messages: &[ChatMessage],
     tools: Vec<ToolSchema>,
@@ -64,6 +67,7 @@ pub fn select_tools(
     }
     let context: HashSet<String> = messages
         .iter()
+        .take_while(|m| m.role != Role::Assistant)
         .filter(|m| matches!(m.role, Role::User | Role::Tool))
         .filter_map(|m| m.content.as_deref())
         .flat_map(words)
@@ -157,6 +161,20 @@ mod tests {
         ];
         let out = select_tools(&messages, catalog(), &ToolMode::Auto, 3);
         assert_eq!(names(&out), ["create_task", "list_tasks", "create_goal"]);
+    }
+
+    /// Later rounds of a planning loop keep the first round's selection (a stable prompt
+    /// prefix), whatever the tool results say.
+    #[test]
+    fn later_rounds_keep_the_first_rounds_tools() {
+        let first = vec![ChatMessage::user("Plan today: tasks and goals.")];
+        let before = select_tools(&first, catalog(), &ToolMode::Auto, 3);
+        let mut later = first.clone();
+        later.push(ChatMessage::assistant(None, Vec::new()));
+        later.push(ChatMessage::tool_result("c1", "journal entry, mood, contacts, news"));
+        let after = select_tools(&later, catalog(), &ToolMode::Auto, 3);
+        assert_eq!(names(&before), names(&after));
+        assert_eq!(names(&after), ["create_task", "list_tasks", "create_goal"]);
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! Quantized weight matrices and their dot products, run on the GGUF's own formats without
+//! widening: Q4_1 (the layers of SmolLM2's Q4_1 file) and Q8_0 (its embedding table, also the
+//! output projection), against activations quantized to 8 bits per 32-value block.
+//!
+//! The AVX2 kernels (`maddubs` integer products, 32 per instruction, written with `pulp`'s
+//! safe intrinsics) are chosen at run time, so the crate needs no special compile flags
+//! and no `unsafe`; elsewhere a
+//! scalar kernel computes the same sums (integer products are exact, so both kernels agree
+//! up to the order of float additions).
+
+use half::f16;
+
+/// Values per quantization block (both formats and the activations).
+pub const BLOCK: usize = 32;
+/// GGUF type id of Q4_1.
+pub const GGML_Q4_1: u32 = 3;
+/// GGUF type id of Q8_0.
+pub const GGML_Q8_0: u32 = 8;
+/// GGUF type id of f32.
+pub const GGML_F32: u32 = 0;
+
+/// The storage of one quantized matrix (rows of `cols` values, `cols` a multiple of 32).
+enum Blocks {
+    /// Per block: scale `d`, minimum `m`, 16 bytes of nibbles (value `d·q + m`). Nibble `j` of
+    /// byte `i` is element `i + 16·j` of the block, as in GGUF.
+    Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+    /// Per block: scale `d`, 32 signed bytes (value `d·q`).
+    Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+}
+
+/// A quantized weight matrix.
+pub struct QMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    blocks: Blocks,
+}
+
+/// Activations quantized per 32-value block: `x ≈ d·q`, with `s = d·Σq` kept for Q4_1's
+/// minimum term.
+#[derive(Default)]
+pub struct QActs {
+    pub cols: usize,
+    pub qs: Vec<i8>,
+    pub d: Vec<f32>,
+    pub s: Vec<f32>,
+}
+
+fn half_at(raw: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([raw[at], raw[at + 1]]).to_f32()
+}
+
+impl QMatrix {
+    /// Reads GGUF block data (`raw`) of type `ggml_type` holding `rows × cols` values.
+    pub fn from_gguf(ggml_type: u32, rows: usize, cols: usize, raw: &[u8]) -> Result<Self, String> {
+        if cols % BLOCK != 0 {
+            return Err(format!("{cols} columns is not a multiple of {BLOCK}"));
+        }
+        let n = rows * cols / BLOCK;
+        let blocks = match ggml_type {
+            GGML_Q4_1 => {
+                if raw.len() != n * 20 {
+                    return Err(format!("Q4_1 data has {} bytes, want {}", raw.len(), n * 20));
+                }
+                let mut d = Vec::with_capacity(n);
+                let mut m = Vec::with_capacity(n);
+                let mut qs = Vec::with_capacity(n * 16);
+                for b in raw.chunks_exact(20) {
+                    d.push(half_at(b, 0));
+                    m.push(half_at(b, 2));
+                    qs.extend_from_slice(&b[4..20]);
+                }
+                Blocks::Q4_1 { d, m, qs }
+            }
+            GGML_Q8_0 => {
+                if raw.len() != n * 34 {
+                    return Err(format!("Q8_0 data has {} bytes, want {}", raw.len(), n * 34));
+                }
+                let mut d = Vec::with_capacity(n);
+                let mut qs = Vec::with_capacity(n * BLOCK);
+                for b in raw.chunks_exact(34) {
+                    d.push(half_at(b, 0));
+                    qs.extend(b[2..34].iter().map(|&v| v as i8));
+                }
+                Blocks::Q8_0 { d, qs }
+            }
+            other => return Err(format!("unsupported tensor type {other} (want Q4_1 or Q8_0)")),
+        };
+        Ok(Self { rows, cols, blocks })
+    }
+
+    /// Bytes held by the matrix.
+    pub fn size_bytes(&self) -> usize {
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => 4 * (d.len() + m.len()) + qs.len(),
+            Blocks::Q8_0 { d, qs } => 4 * d.len() + qs.len(),
+        }
+    }
+
+    /// Row `r` widened to f32 (embedding lookups and tests).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        for b in 0..nb {
+            let i = r * nb + b;
+            let o = &mut out[b * BLOCK..(b + 1) * BLOCK];
+            match &self.blocks {
+                Blocks::Q4_1 { d, m, qs } => {
+                    let q = &qs[i * 16..(i + 1) * 16];
+                    for j in 0..16 {
+                        o[j] = d[i] * f32::from(q[j] & 0x0F) + m[i];
+                        o[j + 16] = d[i] * f32::from(q[j] >> 4) + m[i];
+                    }
+                }
+                Blocks::Q8_0 { d, qs } => {
+                    for (j, v) in o.iter_mut().enumerate() {
+                        *v = d[i] * f32::from(qs[i * BLOCK + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dot product of row `r` with quantized activations `a` (token `t` of a batch).
+    #[inline]
+    pub fn dot(&self, r: usize, a: &QActs, t: usize) -> f32 {
+        let nb = self.cols / BLOCK;
+        let (w0, a0) = (r * nb, t * nb);
+        let aq = &a.qs[a0 * BLOCK..(a0 + nb) * BLOCK];
+        let (ad, as_) = (&a.d[a0..a0 + nb], &a.s[a0..a0 + nb]);
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => {
+                let (wd, wm) = (&d[w0..w0 + nb], &m[w0..w0 + nb]);
+                let wq = &qs[w0 * 16..(w0 + nb) * 16];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = x86::v3() {
+                    return x86::dot_q4_1(simd, wd, wm, wq, ad, as_, aq);
+                }
+                dot_q4_1_scalar(wd, wm, wq, ad, as_, aq)
+            }
+            Blocks::Q8_0 { d, qs } => {
+                let wd = &d[w0..w0 + nb];
+                let wq = &qs[w0 * BLOCK..(w0 + nb) * BLOCK];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = x86::v3() {
+                    return x86::dot_q8_0(simd, wd, wq, ad, aq);
+                }
+                dot_q8_0_scalar(wd, wq, ad, aq)
+            }
+        }
+    }
+}
+
+/// Whether the AVX2 + FMA kernels run (else the scalar ones).
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::v3().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn dot_q4_1_scalar(wd: &[f32], wm: &[f32], wq: &[u8], ad: &[f32], as_: &[f32], aq: &[i8]) -> f32 {
+    let mut sum = 0.0f32;
+    for b in 0..wd.len() {
+        let q = &wq[b * 16..(b + 1) * 16];
+        let a = &aq[b * BLOCK..(b + 1) * BLOCK];
+        let mut acc = 0i32;
+        for j in 0..16 {
+            acc += i32::from(q[j] & 0x0F) * i32::from(a[j]);
+            acc += i32::from(q[j] >> 4) * i32::from(a[j + 16]);
+        }
+        sum += wd[b] * ad[b] * acc as f32 + wm[b] * as_[b];
+    }
+    sum
+}
+
+fn dot_q8_0_scalar(wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
+    let mut sum = 0.0f32;
+    for b in 0..wd.len() {
+        let acc: i32 = wq[b * BLOCK..(b + 1) * BLOCK]
+            .iter()
+            .zip(&aq[b * BLOCK..(b + 1) * BLOCK])
+            .map(|(&w, &a)| i32::from(w) * i32::from(a))
+            .sum();
+        sum += wd[b] * ad[b] * acc as f32;
+    }
+    sum
+}
+
+impl QActs {
+    /// Quantizes `n` rows of `cols` values (`x` is row-major), reusing the buffers.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        let nb = x.len() / BLOCK;
+        self.cols = cols;
+        self.qs.resize(x.len(), 0);
+        self.d.resize(nb, 0.0);
+        self.s.resize(nb, 0.0);
+        for b in 0..nb {
+            let v = &x[b * BLOCK..(b + 1) * BLOCK];
+            let amax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &x) in self.qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(v) {
+                // Round half away from zero; `as` truncates (no libm call, unlike `round`)
+                // and saturates, and |x·inv| ≤ 127 by construction.
+                let v = x * inv;
+                let r = (v + 0.5f32.copysign(v)) as i32;
+                let r = r.clamp(-127, 127) as i8;
+                sum += i32::from(r);
+                *q = r;
+            }
+            self.d[b] = d;
+            self.s[b] = d * sum as f32;
+        }
+    }
+}
+
+/// `Σ a·b` over f32 slices of equal length (attention scores).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = x86::v3() {
+        return x86::dot_f32(simd, a, b);
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += s·x` over f32 slices of equal length (attention values).
+#[inline]
+pub fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = x86::v3() {
+        return x86::axpy(simd, y, s, x);
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += s * x;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 + FMA kernels through `pulp` (safe wrappers of the intrinsics; the workspace
+    //! forbids `unsafe`). Each entry point runs its body inside `V3::vectorize`, which
+    //! compiles it with the AVX2/FMA target features.
+    use std::arch::x86_64::{__m128i, __m256, __m256i};
+    use std::sync::OnceLock;
+
+    use pulp::x86::V3;
+
+    use super::BLOCK;
+
+    /// The AVX2/FMA token when the CPU has them (detected once).
+    pub fn v3() -> Option<V3> {
+        static V3_TOKEN: OnceLock<Option<V3>> = OnceLock::new();
+        *V3_TOKEN.get_or_init(V3::try_new)
+    }
+
+    #[inline(always)]
+    fn hsum(simd: V3, v: __m256) -> f32 {
+        let (sse, avx) = (simd.sse, simd.avx);
+        let s = sse._mm_add_ps(
+            avx._mm256_castps256_ps128(v),
+            avx._mm256_extractf128_ps::<1>(v),
+        );
+        let s = sse._mm_add_ps(s, sse._mm_movehl_ps(s, s));
+        let s = sse._mm_add_ss(s, sse._mm_shuffle_ps::<1>(s, s));
+        sse._mm_cvtss_f32(s)
+    }
+
+    #[inline(always)]
+    fn load16(b: &[u8]) -> __m128i {
+        pulp::cast(<[u8; 16]>::try_from(b).unwrap_or_default())
+    }
+
+    #[inline(always)]
+    fn load32(b: &[i8]) -> __m256i {
+        pulp::cast(<[i8; 32]>::try_from(b).unwrap_or([0; 32]))
+    }
+
+    #[inline(always)]
+    fn load8(b: &[f32]) -> __m256 {
+        pulp::cast(<[f32; 8]>::try_from(b).unwrap_or_default())
+    }
+
+    /// Q4_1 row · Q8 activations: `Σ d_w·d_a·Σ(q_w·q_a) + m_w·s_a` per block.
+    pub fn dot_q4_1(
+        simd: V3,
+        wd: &[f32],
+        wm: &[f32],
+        wq: &[u8],
+        ad: &[f32],
+        as_: &[f32],
+        aq: &[i8],
+    ) -> f32 {
+        simd.vectorize(
+            #[inline(always)]
+            || {
+                let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
+                let low = sse2._mm_set1_epi8(0x0F);
+                let ones = avx._mm256_set1_epi16(1);
+                let mut acc = avx._mm256_setzero_ps();
+                let mut mins = 0.0f32;
+                let blocks = wq.chunks_exact(16).zip(aq.chunks_exact(BLOCK));
+                for (b, (q, a)) in blocks.enumerate() {
+                    let q = load16(q);
+                    let lo = sse2._mm_and_si128(q, low);
+                    let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
+                    let w = avx._mm256_set_m128i(hi, lo);
+                    let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, load32(a)), ones);
+                    let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+                    acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
+                    mins += wm[b] * as_[b];
+                }
+                hsum(simd, acc) + mins
+            },
+        )
+    }
+
+    /// Q8_0 row · Q8 activations.
+    pub fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
+        simd.vectorize(
+            #[inline(always)]
+            || {
+                let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+                let ones = avx._mm256_set1_epi16(1);
+                let mut acc = avx._mm256_setzero_ps();
+                let blocks = wq.chunks_exact(BLOCK).zip(aq.chunks_exact(BLOCK));
+                for (b, (w, a)) in blocks.enumerate() {
+                    let (w, a) = (load32(w), load32(a));
+                    // |w| · (a with w's sign): unsigned × signed, as maddubs wants.
+                    let p = avx2._mm256_maddubs_epi16(
+                        avx2._mm256_sign_epi8(w, w),
+                        avx2._mm256_sign_epi8(a, w),
+                    );
+                    let p = avx2._mm256_madd_epi16(p, ones);
+                    let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+                    acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
+                }
+                hsum(simd, acc)
+            },
+        )
+    }
+
+    /// `Σ a·b`.
+    pub fn dot_f32(simd: V3, a: &[f32], b: &[f32]) -> f32 {
+        simd.vectorize(
+            #[inline(always)]
+            || {
+                let mut acc = simd.avx._mm256_setzero_ps();
+                let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+                let tail: f32 = ca
+                    .remainder()
+                    .iter()
+                    .zip(cb.remainder())
+                    .map(|(x, y)| x * y)
+                    .sum();
+                for (x, y) in ca.zip(cb) {
+                    acc = simd.fma._mm256_fmadd_ps(load8(x), load8(y), acc);
+                }
+                hsum(simd, acc) + tail
+            },
+        )
+    }
+
+    /// `y += s·x`.
+    pub fn axpy(simd: V3, y: &mut [f32], s: f32, x: &[f32]) {
+        simd.vectorize(
+            #[inline(always)]
+            || {
+                let sv = simd.avx._mm256_set1_ps(s);
+                let mut cy = y.chunks_exact_mut(8);
+                let mut cx = x.chunks_exact(8);
+                for (yc, xc) in (&mut cy).zip(&mut cx) {
+                    let r: [f32; 8] = pulp::cast(simd.fma._mm256_fmadd_ps(sv, load8(xc), load8(yc)));
+                    yc.copy_from_slice(&r);
+                }
+                for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
+                    *yv += s * xv;
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    fn q4_1_raw(rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            raw.extend(f16::from_f32(0.01 + lcg(seed).abs() * 0.1).to_le_bytes());
+            raw.extend(f16::from_f32(lcg(seed)).to_le_bytes());
+            raw.extend((0..16).map(|_| ((lcg(seed) + 0.5) * 255.0) as u8));
+        }
+        raw
+    }
+
+    fn q8_0_raw(rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            raw.extend(f16::from_f32(0.001 + lcg(seed).abs() * 0.01).to_le_bytes());
+            raw.extend((0..32).map(|_| (lcg(seed) * 254.0) as i8 as u8));
+        }
+        raw
+    }
+
+    /// The quantized dot product matches the f32 dot product of the widened row with the
+    /// activations (up to the activations' 8-bit rounding), for both kernels and formats.
+    #[test]
+    fn dot_products_match_widened_rows() {
+        let mut seed = 42;
+        let (rows, cols) = (5, 96);
+        for (ty, raw) in [
+            (GGML_Q4_1, q4_1_raw(rows, cols, &mut seed)),
+            (GGML_Q8_0, q8_0_raw(rows, cols, &mut seed)),
+        ] {
+            let m = QMatrix::from_gguf(ty, rows, cols, &raw).unwrap_or_else(|e| panic!("{e}"));
+            let x: Vec<f32> = (0..2 * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+            let mut a = QActs::default();
+            a.quantize(&x, cols);
+            let mut row = vec![0.0; cols];
+            for r in 0..rows {
+                m.row_f32(r, &mut row);
+                for t in 0..2 {
+                    let exact: f32 = dot_f32(&row, &x[t * cols..(t + 1) * cols]);
+                    let norm: f32 = row.iter().map(|v| v.abs()).sum::<f32>() * 4.0 / 127.0;
+                    let got = m.dot(r, &a, t);
+                    assert!((got - exact).abs() <= norm, "{ty} {r} {t}: {got} vs {exact}");
+                    let scalar = match &m.blocks {
+                        Blocks::Q4_1 { d, m: mm, qs } => {
+                            let nb = cols / BLOCK;
+                            dot_q4_1_scalar(
+                                &d[r * nb..(r + 1) * nb],
+                                &mm[r * nb..(r + 1) * nb],
+                                &qs[r * nb * 16..(r + 1) * nb * 16],
+                                &a.d[t * nb..(t + 1) * nb],
+                                &a.s[t * nb..(t + 1) * nb],
+                                &a.qs[t * cols..(t + 1) * cols],
+                            )
+                        }
+                        Blocks::Q8_0 { d, qs } => {
+                            let nb = cols / BLOCK;
+                            dot_q8_0_scalar(
+                                &d[r * nb..(r + 1) * nb],
+                                &qs[r * cols..(r + 1) * cols],
+                                &a.d[t * nb..(t + 1) * nb],
+                                &a.qs[t * cols..(t + 1) * cols],
+                            )
+                        }
+                    };
+                    assert!((got - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_data_is_refused() {
+        assert!(QMatrix::from_gguf(GGML_Q4_1, 2, 32, &[0; 39]).is_err());
+        assert!(QMatrix::from_gguf(GGML_Q8_0, 1, 33, &[0; 34]).is_err());
+        assert!(QMatrix::from_gguf(GGML_F32, 1, 32, &[0; 128]).is_err());
+    }
+
+    #[test]
+    fn f32_helpers() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        let b = vec![2.0f32; 19];
+        assert_eq!(dot_f32(&a, &b), 342.0);
+        let mut y = vec![1.0f32; 19];
+        axpy(&mut y, 0.5, &a);
+        assert_eq!(y[18], 10.0);
+    }
+}
