@@ -421,7 +421,7 @@ impl Metrics {
     /// type and label names. docs/metrics.md is checked against this list.
     pub fn families(&self) -> Vec<MetricFamily> {
         use prometheus::core::Collector;
-        let all: [(&dyn Collector, &'static str); 37] = [
+        let all: &[(&dyn Collector, &'static str)] = &[
             (&self.http_requests_total, "counter"),
             (&self.http_request_duration_seconds, "histogram"),
             (&self.ticks_total, "counter"),
@@ -462,7 +462,7 @@ impl Metrics {
             (&self.pass_panics_total, "counter"),
         ];
         let mut out: Vec<MetricFamily> = Vec::new();
-        for (collector, kind) in all {
+        for &(collector, kind) in all {
             for d in collector.desc() {
                 if out.iter().any(|f| f.name == d.fq_name) {
                     continue;

@@ -199,7 +199,7 @@ const USER_AGENTS_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM
 const AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE user_id = $1 AND agent_id = $2 AND NOT deleted";
 
-fn agent_from_row(r: &tokio_postgres::Row) -> Result<AgentSnapshot, StoreError> {
+pub(crate) fn agent_from_row(r: &tokio_postgres::Row) -> Result<AgentSnapshot, StoreError> {
     Ok(from_row!(
         r,
         AgentSnapshot {

@@ -84,7 +84,7 @@ const MOVE_CURSOR_SQL: &str = "INSERT INTO mana_ai.refresh_cursor (stream, posit
   VALUES ($1, $2, now())
   ON CONFLICT (stream) DO UPDATE SET
     position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position), updated_at = now()";
-const SPACE_AGENT_SQL: &str = "SELECT user_id, agent_id, record FROM mana_ai.agent_snapshots
+const SPACE_AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE space_id = $1 AND agent_id = $2 AND NOT deleted ORDER BY user_id LIMIT 1";
 const WRITE_BACK_SQL: &str =
     "SELECT mana_ai.write_back_run_in_space($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
@@ -123,11 +123,7 @@ impl Store {
         let c = self.client().await?;
         let stmt = c.prepare_cached(SPACE_AGENT_SQL).await?;
         let row = c.query_opt(&stmt, &[&space_id, &agent_id]).await?;
-        Ok(row.map(|r| AgentSnapshot {
-            user_id: r.get(0),
-            agent_id: r.get(1),
-            record: r.get(2),
-        }))
+        row.as_ref().map(crate::snapshots::agent_from_row).transpose()
     }
 
     /// [`Store::write_back`] for a space mission: the row is written as `wb.user_id`
