@@ -109,6 +109,12 @@ const M0001: &[Step] = &[
     },
 ];
 
+/// Migration 2: drops what earlier builds left behind (see the SQL's comments).
+const M0002: &[Step] = &[Step::Sql {
+    what: "drop leftovers of earlier builds",
+    sql: include_str!("0002/leftovers.sql"),
+}];
+
 /// Every migration, in order. **To add one** (the only change needed): put its SQL in
 /// `schema/<NNNN>/<topic>.sql` (idempotent, as every step may run again after a crash
 /// before the migration was recorded), and append
@@ -120,7 +126,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "initial",
         steps: M0001,
     },
-    // Migration { version: 2, name: "…", steps: &[Step::Sql { what: "…", sql: include_str!("0002/….sql") }] },
+    Migration {
+        version: 2,
+        name: "drop-leftovers",
+        steps: M0002,
+    },
+    // Migration { version: 3, name: "…", steps: &[Step::Sql { what: "…", sql: include_str!("0003/….sql") }] },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
@@ -143,10 +154,16 @@ mod tests {
     /// Add a new migration instead (and its checksum below).
     #[test]
     fn released_migrations_are_frozen() {
-        let pinned = [(
-            1,
-            "d990063f34ac7062155952bd729d3a03fd084a2a0c7dae583c49074dfdaee0e1",
-        )];
+        let pinned = [
+            (
+                1,
+                "d990063f34ac7062155952bd729d3a03fd084a2a0c7dae583c49074dfdaee0e1",
+            ),
+            (
+                2,
+                "85a60cba27784011988bf9bc4c3842e3d053f1e5d8a36dda4850bc2b1cf26142",
+            ),
+        ];
         for (version, checksum) in pinned {
             let m = &MIGRATIONS[version as usize - 1];
             assert_eq!(m.checksum(), checksum, "migration {version} ({})", m.name);
