@@ -30,7 +30,8 @@ const KEY: &str = "faults-key";
 /// One test at a time: they restart the shared cluster.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `pg_ctl <action>` on this binary's cluster, as the OS user that owns it.
@@ -98,9 +99,12 @@ impl Service {
             .build()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        support::wait_healthy(&http, &format!("{base}/health"), Duration::from_secs(60), || {
-            child.try_wait().ok().flatten().map(|s| s.to_string())
-        })
+        support::wait_healthy(
+            &http,
+            &format!("{base}/health"),
+            Duration::from_secs(60),
+            || child.try_wait().ok().flatten().map(|s| s.to_string()),
+        )
         .await;
         Service { child, base, http }
     }
@@ -189,11 +193,20 @@ async fn postgres_restart_between_and_during_passes_and_health_follows_an_outage
     pg_ctl("stop");
     let down = svc.health_becomes(503, Duration::from_secs(15)).await;
     let (stats, took) = svc.tick().await;
-    assert_ne!(stats["errors"], json!([]), "a pass without a database reports it");
-    assert!(took < Duration::from_secs(30), "a pass while down took {took:?}");
+    assert_ne!(
+        stats["errors"],
+        json!([]),
+        "a pass without a database reports it"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "a pass while down took {took:?}"
+    );
     pg_ctl("start");
     let up = svc.health_becomes(200, Duration::from_secs(30)).await;
-    eprintln!("health: 503 after {down:?}, 200 again {up:?} after the start; pass while down {took:?}");
+    eprintln!(
+        "health: 503 after {down:?}, 200 again {up:?} after the start; pass while down {took:?}"
+    );
     let (stats, _) = svc.tick().await;
     assert_clean(&stats, "the pass after the outage");
 }

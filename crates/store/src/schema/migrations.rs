@@ -182,7 +182,10 @@ mod tests {
                         .join("\n");
                     assert!(code.contains("CONCURRENTLY"), "{name}");
                     assert!(code.contains(name), "{name}");
-                    assert!(!code.trim_end().trim_end_matches(';').contains(';'), "{name}");
+                    assert!(
+                        !code.trim_end().trim_end_matches(';').contains(';'),
+                        "{name}"
+                    );
                 }
             }
         }
