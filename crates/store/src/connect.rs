@@ -297,7 +297,7 @@ impl Framer {
     fn feed(&mut self, mut bytes: &[u8], end_type: u8) {
         while !bytes.is_empty() {
             if self.skip > 0 {
-                let n = (self.skip.min(bytes.len() as u64)) as usize;
+                let n = self.skip.min(bytes.len() as u64) as usize;
                 self.skip -= n as u64;
                 bytes = &bytes[n..];
                 continue;
