@@ -504,7 +504,12 @@ async fn least_privilege_serve_boots_on_a_schema_an_admin_migrated() {
     })
     .await
     .unwrap();
-    assert_eq!(migrated.status.code(), Some(0), "{}", text(&migrated.stderr));
+    assert_eq!(
+        migrated.status.code(),
+        Some(0),
+        "{}",
+        text(&migrated.stderr)
+    );
     let port = closed_port().to_string();
     let child = cmd(
         &["serve"],
@@ -593,17 +598,26 @@ async fn serve_refuses_a_schema_newer_than_the_binary() {
 async fn migrate_status_lists_applied_and_pending_migrations() {
     let db = fresh_db("cli_status").await;
     let admin = db.admin().await;
-    let (current, db) = tokio::task::spawn_blocking(move || (admin_migrate(&db, &["--status"]), db))
-        .await
-        .unwrap();
+    let (current, db) =
+        tokio::task::spawn_blocking(move || (admin_migrate(&db, &["--status"]), db))
+            .await
+            .unwrap();
     assert_eq!(current.status.code(), Some(0), "{}", text(&current.stderr));
     let listing = text(&current.stdout);
     let v = mana_ai_store::schema::LATEST_VERSION;
     assert!(
-        listing.starts_with(&format!("schema version: database {v}, binary {v} (current)")),
+        listing.starts_with(&format!(
+            "schema version: database {v}, binary {v} (current)"
+        )),
         "{listing}"
     );
-    assert!(listing.lines().nth(1).is_some_and(|l| l.contains("initial") && l.contains("applied")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("initial") && l.contains("applied")),
+        "{listing}"
+    );
     admin
         .batch_execute("DELETE FROM mana_ai.schema_migrations")
         .await

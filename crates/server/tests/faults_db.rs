@@ -15,7 +15,7 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mana_ai_pgcluster::testkit::shared_cluster;
@@ -23,14 +23,15 @@ use mana_ai_store::testkit::proxy::Proxy;
 use mana_ai_store::testkit::{fresh_db, TestDb};
 use serde_json::{json, Value};
 use support::{closed_port, hold_refresh_cursor, wait_for_lock_waiter};
+use tokio::sync::{Mutex, MutexGuard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mana-ai");
 const KEY: &str = "faults-key";
 
 /// One test at a time: they restart the shared cluster.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Runs `pg_ctl <action>` on this binary's cluster, as the OS user that owns it.
@@ -98,9 +99,12 @@ impl Service {
             .build()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        support::wait_healthy(&http, &format!("{base}/health"), Duration::from_secs(60), || {
-            child.try_wait().ok().flatten().map(|s| s.to_string())
-        })
+        support::wait_healthy(
+            &http,
+            &format!("{base}/health"),
+            Duration::from_secs(60),
+            || child.try_wait().ok().flatten().map(|s| s.to_string()),
+        )
         .await;
         Service { child, base, http }
     }
@@ -154,7 +158,7 @@ fn assert_clean(stats: &Value, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_between_and_during_passes_and_health_follows_an_outage() {
-    let _serial = serial();
+    let _serial = serial().await;
     let db = fresh_db("faults_restart").await;
     let svc = Service::start(&db.service_url, &db.superuser_url, &[]).await;
     let (stats, _) = svc.tick().await;
@@ -189,11 +193,20 @@ async fn postgres_restart_between_and_during_passes_and_health_follows_an_outage
     pg_ctl("stop");
     let down = svc.health_becomes(503, Duration::from_secs(15)).await;
     let (stats, took) = svc.tick().await;
-    assert_ne!(stats["errors"], json!([]), "a pass without a database reports it");
-    assert!(took < Duration::from_secs(30), "a pass while down took {took:?}");
+    assert_ne!(
+        stats["errors"],
+        json!([]),
+        "a pass without a database reports it"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "a pass while down took {took:?}"
+    );
     pg_ctl("start");
     let up = svc.health_becomes(200, Duration::from_secs(30)).await;
-    eprintln!("health: 503 after {down:?}, 200 again {up:?} after the start; pass while down {took:?}");
+    eprintln!(
+        "health: 503 after {down:?}, 200 again {up:?} after the start; pass while down {took:?}"
+    );
     let (stats, _) = svc.tick().await;
     assert_clean(&stats, "the pass after the outage");
 }
@@ -205,7 +218,7 @@ const CONNECT_MS: u64 = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_database_ends_the_pass_within_the_bound_and_recovers() {
-    let _serial = serial();
+    let _serial = serial().await;
     let db: TestDb = fresh_db("faults_blackhole").await;
     let proxy = Proxy::start(shared_cluster().port()).await;
     let via_proxy = db.service_url.replace(

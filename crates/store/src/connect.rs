@@ -51,8 +51,10 @@ impl deadpool_postgres::Connect for WatchedConnect {
     fn connect(
         &self,
         pg: &tokio_postgres::Config,
-    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>>
-    {
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
         let pg = pg.clone();
         Box::pin(async move {
             let (client, conn) = connect(&pg, &self.0).await?;
@@ -121,9 +123,7 @@ async fn open_socket(pg: &tokio_postgres::Config, s: &SocketSettings) -> io::Res
         match tokio::time::timeout(s.connect_timeout, attempt).await {
             Ok(Ok(inner)) => return Ok(inner),
             Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = io::Error::new(io::ErrorKind::TimedOut, "database connect timed out")
-            }
+            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "database connect timed out"),
         }
     }
     Err(last)
@@ -220,7 +220,11 @@ impl AsyncRead for DbStream {
 }
 
 impl AsyncWrite for DbStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_write(cx, data),
@@ -293,7 +297,7 @@ impl Framer {
     fn feed(&mut self, mut bytes: &[u8], end_type: u8) {
         while !bytes.is_empty() {
             if self.skip > 0 {
-                let n = (self.skip.min(bytes.len() as u64)) as usize;
+                let n = self.skip.min(bytes.len() as u64) as usize;
                 self.skip -= n as u64;
                 bytes = &bytes[n..];
                 continue;

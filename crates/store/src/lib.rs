@@ -74,6 +74,7 @@ pub use quarantine::{QuarantineReason, QuarantinedRow};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
+pub use retry::{Idempotent, RetryPolicy};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
 pub use user_tx::UserTx;

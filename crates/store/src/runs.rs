@@ -293,7 +293,8 @@ mod tests {
             Claim::Claimed
         );
 
-        // Rows of earlier versions (NULL or empty column) are resolved by the migration.
+        // Rows of earlier versions (NULL or empty column) are resolved by the migration
+        // (migration 1, which runs again on a database an earlier build recorded).
         admin
             .execute(
                 "UPDATE mana_ai.mission_snapshots SET agent_id = CASE mission_id
@@ -302,6 +303,10 @@ mod tests {
             )
             .await
             .expect("old-style columns");
+        admin
+            .execute("UPDATE mana_ai.schema_migrations SET checksum = NULL", &[])
+            .await
+            .expect("as recorded by an earlier build");
         crate::schema::migrate(&admin, Some(SERVICE_ROLE))
             .await
             .expect("migrate again");

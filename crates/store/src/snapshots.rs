@@ -119,8 +119,10 @@ impl Store {
             .retrying("load due mission", crate::Idempotent::Yes, || async move {
                 let c = self.client().await?;
                 let stmt = c.prepare_cached(LOAD_DUE_SQL).await?;
-                Ok(c.query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
-                    .await?)
+                Ok(
+                    c.query_opt(&stmt, &[&key.user_id, &key.mission_id, &key.next_run_at])
+                        .await?,
+                )
             })
             .await?;
         row.map(|r| {

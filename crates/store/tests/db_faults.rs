@@ -75,11 +75,17 @@ async fn lock_and_statement_timeouts_are_in_force_on_every_session() {
     let mut holder = db.admin().await;
     let tx = hold_cursor(&mut holder).await;
 
-    let s = store(&db.service_url, |c| c.lock_timeout = Duration::from_millis(300));
+    let s = store(&db.service_url, |c| {
+        c.lock_timeout = Duration::from_millis(300)
+    });
     let started = Instant::now();
     let e = s.refresh_snapshots(opts()).await.unwrap_err();
     assert!(e.to_string().contains("lock timeout"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     let s = store(&db.service_url, |c| {
         c.lock_timeout = Duration::ZERO;
@@ -88,9 +94,15 @@ async fn lock_and_statement_timeouts_are_in_force_on_every_session() {
     let started = Instant::now();
     let e = s.refresh_snapshots(opts()).await.unwrap_err();
     assert!(e.to_string().contains("statement timeout"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     tx.rollback().await.unwrap();
-    s.refresh_snapshots(opts()).await.expect("works once the lock is gone");
+    s.refresh_snapshots(opts())
+        .await
+        .expect("works once the lock is gone");
 }
 
 #[tokio::test]
@@ -126,18 +138,30 @@ async fn a_black_holed_connection_ends_within_the_bound_and_the_pool_recovers() 
     let (result, took) = call.await.unwrap();
     let e = result.unwrap_err();
     assert!(e.connection_lost(), "{e:?}");
-    assert!(took < statement + grace + Duration::from_secs(1), "took {took:?}");
-    assert!(took >= statement + grace - Duration::from_millis(150), "took {took:?}");
+    assert!(
+        took < statement + grace + Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert!(
+        took >= statement + grace - Duration::from_millis(150),
+        "took {took:?}"
+    );
 
     // New connections cannot get through either: bounded by the connect timeout.
     let started = Instant::now();
     let probe = s.probe(Duration::from_secs(10)).await;
     assert!(probe.is_err(), "{probe:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     tx.rollback().await.unwrap();
 
     proxy.heal();
-    s.refresh_snapshots(opts()).await.expect("works after healing");
+    s.refresh_snapshots(opts())
+        .await
+        .expect("works after healing");
     assert!(s.probe(Duration::from_secs(2)).await.is_ok());
 }
 
@@ -158,12 +182,19 @@ async fn killed_connections_are_replaced_and_the_next_call_works() {
         .get(0);
     assert!(killed >= 1);
     // The default retry covers the race of a connection whose death is not yet seen.
-    s.list_due_keys(Utc::now(), 10).await.expect("next call works");
+    s.list_due_keys(Utc::now(), 10)
+        .await
+        .expect("next call works");
     s.refresh_snapshots(opts()).await.expect("refresh works");
 }
 
 /// An operation that fails with SQLSTATE `code` on its first `fails` attempts.
-async fn flaky(db: &TestDb, code: &str, fails: u32, idem: Idempotent) -> (Result<(), StoreError>, u32) {
+async fn flaky(
+    db: &TestDb,
+    code: &str,
+    fails: u32,
+    idem: Idempotent,
+) -> (Result<(), StoreError>, u32) {
     let calls = AtomicU32::new(0);
     let policy = RetryPolicy {
         attempts: 3,

@@ -22,7 +22,7 @@ const SVC_PASSWORD: &str = "svc-test-password";
 async fn bare_db(prefix: &str) -> (Client, String, String) {
     let db = fresh_database(prefix).await;
     let url = db.superuser_url();
-    let admin = connect_once(&url).await.expect("admin");
+    let admin = admin_connection(&url).await;
     schema::ensure_service_role(&admin, SERVICE_ROLE, SVC_PASSWORD)
         .await
         .expect("service role");
@@ -35,6 +35,20 @@ async fn bare_db(prefix: &str) -> (Client, String, String) {
         db.name
     );
     (admin, url, service)
+}
+
+/// A superuser connection; retried briefly, as the parallel tests of this binary may
+/// momentarily use up the test cluster's connection slots.
+async fn admin_connection(url: &str) -> Client {
+    let mut last = None;
+    for _ in 0..5 {
+        match connect_once(url).await {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("admin connection: {last:?}");
 }
 
 /// Everything about the service's schema that matters, as sorted lines: columns,
@@ -104,7 +118,9 @@ fn diff(want: &[String], got: &[String]) -> String {
 
 /// After migrating: the service role refreshes, sees the due mission and claims it.
 async fn service_works(service_url: &str, user: &str, mission: &str) {
-    let store = Store::connect(&StoreConfig::new(service_url)).expect("pool");
+    let mut cfg = StoreConfig::new(service_url);
+    cfg.max_connections = 2;
+    let store = Store::connect(&cfg).expect("pool");
     store.verify_discovery().await.expect("discovery");
     store
         .refresh_snapshots(RefreshOptions {
@@ -118,7 +134,8 @@ async fn service_works(service_url: &str, user: &str, mission: &str) {
         .await
         .expect("due listing");
     assert!(
-        due.iter().any(|k| k.user_id == user && k.mission_id == mission),
+        due.iter()
+            .any(|k| k.user_id == user && k.mission_id == mission),
         "{mission} of {user} is due: {due:?}"
     );
     store.close();
@@ -189,7 +206,8 @@ async fn admin_url(admin: &Client) -> String {
 #[tokio::test]
 async fn every_earlier_schema_of_ours_migrates_to_the_current_one_and_works() {
     let want = fresh_fingerprint().await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_history");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_history");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -278,7 +296,9 @@ async fn the_original_services_schema_migrates_and_keeps_its_rows() {
     let got: Vec<String> = fingerprint(&admin)
         .await
         .into_iter()
-        .filter(|l| !l.contains("idx_mission_snapshots_due ") && !l.contains("idx_agent_snapshots_state"))
+        .filter(|l| {
+            !l.contains("idx_mission_snapshots_due ") && !l.contains("idx_agent_snapshots_state")
+        })
         .collect();
     assert!(got == want, "{}", diff(&want, &got));
     let kept: (String, String, i64, i64) = {
@@ -316,10 +336,15 @@ async fn a_database_newer_than_the_binary_is_refused_without_ddl() {
         .await
         .unwrap();
     let before = fingerprint(&admin).await;
-    let e = schema::migrate(&admin, Some(SERVICE_ROLE)).await.unwrap_err();
+    let e = schema::migrate(&admin, Some(SERVICE_ROLE))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::Schema(_)), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains(&format!("version {}", LATEST_VERSION + 1)), "{msg}");
+    assert!(
+        msg.contains(&format!("version {}", LATEST_VERSION + 1)),
+        "{msg}"
+    );
     assert!(msg.contains("refusing to start"), "{msg}");
     assert_eq!(fingerprint(&admin).await, before);
     let state = schema::read_state(&admin).await.unwrap();
@@ -329,7 +354,10 @@ async fn a_database_newer_than_the_binary_is_refused_without_ddl() {
             database: LATEST_VERSION + 1
         }
     );
-    assert!(state.describe().iter().any(|l| l.contains("unknown to this binary")));
+    assert!(state
+        .describe()
+        .iter()
+        .any(|l| l.contains("unknown to this binary")));
 }
 
 #[tokio::test]
@@ -349,7 +377,11 @@ async fn concurrent_migrators_apply_each_migration_once() {
     }
     applied.sort();
     let all: Vec<i32> = (1..=LATEST_VERSION).collect();
-    assert_eq!(applied, vec![vec![], vec![], vec![], all], "exactly one applied");
+    assert_eq!(
+        applied,
+        vec![vec![], vec![], vec![], all],
+        "exactly one applied"
+    );
     let admin = connect_once(&url).await.unwrap();
     assert_eq!(recorded(&admin).await, all_recorded());
 }
@@ -370,7 +402,11 @@ async fn the_migration_lock_wait_and_the_ddl_lock_timeout_are_bounded() {
     };
     let started = Instant::now();
     let e = schema::migrate_with(&admin, &opts).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         e.to_string().contains("MANA_AI_MIGRATION_LOCK_WAIT_MS"),
         "{e}"
@@ -391,7 +427,11 @@ async fn the_migration_lock_wait_and_the_ddl_lock_timeout_are_bounded() {
         .unwrap();
     let started = Instant::now();
     let e = schema::migrate_with(&admin, &opts).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(e.to_string().contains("lock timeout"), "{e}");
     tx.rollback().await.unwrap();
     schema::migrate_with(&admin, &opts).await.unwrap();

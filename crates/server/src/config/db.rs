@@ -56,7 +56,12 @@ impl DbSettings {
                 HOUR_MS,
                 pool::DEFAULT_STATEMENT_TIMEOUT,
             )?,
-            lock_timeout: ms("MANA_AI_DB_LOCK_TIMEOUT_MS", 0, HOUR_MS, pool::DEFAULT_LOCK_TIMEOUT)?,
+            lock_timeout: ms(
+                "MANA_AI_DB_LOCK_TIMEOUT_MS",
+                0,
+                HOUR_MS,
+                pool::DEFAULT_LOCK_TIMEOUT,
+            )?,
             idle_in_transaction_timeout: ms(
                 "MANA_AI_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
                 0,
@@ -143,21 +148,30 @@ impl DbSettings {
         let ms = |d: Duration| d.as_millis().to_string();
         vec![
             ("MANA_AI_DB_CONNECT_TIMEOUT_MS", ms(self.connect_timeout)),
-            ("MANA_AI_DB_STATEMENT_TIMEOUT_MS", ms(self.statement_timeout)),
+            (
+                "MANA_AI_DB_STATEMENT_TIMEOUT_MS",
+                ms(self.statement_timeout),
+            ),
             ("MANA_AI_DB_LOCK_TIMEOUT_MS", ms(self.lock_timeout)),
             (
                 "MANA_AI_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
                 ms(self.idle_in_transaction_timeout),
             ),
             ("MANA_AI_DB_KEEPALIVE_IDLE_MS", ms(self.keepalive_idle)),
-            ("MANA_AI_DB_KEEPALIVE_INTERVAL_MS", ms(self.keepalive_interval)),
+            (
+                "MANA_AI_DB_KEEPALIVE_INTERVAL_MS",
+                ms(self.keepalive_interval),
+            ),
             (
                 "MANA_AI_DB_KEEPALIVE_RETRIES",
                 self.keepalive_retries.to_string(),
             ),
             ("MANA_AI_DB_RESPONSE_GRACE_MS", ms(self.response_grace)),
             ("MANA_AI_DB_RETRY_ATTEMPTS", self.retry_attempts.to_string()),
-            ("MANA_AI_MIGRATION_LOCK_WAIT_MS", ms(self.migration_lock_wait)),
+            (
+                "MANA_AI_MIGRATION_LOCK_WAIT_MS",
+                ms(self.migration_lock_wait),
+            ),
             (
                 "MANA_AI_MIGRATION_LOCK_TIMEOUT_MS",
                 ms(self.migration_lock_timeout),
@@ -188,7 +202,11 @@ mod tests {
             Some(pool::DEFAULT_STATEMENT_TIMEOUT + pool::DEFAULT_RESPONSE_GRACE)
         );
         let off = DbSettings::from_env(&env(&[("MANA_AI_DB_STATEMENT_TIMEOUT_MS", "0")])).unwrap();
-        assert_eq!(off.store_config("postgresql://u@h/db", 1).response_timeout(), None);
+        assert_eq!(
+            off.store_config("postgresql://u@h/db", 1)
+                .response_timeout(),
+            None
+        );
         for (var, bad) in [
             ("MANA_AI_DB_STATEMENT_TIMEOUT_MS", "3600001"),
             ("MANA_AI_DB_CONNECT_TIMEOUT_MS", "99"),

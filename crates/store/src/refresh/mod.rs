@@ -190,8 +190,10 @@ impl Store {
         &self,
         opts: RefreshOptions,
     ) -> Result<RefreshOutcome, StoreError> {
-        self.retrying("refresh", crate::Idempotent::Yes, || self.refresh_once(opts))
-            .await
+        self.retrying("refresh", crate::Idempotent::Yes, || {
+            self.refresh_once(opts)
+        })
+        .await
     }
 
     async fn refresh_once(&self, opts: RefreshOptions) -> Result<RefreshOutcome, StoreError> {

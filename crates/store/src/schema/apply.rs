@@ -229,8 +229,14 @@ async fn concurrent_index(client: &Client, name: &str, sql: &str) -> Result<(), 
     match valid {
         Some(true) => return Ok(()),
         Some(false) => {
-            tracing::warn!(index = name, "dropping an invalid index left by an interrupted build");
-            let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS public.{}", super::quote_ident(name));
+            tracing::warn!(
+                index = name,
+                "dropping an invalid index left by an interrupted build"
+            );
+            let drop = format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS public.{}",
+                super::quote_ident(name)
+            );
             run(client, &drop, "drop an invalid index").await?;
         }
         None => {}

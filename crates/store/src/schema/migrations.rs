@@ -109,6 +109,12 @@ const M0001: &[Step] = &[
     },
 ];
 
+/// Migration 2: drops what earlier builds left behind (see the SQL's comments).
+const M0002: &[Step] = &[Step::Sql {
+    what: "drop leftovers of earlier builds",
+    sql: include_str!("0002/leftovers.sql"),
+}];
+
 /// Every migration, in order. **To add one** (the only change needed): put its SQL in
 /// `schema/<NNNN>/<topic>.sql` (idempotent, as every step may run again after a crash
 /// before the migration was recorded), and append
@@ -122,57 +128,62 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "drop-leftovers",
+        steps: M0002,
+    },
+    Migration {
+        version: 3,
         name: "quarantine",
         steps: &[
             Step::Sql {
                 what: "quarantined rows table",
-                sql: include_str!("0002/quarantine.sql"),
+                sql: include_str!("0003/quarantine.sql"),
             },
             Step::Grants {
                 what: "quarantine grants for the service role",
-                sql: include_str!("0002/quarantine_grants.sql"),
-            },
-        ],
-    },
-    Migration {
-        version: 3,
-        name: "fair-due-deferrals-lease",
-        steps: &[
-            Step::Sql {
-                what: "deferrals, fair due listing, claim with grace",
-                sql: include_str!("0003/deferral.sql"),
-            },
-            Step::Grants {
-                what: "deferral grants for the service role",
-                sql: include_str!("0003/deferral_grants.sql"),
+                sql: include_str!("0003/quarantine_grants.sql"),
             },
         ],
     },
     Migration {
         version: 4,
-        name: "shared-spaces",
+        name: "fair-due-deferrals-lease",
         steps: &[
             Step::Sql {
-                what: "shared-space projection",
-                sql: include_str!("0004/spaces.sql"),
+                what: "deferrals, fair due listing, claim with grace",
+                sql: include_str!("0004/deferral.sql"),
             },
             Step::Grants {
-                what: "shared-space grants for the service role",
-                sql: include_str!("0004/spaces_grants.sql"),
+                what: "deferral grants for the service role",
+                sql: include_str!("0004/deferral_grants.sql"),
             },
         ],
     },
     Migration {
         version: 5,
+        name: "shared-spaces",
+        steps: &[
+            Step::Sql {
+                what: "shared-space projection",
+                sql: include_str!("0005/spaces.sql"),
+            },
+            Step::Grants {
+                what: "shared-space grants for the service role",
+                sql: include_str!("0005/spaces_grants.sql"),
+            },
+        ],
+    },
+    Migration {
+        version: 6,
         name: "least-privilege",
         steps: &[
             Step::Sql {
                 what: "audit retention setting",
-                sql: include_str!("0005/audit_retention.sql"),
+                sql: include_str!("0006/audit_retention.sql"),
             },
             Step::Grants {
                 what: "least privilege of the service role",
-                sql: include_str!("0005/least_privilege.sql"),
+                sql: include_str!("0006/least_privilege.sql"),
             },
         ],
     },
@@ -198,10 +209,16 @@ mod tests {
     /// Add a new migration instead (and its checksum below).
     #[test]
     fn released_migrations_are_frozen() {
-        let pinned = [(
-            1,
-            "d990063f34ac7062155952bd729d3a03fd084a2a0c7dae583c49074dfdaee0e1",
-        )];
+        let pinned = [
+            (
+                1,
+                "d990063f34ac7062155952bd729d3a03fd084a2a0c7dae583c49074dfdaee0e1",
+            ),
+            (
+                2,
+                "85a60cba27784011988bf9bc4c3842e3d053f1e5d8a36dda4850bc2b1cf26142",
+            ),
+        ];
         for (version, checksum) in pinned {
             let m = &MIGRATIONS[version as usize - 1];
             assert_eq!(m.checksum(), checksum, "migration {version} ({})", m.name);
@@ -220,7 +237,10 @@ mod tests {
                         .join("\n");
                     assert!(code.contains("CONCURRENTLY"), "{name}");
                     assert!(code.contains(name), "{name}");
-                    assert!(!code.trim_end().trim_end_matches(';').contains(';'), "{name}");
+                    assert!(
+                        !code.trim_end().trim_end_matches(';').contains(';'),
+                        "{name}"
+                    );
                 }
             }
         }
