@@ -217,6 +217,10 @@ impl Runner {
             .emit(&self.metrics);
             stats.errors.push("refresh: panicked".into());
             stats.pass_failed = true;
+            events::RefreshTimed {
+                elapsed: started.elapsed(),
+            }
+            .emit(&self.metrics);
             return;
         };
         match result {

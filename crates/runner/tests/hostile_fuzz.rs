@@ -166,7 +166,7 @@ fn arbitrary_mission_and_agent_rows_never_panic_and_never_stop_another_user() {
                 stats
             );
             prop_assert_eq!(
-                runner_row_count(&admin, Some(&other_mission)).await,
+                runner_row_count(&admin, Some(other_mission.as_str())).await,
                 1,
                 "{:?}",
                 stats

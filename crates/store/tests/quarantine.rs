@@ -191,9 +191,9 @@ async fn every_limit_is_enforced_at_its_edge() {
             Some(QuarantineReason::Undecodable),
         ),
         ("null-data", "null".into(), "null", None),
-        (&ok_id, "{}".into(), "{}", None),
+        (ok_id.as_str(), "{}".into(), "{}", None),
         (
-            &long_id,
+            long_id.as_str(),
             "{}".into(),
             "{}",
             Some(QuarantineReason::IdTooLong),
