@@ -78,12 +78,19 @@ async fn twenty_thousand_inputs_end_within_the_deadline_and_a_second_runner_neve
     });
     let elapsed = started.elapsed();
     assert_eq!(stats_a.failed, 1, "{stats_a:?}");
-    assert_eq!(stats_b.plans_written_back + stats_b.failed, 0, "{stats_b:?}");
+    assert_eq!(
+        stats_b.plans_written_back + stats_b.failed,
+        0,
+        "{stats_b:?}"
+    );
     assert!(elapsed < DEADLINE + GRACE, "the run took {elapsed:?}");
     // The model was asked once (by A), with the first 100 inputs and a note on the rest.
     assert_eq!((llm_a.calls(), llm_b.calls()), (1, 0));
     let prompt = &llm_a.user_prompts()[0];
-    assert!(prompt.contains("verknuepft 20000 Eingaben"), "no truncation note");
+    assert!(
+        prompt.contains("verknuepft 20000 Eingaben"),
+        "no truncation note"
+    );
     assert!(prompt.contains("Erstes Ziel"));
     let data = runner_data(&admin, "m1").await;
     assert_eq!(data.len(), 1);
@@ -166,5 +173,8 @@ async fn a_pending_deep_research_job_resolves_no_inputs() {
         .resolver_failures_total
         .with_label_values(&["unknown"])
         .get();
-    assert_eq!(unknown, 0, "inputs were resolved while research was pending");
+    assert_eq!(
+        unknown, 0,
+        "inputs were resolved while research was pending"
+    );
 }
