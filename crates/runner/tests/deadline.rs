@@ -78,12 +78,19 @@ async fn twenty_thousand_inputs_end_within_the_deadline_and_a_second_runner_neve
     });
     let elapsed = started.elapsed();
     assert_eq!(stats_a.failed, 1, "{stats_a:?}");
-    assert_eq!(stats_b.plans_written_back + stats_b.failed, 0, "{stats_b:?}");
+    assert_eq!(
+        stats_b.plans_written_back + stats_b.failed,
+        0,
+        "{stats_b:?}"
+    );
     assert!(elapsed < DEADLINE + GRACE, "the run took {elapsed:?}");
     // The model was asked once (by A), with the first 100 inputs and a note on the rest.
     assert_eq!((llm_a.calls(), llm_b.calls()), (1, 0));
     let prompt = &llm_a.user_prompts()[0];
-    assert!(prompt.contains("verknuepft 20000 Eingaben"), "no truncation note");
+    assert!(
+        prompt.contains("verknuepft 20000 Eingaben"),
+        "no truncation note"
+    );
     assert!(prompt.contains("Erstes Ziel"));
     let data = runner_data(&admin, "m1").await;
     assert_eq!(data.len(), 1);
@@ -119,4 +126,55 @@ async fn without_the_cap_the_input_stage_is_cut_off_by_the_deadline() {
     );
     let (_, within) = lease(&admin).await;
     assert!(within);
+}
+
+/// While a deep-research job is pending, the run stops before it resolves any input: no
+/// replay, no decrypt, no audit row per pass (an input of an unknown module, counted each
+/// time the inputs are resolved, shows it).
+#[tokio::test]
+async fn a_pending_deep_research_job_resolves_no_inputs() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let db = fresh_db("deadline_research_first").await;
+    let admin = db.admin().await;
+    let record = mission_record(json!({
+        "title": "Recherche", "objective": "Deep research: Wärmepumpen", "nextRunAt": DUE,
+        "cadence": {"kind": "interval", "everyMinutes": 60},
+        "inputs": [{"module": "no-such-module", "table": "x", "id": "x1"}]
+    }));
+    push_mission(&admin, "u1", "m1", record).await;
+    let research = MockServer::start().await;
+    let job = json!({"taskId": "task-1", "status": "running",
+                     "providerId": "gemini-deep-research-max"});
+    Mock::given(method("POST"))
+        .and(path("/api/v1/internal/research/async"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(job.clone()))
+        .mount(&research)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/internal/research/async/task-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(job))
+        .mount(&research)
+        .await;
+    let r = RunnerBuilder::new(&db)
+        .llm(FakeLlm::replying(Reply::text("ok")))
+        .clock(TestClock::at_iso(NOW))
+        .config(|c| {
+            c.research_url = Some(research.uri());
+            c.deep_research_enabled = true;
+        })
+        .build();
+    for _ in 0..3 {
+        assert_eq!(r.tick().await.skipped, 1);
+    }
+    let unknown = r
+        .metrics()
+        .resolver_failures_total
+        .with_label_values(&["unknown"])
+        .get();
+    assert_eq!(
+        unknown, 0,
+        "inputs were resolved while research was pending"
+    );
 }

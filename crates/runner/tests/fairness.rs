@@ -25,7 +25,8 @@ use serde_json::{json, Value};
 
 /// The pinned "now" of every pass: after every due time below.
 const NOW: &str = "2026-01-05T09:00:00Z";
-const CLAIM_FN: &str = "mana_ai.claim_run(TEXT, TEXT, TIMESTAMPTZ, TEXT, TEXT, BIGINT, TEXT, FLOAT8)";
+const CLAIM_FN: &str =
+    "mana_ai.claim_run(TEXT, TEXT, TIMESTAMPTZ, TEXT, TEXT, BIGINT, TEXT, FLOAT8)";
 
 fn at(iso: &str) -> DateTime<Utc> {
     parse_iso(iso).expect("iso time")
@@ -92,23 +93,47 @@ async fn three_gated_missions_of_one_user_do_not_hide_another_users_mission() {
     push_agent(&admin, "uA", "ag-a", paused_agent()).await;
     for (i, due) in ["06:00", "06:01", "06:02"].iter().enumerate() {
         let next = format!("2026-01-05T{due}:00.000Z");
-        push_mission(&admin, "uA", &format!("ma{i}"), mission(&next, Some("ag-a"))).await;
+        push_mission(
+            &admin,
+            "uA",
+            &format!("ma{i}"),
+            mission(&next, Some("ag-a")),
+        )
+        .await;
     }
     // User B's mission is due later than all three of A's.
-    push_mission(&admin, "uB", "mb", mission("2026-01-05T08:00:00.000Z", None)).await;
+    push_mission(
+        &admin,
+        "uB",
+        "mb",
+        mission("2026-01-05T08:00:00.000Z", None),
+    )
+    .await;
     let clock = TestClock::at_iso(NOW);
     let (r, llm) = runner(&db, &clock, 3);
 
     let stats = r.tick().await;
     assert_eq!(stats.due_mission_count, 3, "{stats:?}");
-    assert_eq!((stats.plans_written_back, stats.skipped), (1, 2), "{stats:?}");
-    assert_eq!(runner_row_count(&admin, Some("mb")).await, 1, "B planned in tick 1");
+    assert_eq!(
+        (stats.plans_written_back, stats.skipped),
+        (1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        runner_row_count(&admin, Some("mb")).await,
+        1,
+        "B planned in tick 1"
+    );
     assert_eq!(llm.calls(), 1);
     // A's two listed missions are deferred; the third (not listed yet) comes next pass.
     let d = deferral(&admin, "ma0").await.expect("ma0 deferred");
     assert_eq!((d.0.as_str(), d.1, d.2), ("skipped-paused", 1, 30));
     let stats = r.tick().await;
-    assert_eq!((stats.due_mission_count, stats.skipped), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.due_mission_count, stats.skipped),
+        (1, 1),
+        "{stats:?}"
+    );
     assert!(deferral(&admin, "ma2").await.is_some());
     // Everything of A is deferred now: nothing is listed until the backoff ends.
     assert_eq!(r.tick().await.due_mission_count, 0);
@@ -139,7 +164,13 @@ async fn a_thousand_gated_missions_delay_another_user_by_at_most_one_tick() {
         )
         .await
         .expect("1,000 gated missions");
-    push_mission(&admin, "uB", "mb1", mission("2026-01-05T08:59:00.000Z", None)).await;
+    push_mission(
+        &admin,
+        "uB",
+        "mb1",
+        mission("2026-01-05T08:59:00.000Z", None),
+    )
+    .await;
     let clock = TestClock::at_iso(NOW);
 
     // At the default limit (1,000) every one of A's missions is due too.
@@ -150,7 +181,13 @@ async fn a_thousand_gated_missions_delay_another_user_by_at_most_one_tick() {
 
     // With a small limit, a mission of B that becomes due is planned in the next pass.
     let (r, _llm) = runner(&db, &clock, 10);
-    push_mission(&admin, "uB", "mb2", mission("2026-01-05T08:59:30.000Z", None)).await;
+    push_mission(
+        &admin,
+        "uB",
+        "mb2",
+        mission("2026-01-05T08:59:30.000Z", None),
+    )
+    .await;
     let stats = r.tick().await;
     assert_eq!(runner_row_count(&admin, Some("mb2")).await, 1, "{stats:?}");
     // The deferred ones were not listed again: only A's one not yet deferred, and mb2.
@@ -168,7 +205,13 @@ async fn a_deferred_mission_comes_back_when_its_agent_is_resumed() {
     let db = fresh_db("fair_resume").await;
     let admin = db.admin().await;
     push_agent(&admin, "uA", "ag-a", paused_agent()).await;
-    push_mission(&admin, "uA", "m1", mission("2026-01-05T06:00:00.000Z", Some("ag-a"))).await;
+    push_mission(
+        &admin,
+        "uA",
+        "m1",
+        mission("2026-01-05T06:00:00.000Z", Some("ag-a")),
+    )
+    .await;
     let clock = TestClock::at_iso(NOW);
     let (r, llm) = runner(&db, &clock, 100);
     assert_eq!(r.tick().await.skipped, 1);
@@ -182,7 +225,11 @@ async fn a_deferred_mission_comes_back_when_its_agent_is_resumed() {
         .push(&admin)
         .await;
     let stats = r.tick().await;
-    assert_eq!((stats.due_mission_count, stats.plans_written_back), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.due_mission_count, stats.plans_written_back),
+        (1, 1),
+        "{stats:?}"
+    );
     assert_eq!(llm.calls(), 1);
 }
 
@@ -190,16 +237,27 @@ async fn a_deferred_mission_comes_back_when_its_agent_is_resumed() {
 async fn repeated_claim_errors_back_off_and_an_edit_of_the_mission_retries_at_once() {
     let db = fresh_db("fair_errors").await;
     let admin = db.admin().await;
-    push_mission(&admin, "u1", "m1", mission("2026-01-05T06:00:00.000Z", None)).await;
+    push_mission(
+        &admin,
+        "u1",
+        "m1",
+        mission("2026-01-05T06:00:00.000Z", None),
+    )
+    .await;
     admin
-        .batch_execute(&format!("REVOKE EXECUTE ON FUNCTION {CLAIM_FN} FROM {SERVICE_ROLE}"))
+        .batch_execute(&format!(
+            "REVOKE EXECUTE ON FUNCTION {CLAIM_FN} FROM {SERVICE_ROLE}"
+        ))
         .await
         .unwrap();
     let clock = TestClock::at_iso(NOW);
     let cap = Duration::from_secs(200);
     let (r, llm) = runner_with(&db, &clock, 100, |c| c.defer.error_cap = cap);
     let stats = r.tick().await;
-    assert!(stats.errors[0].starts_with("mission=m1: claim: "), "{stats:?}");
+    assert!(
+        stats.errors[0].starts_with("mission=m1: claim: "),
+        "{stats:?}"
+    );
     assert_eq!(deferral(&admin, "m1").await.map(|d| d.1), Some(1));
     let mut listed = Vec::new();
     // One pass every 10 s for 10 minutes: the run is tried again after 30, 60, 120 s,
@@ -208,12 +266,17 @@ async fn repeated_claim_errors_back_off_and_an_edit_of_the_mission_retries_at_on
         clock.advance(Duration::from_secs(10));
         listed.push(r.tick().await.due_mission_count);
     }
-    let tries: Vec<usize> = (0..60).filter(|&i| listed[i] == 1).map(|i| (i + 1) * 10).collect();
+    let tries: Vec<usize> = (0..60)
+        .filter(|&i| listed[i] == 1)
+        .map(|i| (i + 1) * 10)
+        .collect();
     assert_eq!(tries, [30, 90, 210, 410], "{listed:?}");
     let d = deferral(&admin, "m1").await.unwrap();
     assert_eq!((d.0.as_str(), d.1, d.2), ("error", 5, 610));
     admin
-        .batch_execute(&format!("GRANT EXECUTE ON FUNCTION {CLAIM_FN} TO {SERVICE_ROLE}"))
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION {CLAIM_FN} TO {SERVICE_ROLE}"
+        ))
         .await
         .unwrap();
     // An edit of the mission lifts an error deferral too.
@@ -236,7 +299,10 @@ async fn a_done_run_re_stamped_by_a_device_gets_its_next_run_written_once() {
     let clock = TestClock::at_iso(NOW);
     let (r, llm) = runner(&db, &clock, 100);
     assert_eq!(r.tick().await.plans_written_back, 1);
-    assert_eq!(runner_data(&admin, "m1").await[0]["nextRunAt"], "2026-01-05T10:00:00.000Z");
+    assert_eq!(
+        runner_data(&admin, "m1").await[0]["nextRunAt"],
+        "2026-01-05T10:00:00.000Z"
+    );
     // A device (clock far ahead) writes the served time back into nextRunAt.
     Change::new("u1", "aiMissions", "m1", json!({"nextRunAt": due}))
         .op("update")
@@ -244,7 +310,11 @@ async fn a_done_run_re_stamped_by_a_device_gets_its_next_run_written_once() {
         .push(&admin)
         .await;
     let stats = r.tick().await;
-    assert_eq!((stats.due_mission_count, stats.skipped), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.due_mission_count, stats.skipped),
+        (1, 1),
+        "{stats:?}"
+    );
     assert_eq!(run_statuses(&admin, "m1").await, ["written"]);
     let rows = runner_data(&admin, "m1").await;
     assert_eq!(rows.len(), 2, "the plan and the heal");
@@ -260,7 +330,10 @@ async fn a_done_run_re_stamped_by_a_device_gets_its_next_run_written_once() {
         field_meta: &meta,
         actor: &json!({"kind": "ai"}),
     };
-    assert_eq!(store.heal_schedule(&again).await.unwrap(), Heal::AlreadyHealed);
+    assert_eq!(
+        store.heal_schedule(&again).await.unwrap(),
+        Heal::AlreadyHealed
+    );
     // The heal wins over the device's stamp: the mission is no longer due …
     assert_eq!(r.tick().await.due_mission_count, 0);
     assert_eq!(runner_row_count(&admin, Some("m1")).await, 2);
@@ -275,5 +348,8 @@ async fn a_done_run_re_stamped_by_a_device_gets_its_next_run_written_once() {
         .iter()
         .map(|it| it["id"].as_str().unwrap().to_string())
         .collect();
-    assert!(ids.contains(&iteration_id_for("m1", "2026-01-05T10:00:00.000Z")), "{ids:?}");
+    assert!(
+        ids.contains(&iteration_id_for("m1", "2026-01-05T10:00:00.000Z")),
+        "{ids:?}"
+    );
 }

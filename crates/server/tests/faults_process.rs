@@ -117,7 +117,10 @@ impl Serve {
             ("PORT", free_port().to_string()),
             ("MANA_AI_BIND", "127.0.0.1".into()),
             ("TICK_INTERVAL_MS", TICK.as_millis().to_string()),
-            ("MANA_AI_MISSION_DEADLINE_MS", DEADLINE.as_millis().to_string()),
+            (
+                "MANA_AI_MISSION_DEADLINE_MS",
+                DEADLINE.as_millis().to_string(),
+            ),
             ("MANA_AI_CLAIM_GRACE_MS", GRACE.as_millis().to_string()),
             ("MANA_AI_DEFER_BASE_MS", "200".into()),
             ("MANA_AI_DEFER_WAIT_CAP_MS", "500".into()),
@@ -181,7 +184,11 @@ async fn wait_all_planned(admin: &tokio_postgres::Client, from: Instant) -> Dura
         if planned(admin).await.len() == MISSIONS.len() {
             return from.elapsed();
         }
-        assert!(from.elapsed() < limit, "runs lost: {:?}", planned(admin).await);
+        assert!(
+            from.elapsed() < limit,
+            "runs lost: {:?}",
+            planned(admin).await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -235,7 +242,10 @@ async fn kill_during_planning_then_restart() {
     let took = wait_all_planned(&admin, killed).await;
     assert_exactly_once(&admin).await;
     // The dead runner's claims were taken over only after their lease.
-    assert!(took >= DEADLINE, "taken over before the lease ended: {took:?}");
+    assert!(
+        took >= DEADLINE,
+        "taken over before the lease ended: {took:?}"
+    );
     assert_recovered_in_time("planning", took, &llm);
 }
 

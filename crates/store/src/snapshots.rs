@@ -195,7 +195,8 @@ const USER_MISSIONS_SQL: &str =
     "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at
    FROM mana_ai.mission_snapshots WHERE user_id = $1 ORDER BY mission_id";
 
-const USER_AGENTS_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
+const USER_AGENTS_SQL: &str =
+    "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE user_id = $1 AND NOT deleted ORDER BY agent_id";
 
 const AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots

@@ -24,11 +24,14 @@ impl UserTx {
         if user_id.is_empty() {
             return Err(StoreError::Refused("withUser: empty userID"));
         }
-        client.batch_execute("BEGIN").await?;
+        // The guard exists before BEGIN is sent: a caller cancelled while BEGIN is in
+        // flight (a mission deadline) drops it, which discards the connection instead of
+        // returning it to the pool inside an open transaction.
         let mut tx = UserTx {
             client: Some(client),
             user_id: String::new(),
         };
+        tx.client().batch_execute("BEGIN").await?;
         tx.switch_user(user_id).await?;
         Ok(tx)
     }

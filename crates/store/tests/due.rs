@@ -105,11 +105,23 @@ async fn a_deferral_holds_until_its_time_or_a_change_of_mission_or_agent() {
         mission: m1,
         agent: Some(("ag".into(), Some(agent))),
     };
-    let d = store.defer_mission(&defer("m1", Some(seen.clone()))).await.unwrap();
-    assert_eq!((d.attempts, d.not_before), (1, now() + chrono::Duration::seconds(30)));
+    let d = store
+        .defer_mission(&defer("m1", Some(seen.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.attempts, d.not_before),
+        (1, now() + chrono::Duration::seconds(30))
+    );
     // The cap bounds the doubling: 30 s, then 45 s instead of 60 s.
-    let d = store.defer_mission(&defer("m1", Some(seen.clone()))).await.unwrap();
-    assert_eq!((d.attempts, d.not_before), (2, now() + chrono::Duration::seconds(45)));
+    let d = store
+        .defer_mission(&defer("m1", Some(seen.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.attempts, d.not_before),
+        (2, now() + chrono::Duration::seconds(45))
+    );
     // An error deferral (no versions) of m2 holds whatever changes.
     store.defer_mission(&defer("m2", None)).await.unwrap();
     assert_eq!(listed(&store, 10).await, Vec::<String>::new());
@@ -188,5 +200,8 @@ async fn the_heal_writes_only_for_a_finished_run_the_refresh_has_seen() {
     // Folded, still due at the served time: healed once.
     refresh(&store).await;
     assert_eq!(store.heal_schedule(&heal).await.unwrap(), Heal::Written);
-    assert_eq!(store.heal_schedule(&heal).await.unwrap(), Heal::AlreadyHealed);
+    assert_eq!(
+        store.heal_schedule(&heal).await.unwrap(),
+        Heal::AlreadyHealed
+    );
 }

@@ -79,14 +79,22 @@ impl MissionRunner {
             mission: due.version,
             agent: seen_agent,
         };
-        let key = (due.user_id.as_str(), due.mission_id.as_str(), due.next_run_at);
+        let key = (
+            due.user_id.as_str(),
+            due.mission_id.as_str(),
+            due.next_run_at,
+        );
         self.defer(key, reason, cap, Some(seen)).await;
     }
 
     /// Defers a due run whose mission could not even be loaded (a store error): it holds
     /// whatever changes, for the error backoff.
     pub(crate) async fn defer_unloaded(&self, key: &DueKey) {
-        let k = (key.user_id.as_str(), key.mission_id.as_str(), key.next_run_at);
+        let k = (
+            key.user_id.as_str(),
+            key.mission_id.as_str(),
+            key.next_run_at,
+        );
         self.defer(k, "error", self.cfg.defer.error_cap, None).await;
     }
 
@@ -190,12 +198,15 @@ mod tests {
         let agent = |s| MissionOutcome::Skipped(SkipReason::Agent(s));
         let cases = [
             (MissionOutcome::Planned { steps: 1 }, None),
+            (MissionOutcome::Skipped(SkipReason::NoLongerDue), None),
             (
-                MissionOutcome::Skipped(SkipReason::NoLongerDue),
-                None,
+                agent(AgentSkip::Paused),
+                Some(("skipped-paused", p.gate_cap)),
             ),
-            (agent(AgentSkip::Paused), Some(("skipped-paused", p.gate_cap))),
-            (agent(AgentSkip::Budget), Some(("skipped-budget", p.gate_cap))),
+            (
+                agent(AgentSkip::Budget),
+                Some(("skipped-budget", p.gate_cap)),
+            ),
             (
                 agent(AgentSkip::MissingAgent),
                 Some(("skipped-missing-agent", p.gate_cap)),
