@@ -19,7 +19,8 @@
 //! `tables.sql` (the `mana_ai` tables), `runs.sql` (claim and write-back functions),
 //! `budget.sql` (token reservation), `backfill.sql` (derived columns of older rows),
 //! `discovery.sql` and `read.sql` (change discovery and the refresh read), `audit.sql`
-//! (audit hardening), `grants.sql` / `audit_grants.sql` (the service role's privileges)
+//! (audit hardening), `write_back.sql` (the merging write-back's read), `grants.sql` /
+//! `audit_grants.sql` / `write_back_grants.sql` (the service role's privileges)
 //! and `sync_changes.sql` (dev and tests only). Values the SQL needs from Rust — lock
 //! keys ([`crate::locks`]), the default agent id (core), the service role — are
 //! formatted in by [`render`].
@@ -49,6 +50,9 @@ const READ_DDL: &str = include_str!("read.sql");
 const GRANTS_DDL: &str = include_str!("grants.sql");
 const AUDIT_HARDENING_DDL: &str = include_str!("audit.sql");
 const AUDIT_GRANTS_DDL: &str = include_str!("audit_grants.sql");
+/// The merging write-back's read (`write_back.sql`) and its grant.
+const WRITE_BACK_DDL: &str = include_str!("write_back.sql");
+const WRITE_BACK_GRANTS_DDL: &str = include_str!("write_back_grants.sql");
 
 /// `sql` with its placeholders replaced: `{claim_seed}` ([`locks::CLAIM_SEED`]),
 /// `{default_agent}` (core's default agent id, quoted) and, when given, `{role}` (the
@@ -125,6 +129,11 @@ async fn migrate_locked(client: &Client, service_role: Option<&str>) -> Result<(
     if let Some(role) = service_role {
         let what = "audit grants for the service role";
         grant_to_service_role(client, role, AUDIT_GRANTS_DDL, what).await?;
+    }
+    run(client, WRITE_BACK_DDL, "merging write-back read").await?;
+    if let Some(role) = service_role {
+        let what = "write-back grants for the service role";
+        grant_to_service_role(client, role, WRITE_BACK_GRANTS_DDL, what).await?;
     }
     client
         .execute(
@@ -250,6 +259,7 @@ mod tests {
             MANA_AI_PARTS
                 .iter()
                 .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+                .chain([&WRITE_BACK_DDL, &WRITE_BACK_GRANTS_DDL])
         {
             let sql = render(part, Some("svc"));
             for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
