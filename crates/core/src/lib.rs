@@ -10,6 +10,8 @@ pub mod catalog;
 pub mod chat;
 pub mod crypto;
 pub mod iso;
+pub mod iterations;
+pub mod limits;
 pub mod lang;
 pub mod lww;
 pub mod plan;

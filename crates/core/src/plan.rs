@@ -30,7 +30,7 @@ use crate::chat::{ChatMessage, LlmError, Usage};
 /// Default number of LLM rounds per run.
 pub const DEFAULT_MAX_ROUNDS: u32 = 5;
 /// Default cap on accepted steps per run.
-pub const DEFAULT_MAX_STEPS: usize = 25;
+pub const DEFAULT_MAX_STEPS: usize = crate::limits::PLAN_STEPS_MAX;
 /// Tool-result message of an accepted call (contains U+2014).
 pub const ACCEPTED_MESSAGE: &str = "recorded — pending client application";
 

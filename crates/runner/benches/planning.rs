@@ -38,6 +38,7 @@ use chrono::{DateTime, Utc};
 use mana_ai_core::catalog::{function_specs, Catalog};
 use mana_ai_core::chat::{ChatRequest, ChatResponse, LlmClient, LlmError, Role, ToolCall, Usage};
 use mana_ai_core::iso::{parse_iso, to_iso_ms};
+use mana_ai_core::iterations::HistoryLimits;
 use mana_ai_core::plan::{build_iteration, iteration_id_for, run_planner, PlannerInput};
 use mana_ai_core::policy::{filter_offered, AgentPolicy};
 use mana_ai_core::records::MissionView;
@@ -501,8 +502,15 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
     let store = db.service_store();
     let record = mission_with_history().await;
     let due: DateTime<Utc> = parse_iso(DUE_AT).expect("valid due time");
-    // Representative payload: the mission's history plus one iteration.
+    // Representative payload: the write-back merges one iteration into the mission's
+    // history (three earlier iterations), which it reads from the seeded log.
     let mission = MissionView::from_record("user-00000", &record);
+    let shape = Shape {
+        missions: n,
+        users: n.min(200),
+        with_agents: false,
+    };
+    seed(&db.admin().await, shape, &mission.iterations).await;
     let mut claims = Vec::with_capacity(n);
     let mut writes = Vec::with_capacity(n);
     for i in 0..n {
@@ -528,13 +536,9 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
         claims.push(ms(t.elapsed()));
         assert_eq!(claim, Claim::Claimed);
         let now_iso = to_iso_ms(Utc::now());
-        let mut iterations = mission.iterations.clone();
-        iterations.push(
-            json!({"id": iteration_id, "source": "server", "overallStatus": "awaiting-review",
-                               "startedAt": now_iso, "finishedAt": now_iso, "plan": []}),
-        );
-        let data = json!({"iterations": iterations, "nextRunAt": now_iso});
-        let field_meta = json!({"iterations": now_iso, "nextRunAt": now_iso});
+        let iteration = json!({"id": iteration_id, "source": "server",
+                               "overallStatus": "awaiting-review",
+                               "startedAt": now_iso, "finishedAt": now_iso, "plan": []});
         let actor = json!({"kind": "ai", "principalId": "agent-bench", "displayName": "Planer",
                            "missionId": mission_id, "iterationId": iteration_id,
                            "rationale": mission.objective});
@@ -545,9 +549,10 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
                 mission_id: &mission_id,
                 due_at: due,
                 runner_id: "bench-runner",
-                data: &data,
-                field_meta: &field_meta,
+                iteration: &iteration,
+                next_run_at: Some(Utc::now()),
                 actor: &actor,
+                history: HistoryLimits::new(mana_ai_runner::defaults::ITERATION_HISTORY),
                 failed: false,
                 error: None,
             })

@@ -70,6 +70,9 @@ pub struct RunnerConfig {
     /// A job whose polls (or submits) fail this many times in a row is abandoned.
     pub research_max_poll_failures: u32,
     pub research_timeouts: ResearchTimeouts,
+    /// Most iterations a write-back keeps (`MANA_AI_ITERATION_HISTORY`; see
+    /// [`mana_ai_core::iterations`]).
+    pub iteration_history: usize,
 }
 
 impl Default for RunnerConfig {
@@ -109,6 +112,7 @@ impl Default for RunnerConfig {
             research_job_max_age: defaults::RESEARCH_JOB_MAX_AGE,
             research_max_poll_failures: defaults::RESEARCH_MAX_POLL_FAILURES,
             research_timeouts: ResearchTimeouts::default(),
+            iteration_history: defaults::ITERATION_HISTORY,
         }
     }
 }

@@ -69,6 +69,13 @@ pub const RETRY_CAP: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_AGENT_MAX_CONCURRENT: u32 = 1;
 /// Daily tokens of the default agent (`MANA_AI_DEFAULT_AGENT_TOKENS_PER_DAY`).
 pub const DEFAULT_AGENT_TOKENS_PER_DAY: u64 = 200_000;
+/// Most iterations a write-back keeps in the mission (`MANA_AI_ITERATION_HISTORY`): the
+/// oldest finished ones are dropped first; unfinished ones are never dropped.
+pub const ITERATION_HISTORY: usize = 50;
+/// Smallest accepted `MANA_AI_ITERATION_HISTORY` (the prompt shows the last three).
+pub const ITERATION_HISTORY_MIN: usize = 3;
+/// Largest accepted `MANA_AI_ITERATION_HISTORY` (the byte limit bounds the row anyway).
+pub const ITERATION_HISTORY_MAX: usize = 1_000;
 /// Submit new deep-research jobs (`MANA_AI_DEEP_RESEARCH_ENABLED`).
 pub const DEEP_RESEARCH_ENABLED: bool = false;
 /// Words that ask for shallow research (matched at a word start, case-insensitively).

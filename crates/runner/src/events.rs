@@ -282,6 +282,30 @@ impl Emit for MissionFailed {
     }
 }
 
+/// A run found no room for its iteration under the row limit (the mission holds too many
+/// unfinished iterations): only the schedule was written. Counted as a failed run in
+/// phase `finalizing`.
+pub(crate) struct HistoryFull<'a> {
+    pub mission_id: &'a str,
+    /// The size the row would have had.
+    pub bytes: usize,
+}
+
+impl Emit for HistoryFull<'_> {
+    fn emit(self, m: &Metrics) {
+        MissionFailed {
+            phase: IterationPhase::Finalizing,
+            nothing_valid: false,
+        }
+        .emit(m);
+        tracing::warn!(
+            mission = %self.mission_id,
+            bytes = self.bytes,
+            "iteration history full: no iteration written"
+        );
+    }
+}
+
 /// The planning loop ended in an LLM error.
 pub(crate) struct ProviderFailed<'a> {
     pub mission_id: &'a str,

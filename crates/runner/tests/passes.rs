@@ -235,15 +235,14 @@ async fn a_run_written_by_another_runner_is_skipped_as_already_done() {
     // The other runner writes the run back but leaves the mission due at the same time
     // (as a user edit racing the write could): the run itself is done.
     let stamp = to_iso_ms(parse_iso(NOW).unwrap());
-    let data = json!({"iterations": [], "nextRunAt": DUE});
-    let meta = json!({"iterations": stamp, "nextRunAt": stamp});
+    let iteration = json!({"id": "other", "plan": [], "startedAt": stamp});
     let actor = json!({"kind": "ai", "principalId": DEFAULT_AGENT_ID});
     let written = store
         .write_back(&written_run(
             ("u1", "m1", parse_iso(DUE).unwrap()),
             "other-runner",
-            &data,
-            &meta,
+            &iteration,
+            parse_iso(DUE),
             &actor,
         ))
         .await

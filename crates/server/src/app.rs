@@ -221,6 +221,7 @@ pub fn runner_with_llm(
             news_user_id_header: cfg.news_user_id_header.clone(),
             research_job_max_age: cfg.research_max_age,
             research_max_poll_failures: cfg.research_max_poll_failures,
+            iteration_history: cfg.iteration_history,
             ..RunnerConfig::default()
         },
     ))

@@ -5,10 +5,10 @@
 //! Architecture invariant: every statement that reads or writes a user's rows in
 //! `sync_changes` or `mana_ai.decrypt_audit` runs inside a [`UserTx`], which sets
 //! `app.current_user_id` transaction-locally and refuses an empty user id — or is one of
-//! the `SECURITY INVOKER` functions that apply the same rule themselves: the one-statement
-//! write-back `mana_ai.write_back_run`, and the refresh's bulk read `mana_ai.read_ai_rows`
-//! (scoped per user, so row-level security decides what it sees). The only
-//! cross-user reads go through the `SECURITY DEFINER` discovery functions of
+//! the `SECURITY INVOKER` functions that apply the same rule themselves: the write-back's
+//! `mana_ai.write_back_current` and `mana_ai.write_back_run`, and the refresh's bulk read
+//! `mana_ai.read_ai_rows` (scoped per user, so row-level security decides what it sees).
+//! The only cross-user reads go through the `SECURITY DEFINER` discovery functions of
 //! [`schema`], which return ids and positions, never contents.
 //!
 //! Hot statements (the per-mission ones) are prepared once per pooled connection with
@@ -29,7 +29,8 @@
 //! * [`snapshots`] — reads of the mission and agent snapshots (due missions, ops views);
 //! * [`due`] — the runner's fair due listing and `mana_ai.mission_deferrals`;
 //! * [`heal`] — the one-time schedule repair of a run already done;
-//! * [`runs`] — `mana_ai.mission_runs`: claim, release, write-back;
+//! * [`runs`] — `mana_ai.mission_runs`: claim, release;
+//! * [`write_back`] — the merging, exactly-once write-back that closes a run;
 //! * [`budget`] — token usage and reservations;
 //! * [`research`] — deep-research jobs;
 //! * [`audit`] — the decrypt audit (write, read, prune);
@@ -62,6 +63,7 @@ pub mod spaces;
 pub mod testkit;
 pub mod user_tx;
 pub mod zones;
+pub mod write_back;
 
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};
@@ -75,8 +77,9 @@ pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
 pub use retry::{Idempotent, RetryPolicy};
-pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
+pub use runs::{AgentSlot, Claim, ClaimRequest};
 pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
-pub use user_tx::UserTx;
 pub use spaces::{SpaceStats, SPACE_RECORD_ROW_LIMIT};
+pub use user_tx::UserTx;
+pub use write_back::{WriteBack, WriteOutcome};
 pub use zones::USER_ZONE_LIMIT;

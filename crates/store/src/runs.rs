@@ -1,4 +1,5 @@
-//! Mission runs: the claim on one due run, and the exactly-once write-back.
+//! Mission runs: the claim on one due run (the exactly-once write-back that closes it is
+//! in [`crate::write_back`]).
 //!
 //! A due run is identified by `(user_id, mission_id, due_at)`; its iteration id is
 //! derived from the same pair, so a retry can never produce a second iteration. A
@@ -8,13 +9,12 @@
 //! number of runners may try; exactly one write lands. A crashed runner's claim expires
 //! with its lease and the run is taken over.
 //!
-//! Both the claim and the write-back are single statements calling the `SECURITY
-//! INVOKER` functions `mana_ai.claim_run` / `mana_ai.write_back_run` that the migration
-//! creates (see [`crate::schema`], SQL in `schema/runs.sql`): one round trip each,
-//! prepared once per pooled connection. This module owns `mana_ai.mission_runs`.
+//! The claim is a single statement calling the `SECURITY INVOKER` function
+//! `mana_ai.claim_run` that the migration creates (see [`crate::schema`], SQL in
+//! `schema/runs.sql`): one round trip, prepared once per pooled connection. This module
+//! owns `mana_ai.mission_runs`.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::{Store, StoreError};
 
@@ -60,41 +60,8 @@ pub enum Claim {
     AgentBusy,
 }
 
-/// One iteration write-back.
-#[derive(Debug, Clone)]
-pub struct WriteBack<'a> {
-    /// The claimed run: `(user_id, mission_id, due_at)`, claimed by `runner_id`.
-    pub user_id: &'a str,
-    pub mission_id: &'a str,
-    pub due_at: DateTime<Utc>,
-    /// Writes only while this runner still owns the run's `running` claim.
-    pub runner_id: &'a str,
-    /// `sync_changes.data`: `{"iterations": [...], "nextRunAt": ...}`.
-    pub data: &'a Value,
-    /// `sync_changes.field_meta`: string stamps only.
-    pub field_meta: &'a Value,
-    pub actor: &'a Value,
-    /// `written` for a plan, `failed` for a failed run.
-    pub failed: bool,
-    pub error: Option<&'a str>,
-}
-
-/// Outcome of [`Store::write_back`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Written,
-    /// The claim was lost (expired and taken over, or already written): nothing written.
-    ClaimLost,
-}
-
-const CLIENT_ID: &str = "mana-ai-runner";
-
 /// One round trip: [`schema`](crate::schema)'s `mana_ai.claim_run` does the whole claim.
 const CLAIM_SQL: &str = "SELECT mana_ai.claim_run($1, $2, $3, $4, $5, $6, $7, $8)";
-
-/// One round trip: `mana_ai.write_back_run` closes the claim and inserts the row.
-const WRITE_BACK_SQL: &str =
-    "SELECT mana_ai.write_back_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 const RELEASE_SQL: &str = "DELETE FROM mana_ai.mission_runs
       WHERE user_id = $1 AND mission_id = $2 AND due_at = $3
@@ -161,44 +128,6 @@ impl Store {
         c.execute(&stmt, &[&user_id, &mission_id, &due_at, &runner_id])
             .await?;
         Ok(())
-    }
-
-    /// Writes the iteration row and closes the run atomically, in one statement
-    /// (`mana_ai.write_back_run`, one round trip, prepared once per connection). The
-    /// statement scopes its transaction to `wb.user_id` exactly as a `withUser`
-    /// transaction does (RLS applies to the insert), and writes only if this runner
-    /// still owns a `running` claim, re-checked under the claim's row lock; otherwise
-    /// nothing is written and the answer is [`WriteOutcome::ClaimLost`].
-    pub async fn write_back(&self, wb: &WriteBack<'_>) -> Result<WriteOutcome, StoreError> {
-        if wb.user_id.is_empty() {
-            return Err(StoreError::Refused("withUser: empty userID"));
-        }
-        let c = self.client().await?;
-        let stmt = c.prepare_cached(WRITE_BACK_SQL).await?;
-        let status = if wb.failed { "failed" } else { "written" };
-        let written: bool = c
-            .query_one(
-                &stmt,
-                &[
-                    &wb.user_id,
-                    &wb.mission_id,
-                    &wb.due_at,
-                    &wb.runner_id,
-                    &status,
-                    &wb.error,
-                    wb.data,
-                    wb.field_meta,
-                    wb.actor,
-                    &CLIENT_ID,
-                ],
-            )
-            .await?
-            .try_get(0)?;
-        Ok(if written {
-            WriteOutcome::Written
-        } else {
-            WriteOutcome::ClaimLost
-        })
     }
 }
 

@@ -64,15 +64,14 @@ async fn claim(store: &Store, r: &Req) -> Claim {
 }
 
 async fn write(store: &Store, mission: &str, due_at: DateTime<Utc>, runner: &str) -> WriteOutcome {
-    let data = json!({"iterations": [{"id": "x"}], "nextRunAt": null});
-    let meta = json!({"iterations": "2026-01-05T06:00:00.000Z"});
+    let iteration = json!({"id": "x", "plan": []});
     let actor = json!({"kind": "ai", "principalId": AGENT});
     store
         .write_back(&written_run(
             (USER, mission, due_at),
             runner,
-            &data,
-            &meta,
+            &iteration,
+            None,
             &actor,
         ))
         .await
@@ -281,9 +280,9 @@ async fn expired_claims_are_taken_over_and_the_old_owner_writes_nothing() {
 #[tokio::test]
 async fn write_back_is_rls_scoped_and_refuses_an_empty_user() {
     let (db, a, _b, admin) = setup("runs_rls").await;
-    let data = json!({"iterations": []});
-    let meta = json!({});
-    let wb = written_run(("", "m-1", due(0)), "runner-a", &data, &meta, &meta);
+    let iteration = json!({"id": "x", "plan": []});
+    let actor = json!({});
+    let wb = written_run(("", "m-1", due(0)), "runner-a", &iteration, None, &actor);
     assert!(matches!(
         a.write_back(&wb).await,
         Err(StoreError::Refused(_))

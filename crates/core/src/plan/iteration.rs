@@ -13,17 +13,15 @@ use uuid::Uuid;
 
 use super::PlanOutcome;
 use crate::iso::{parse_iso, to_iso_ms};
-use crate::prompt::truncate_chars;
+use crate::limits::{
+    truncated, ERROR_MESSAGE_MAX_CHARS, ITERATION_SUMMARY_MAX_CHARS, PLAN_STEPS_MAX,
+    STEP_SUMMARY_MAX_CHARS,
+};
 
 /// Namespace of [`iteration_id_for`]: UUID v5 of the URL
 /// `https://mana.how/mana-ai/iteration` in the standard URL namespace
 /// (`Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://mana.how/mana-ai/iteration")`).
 pub const ITERATION_NAMESPACE: Uuid = Uuid::from_u128(0xadb9a1ce_e761_5b87_950f_447bba611941);
-
-/// Longest step summary (chars) written into an iteration.
-const STEP_SUMMARY_MAX: usize = 300;
-/// Longest error message (chars) written into `errorDetails`.
-const ERROR_MESSAGE_MAX: usize = 500;
 
 /// Where a run was when it failed (`IterationPhase` of the data model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +56,15 @@ pub fn iteration_id_for(mission_id: &str, due_at: &str) -> String {
     Uuid::new_v5(&ITERATION_NAMESPACE, name.as_bytes()).to_string()
 }
 
-/// The success iteration: one `planned` tool-call step per accepted step, in order.
+/// The success iteration: one `planned` tool-call step per accepted step, in order. Text
+/// is bounded ([`crate::limits`]): at most [`PLAN_STEPS_MAX`] steps, step summaries of
+/// [`STEP_SUMMARY_MAX_CHARS`] and an iteration summary of [`ITERATION_SUMMARY_MAX_CHARS`].
 pub fn build_iteration(iteration_id: &str, outcome: &PlanOutcome, now: DateTime<Utc>) -> Value {
     let now = to_iso_ms(now);
     let plan: Vec<Value> = outcome
         .steps
         .iter()
+        .take(PLAN_STEPS_MAX)
         .enumerate()
         .map(|(i, step)| {
             let summary = step
@@ -75,7 +76,7 @@ pub fn build_iteration(iteration_id: &str, outcome: &PlanOutcome, now: DateTime<
                 .unwrap_or(step.tool_name.as_str());
             json!({
                 "id": format!("{iteration_id}-{i}"),
-                "summary": truncate_chars(summary, STEP_SUMMARY_MAX),
+                "summary": truncated(summary, STEP_SUMMARY_MAX_CHARS),
                 "intent": {
                     "kind": "toolCall",
                     "toolName": step.tool_name,
@@ -95,7 +96,10 @@ pub fn build_iteration(iteration_id: &str, outcome: &PlanOutcome, now: DateTime<
         "startedAt": now,
         "finishedAt": now,
         "plan": plan,
-        "summary": outcome.summary.clone().unwrap_or_default(),
+        "summary": truncated(
+            outcome.summary.as_deref().unwrap_or_default(),
+            ITERATION_SUMMARY_MAX_CHARS
+        ),
         "overallStatus": overall,
         "source": "server",
     })
@@ -127,7 +131,7 @@ pub fn sanitise_error_message(message: &str) -> String {
         };
         out = re.replace_all(&out, replacement).into_owned();
     }
-    truncate_chars(&out, ERROR_MESSAGE_MAX)
+    truncated(&out, ERROR_MESSAGE_MAX_CHARS)
 }
 
 /// A `failed` iteration for a run that could not produce a plan. The message is
@@ -195,9 +199,10 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(sanitise_error_message(input), *want, "{input}");
         }
-        assert_eq!(
-            sanitise_error_message(&"e".repeat(600)).chars().count(),
-            501
-        );
+        let at = "e".repeat(ERROR_MESSAGE_MAX_CHARS);
+        assert_eq!(sanitise_error_message(&at), at);
+        let over = sanitise_error_message(&"e".repeat(ERROR_MESSAGE_MAX_CHARS + 1));
+        assert_eq!(over.chars().count(), ERROR_MESSAGE_MAX_CHARS);
+        assert!(over.ends_with(crate::limits::TRUNCATION_MARKER));
     }
 }

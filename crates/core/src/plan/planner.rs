@@ -13,8 +13,32 @@ use super::{
     CallOutcome, CallRecord, IterationPhase, ParsedPlan, PlanFailure, PlanOutcome, PlanParseError,
     PlannedStep, PlannerInput, PolicyMode, ReminderSeverity, StopReason, ACCEPTED_MESSAGE,
 };
-use crate::chat::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
+use crate::chat::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError, ToolCall, Usage};
+use crate::limits::{PLAN_STEPS_MAX, TOOL_ARGS_MAX_BYTES};
 use crate::lww::canonical_json;
+
+/// Rejection label of a call whose arguments exceed [`TOOL_ARGS_MAX_BYTES`].
+pub const TOO_LARGE_LABEL: &str = "too_large";
+
+/// The calls as kept in the conversation: arguments over [`TOOL_ARGS_MAX_BYTES`] are
+/// replaced by a short note (the call is rejected anyway), so one huge call cannot
+/// inflate every later round's request.
+fn bounded_calls(calls: &[ToolCall]) -> Vec<ToolCall> {
+    calls
+        .iter()
+        .map(|call| {
+            if call.arguments.len() <= TOOL_ARGS_MAX_BYTES {
+                return call.clone();
+            }
+            let note = format!("{} bytes, not kept", call.arguments.len());
+            ToolCall {
+                id: call.id.clone(),
+                name: crate::limits::truncated(&call.name, 200),
+                arguments: serde_json::json!({ "omitted": note }).to_string(),
+            }
+        })
+        .collect()
+}
 
 /// The duplicate-detection key of a call: the tool name, a NUL, and the canonical JSON of
 /// its validated arguments (object keys sorted recursively). Returns the arguments back.
@@ -37,6 +61,11 @@ pub(super) struct Judge<'i, 'a> {
 }
 
 impl<'i, 'a> Judge<'i, 'a> {
+    /// The step cap: the configured one, never above [`PLAN_STEPS_MAX`].
+    fn step_cap(&self) -> usize {
+        self.input.max_steps.min(PLAN_STEPS_MAX)
+    }
+
     fn new(input: &'i PlannerInput<'a>) -> Self {
         Self {
             input,
@@ -73,6 +102,15 @@ impl<'i, 'a> Judge<'i, 'a> {
         rationale: &str,
         summary: Option<String>,
     ) -> (CallOutcome, bool, String) {
+        if raw_args.len() > TOOL_ARGS_MAX_BYTES {
+            let message = format!(
+                "rejected ({TOO_LARGE_LABEL}): the arguments are {} bytes, more than the \
+                 limit of {TOOL_ARGS_MAX_BYTES}. The call was not recorded; send shorter \
+                 arguments.",
+                raw_args.len()
+            );
+            return (CallOutcome::Rejected(TOO_LARGE_LABEL), false, message);
+        }
         let params = match self.input.validator.validate(name, raw_args) {
             Ok(params) => params,
             Err(rejection) => {
@@ -109,14 +147,14 @@ impl<'i, 'a> Judge<'i, 'a> {
                     .to_string(),
             );
         }
-        if self.steps.len() >= self.input.max_steps {
+        if self.steps.len() >= self.step_cap() {
             return (
                 CallOutcome::OverCap,
                 false,
                 format!(
                     "step limit of {} reached: the call was not recorded. Do not call more \
                      tools; reply with a short summary.",
-                    self.input.max_steps
+                    self.step_cap()
                 ),
             );
         }
@@ -322,7 +360,7 @@ impl<'i, 'a> Loop<'i, 'a> {
         self.usage.add(response_usage);
         self.messages.push(ChatMessage::assistant(
             response.content.clone(),
-            response.tool_calls.clone(),
+            bounded_calls(&response.tool_calls),
         ));
         let reported = response_usage.prompt_tokens + response_usage.completion_tokens;
         self.context_tokens = if reported > 0 {
@@ -340,7 +378,7 @@ impl<'i, 'a> Loop<'i, 'a> {
         let parsed = if content.trim().is_empty() {
             Err(PlanParseError::NoJsonBlock)
         } else {
-            parse_json_plan(content, self.input.max_steps)
+            parse_json_plan(content, self.judge.step_cap())
         };
         match parsed {
             Ok(plan) => return self.apply_json_plan(plan, last_round),

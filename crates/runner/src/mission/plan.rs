@@ -3,10 +3,17 @@
 //! the result into an [`Attempt`] (a plan, or a failed run to write back) or a [`Stop`]
 //! (budget skip, internal error: nothing is written).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use mana_ai_core::catalog::{Catalog, Tool};
 use mana_ai_core::chat::LlmError;
+use mana_ai_core::iterations;
+use mana_ai_core::limits::{
+    truncated, truncated_opt, AGENT_NAME_MAX_CHARS, AGENT_ROLE_MAX_CHARS, CONCEPT_MAX_CHARS,
+    INPUT_CONTENT_MAX_CHARS, INPUT_TITLE_MAX_CHARS, MEMORY_MAX_CHARS, OBJECTIVE_MAX_CHARS,
+    PERSONA_MAX_CHARS, TITLE_MAX_CHARS,
+};
 use mana_ai_core::plan::{
     run_planner, BudgetContext, CallOutcome, CallValidator, IterationPhase, PlanFailure,
     PlanOutcome, PlannerInput, Rejection, StopReason,
@@ -48,6 +55,30 @@ impl CallValidator for OfferedTools<'_> {
                 message: r.to_string(),
             })
     }
+}
+
+/// The resolved inputs with their title and content bounded
+/// ([`INPUT_TITLE_MAX_CHARS`], [`INPUT_CONTENT_MAX_CHARS`]); borrowed when all fit.
+fn bounded_inputs(inputs: &[ResolvedInput]) -> Cow<'_, [ResolvedInput]> {
+    let fits = |i: &ResolvedInput| {
+        i.content.chars().nth(INPUT_CONTENT_MAX_CHARS).is_none()
+            && i.title
+                .as_deref()
+                .is_none_or(|t| t.chars().nth(INPUT_TITLE_MAX_CHARS).is_none())
+    };
+    if inputs.iter().all(fits) {
+        return Cow::Borrowed(inputs);
+    }
+    Cow::Owned(
+        inputs
+            .iter()
+            .map(|i| ResolvedInput {
+                title: truncated_opt(i.title.as_deref(), INPUT_TITLE_MAX_CHARS),
+                content: truncated(&i.content, INPUT_CONTENT_MAX_CHARS),
+                ..i.clone()
+            })
+            .collect(),
+    )
 }
 
 /// How the budgeted planning loop ended.
@@ -117,20 +148,21 @@ impl MissionRunner {
         validator: &'v OfferedTools<'_>,
     ) -> PlannerInput<'v> {
         let (mission, agent) = (run.mission, run.agent);
+        // Every free text is bounded before it enters the prompt (core's `limits`).
         let prompts = build_prompts_in(
             lang,
             &MissionPrompt {
-                title: mission.title.clone(),
-                concept_markdown: mission.concept_markdown.clone(),
-                objective: mission.objective.clone(),
-                iterations: mission.iterations.clone(),
+                title: truncated(&mission.title, TITLE_MAX_CHARS),
+                concept_markdown: truncated(&mission.concept_markdown, CONCEPT_MAX_CHARS),
+                objective: truncated(&mission.objective, OBJECTIVE_MAX_CHARS),
+                iterations: iterations::for_prompt(&mission.iterations),
             },
-            inputs,
+            &bounded_inputs(inputs),
             Some(&AgentPrompt {
-                name: agent.name.clone(),
-                role: agent.role.clone(),
-                persona: agent.persona.clone(),
-                memory: agent.memory.clone(),
+                name: truncated(&agent.name, AGENT_NAME_MAX_CHARS),
+                role: truncated(&agent.role, AGENT_ROLE_MAX_CHARS),
+                persona: truncated_opt(agent.persona.as_deref(), PERSONA_MAX_CHARS),
+                memory: truncated_opt(agent.memory.as_deref(), MEMORY_MAX_CHARS),
             }),
             self.clock.now(),
             self.cfg.json_plan_fallback,

@@ -1,15 +1,21 @@
 //! The write-back stage: the iteration of this run (a plan or a failure) and the next
 //! run — after the cadence for a plan, after a jittered backoff for a failure, none for a
-//! cadence that cannot be read — written exactly once, then the run's outcome.
+//! cadence that cannot be read — written exactly once, then the run's outcome. The store
+//! merges the iteration into the mission's current iterations and keeps at most
+//! `iteration_history` of them (`MANA_AI_ITERATION_HISTORY`; see
+//! [`mana_ai_core::iterations`]).
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use mana_ai_core::actor::{make_agent_actor, AgentActorParts};
 use mana_ai_core::cadence::{self, Cadence};
-use mana_ai_core::iso::to_iso_ms;
-use mana_ai_core::plan::{build_failed_iteration, build_iteration};
+use mana_ai_core::iterations::HistoryLimits;
+use mana_ai_core::limits::{
+    truncated, AGENT_NAME_MAX_CHARS, ERROR_MESSAGE_MAX_CHARS, OBJECTIVE_MAX_CHARS,
+};
+use mana_ai_core::plan::{build_failed_iteration, build_iteration, IterationPhase};
 use mana_ai_store::{WriteBack, WriteOutcome};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Attempt, ClaimedRun, MissionRunner, Stop};
 use crate::error::RunError;
@@ -46,24 +52,18 @@ impl MissionRunner {
                 self.next_after_failure(run, cadence, now, tz),
             ),
         };
-        let mut iterations = run.mission.iterations.clone();
-        iterations.push(iteration);
-        let now_iso = to_iso_ms(now);
-        let data = json!({
-            "iterations": iterations,
-            "nextRunAt": next.map(to_iso_ms),
-        });
-        let field_meta = json!({ "iterations": now_iso, "nextRunAt": now_iso });
+        let rationale = truncated(&run.mission.objective, OBJECTIVE_MAX_CHARS);
+        let display_name = truncated(&run.agent.name, AGENT_NAME_MAX_CHARS);
         let actor = make_agent_actor(AgentActorParts {
             agent_id: &run.agent.id,
-            display_name: &run.agent.name,
+            display_name: &display_name,
             mission_id: &run.due.mission_id,
             iteration_id: run.iteration_id,
-            rationale: &run.mission.objective,
+            rationale: &rationale,
         })
         .to_json();
-        let failure = match &attempt {
-            Attempt::Failed(f) => Some(f),
+        let error = match &attempt {
+            Attempt::Failed(f) => Some(truncated(&f.message, ERROR_MESSAGE_MAX_CHARS)),
             Attempt::Planned(_) => None,
         };
         let wb = WriteBack {
@@ -71,11 +71,12 @@ impl MissionRunner {
             mission_id: &run.due.mission_id,
             due_at: run.due.next_run_at,
             runner_id: &self.cfg.runner_id,
-            data: &data,
-            field_meta: &field_meta,
+            iteration: &iteration,
+            next_run_at: next,
             actor: &actor,
-            failed: failure.is_some(),
-            error: failure.map(|f| f.message.as_str()),
+            history: HistoryLimits::new(self.cfg.iteration_history),
+            failed: error.is_some(),
+            error: error.as_deref(),
         };
         // A space mission is written as its owner with `space_id` stamped.
         let written = match run.mission.space_id.as_deref() {
@@ -85,6 +86,8 @@ impl MissionRunner {
         match written {
             Ok(WriteOutcome::Written) => Ok(self.written(attempt)),
             Ok(WriteOutcome::ClaimLost) => Err(Stop::Skip(SkipReason::ClaimLost)),
+            Ok(WriteOutcome::MissionDeleted) => Err(Stop::Skip(SkipReason::NoLongerDue)),
+            Ok(WriteOutcome::HistoryFull { bytes }) => Ok(self.history_full(run, bytes)),
             Err(e) => Err(RunError::WriteBack(e).into()),
         }
     }
@@ -122,6 +125,20 @@ impl MissionRunner {
             jitter,
             tz,
         ))
+    }
+
+    /// No room for the iteration (the mission holds too many unfinished ones): only the
+    /// schedule was written; counted and answered as a failed run.
+    fn history_full(&self, run: &ClaimedRun<'_>, bytes: usize) -> MissionOutcome {
+        events::HistoryFull {
+            mission_id: &run.due.mission_id,
+            bytes,
+        }
+        .emit(&self.metrics);
+        MissionOutcome::Failed {
+            phase: IterationPhase::Finalizing,
+            nothing_valid: false,
+        }
     }
 
     /// Counts a written attempt and answers its outcome.

@@ -95,6 +95,10 @@ impl Config {
                 self.refresh_batch_rows.to_string(),
             ),
             (
+                "MANA_AI_ITERATION_HISTORY",
+                self.iteration_history.to_string(),
+            ),
+            (
                 "MANA_AI_PRIVATE_KEY_PEM",
                 if self.private_key_pem.is_some() {
                     "(set, hidden)".into()

@@ -151,6 +151,8 @@ pub struct Config {
     /// `MANA_AI_DEFER_BASE_MS` and the `MANA_AI_DEFER_*_CAP_MS` caps.
     pub defer: mana_ai_runner::DeferPolicy,
     pub refresh_batch_rows: i32,
+    /// `MANA_AI_ITERATION_HISTORY`: most iterations a write-back keeps.
+    pub iteration_history: usize,
     pub private_key_pem: Option<String>,
     /// `POLICY_MODE`, parsed straight into the planner's mode.
     pub policy_mode: PolicyMode,
@@ -306,6 +308,13 @@ impl Config {
                 1,
                 1_000_000,
                 run::REFRESH_BATCH_ROWS,
+            )?,
+            iteration_history: opt_num(
+                env,
+                "MANA_AI_ITERATION_HISTORY",
+                run::ITERATION_HISTORY_MIN,
+                run::ITERATION_HISTORY_MAX,
+                run::ITERATION_HISTORY,
             )?,
             private_key_pem: get(env, "MANA_AI_PRIVATE_KEY_PEM").map(|s| s.replace("\\n", "\n")),
             policy_mode: policy_mode(env)?,

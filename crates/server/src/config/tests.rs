@@ -462,3 +462,19 @@ fn compaction_model_and_default_language() {
     let e = Config::from_env(&env(&[("MANA_AI_DEFAULT_LANGUAGE", "fr")])).unwrap_err();
     assert_eq!(e.var, "MANA_AI_DEFAULT_LANGUAGE");
 }
+
+#[test]
+fn iteration_history_is_bounded_at_both_edges() {
+    let c = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(c.iteration_history, 50);
+    for ok in ["3", "1000"] {
+        let c = Config::from_env(&env(&[("MANA_AI_ITERATION_HISTORY", ok)])).unwrap();
+        assert_eq!(c.iteration_history.to_string(), ok);
+        let shown: BTreeMap<_, _> = c.describe().into_iter().collect();
+        assert_eq!(shown["MANA_AI_ITERATION_HISTORY"], ok);
+    }
+    for bad in ["2", "1001", "x"] {
+        let e = Config::from_env(&env(&[("MANA_AI_ITERATION_HISTORY", bad)])).unwrap_err();
+        assert_eq!(e.var, "MANA_AI_ITERATION_HISTORY");
+    }
+}

@@ -187,6 +187,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 7,
+        name: "merging-write-back",
+        steps: &[
+            Step::Sql {
+                what: "merging write-back",
+                sql: include_str!("0007/write_back.sql"),
+            },
+            Step::Grants {
+                what: "write-back grants for the service role",
+                sql: include_str!("0007/write_back_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use tokio_postgres::types::FromSqlOwned;
 use tokio_postgres::{GenericClient, Row};
 
+use mana_ai_core::iterations::HistoryLimits;
+use mana_ai_core::lww::{ChangeRow, RecordState};
+
 use crate::WriteBack;
 
 /// The `client_id` of the rows the runner writes back.
@@ -35,13 +38,17 @@ pub async fn scalar<T: FromSqlOwned>(c: &impl GenericClient, sql: &str) -> T {
         .get(0)
 }
 
+/// The history limit of [`written_run`] (the runner's default).
+pub const TEST_ITERATION_HISTORY: usize = 50;
+
 /// A successful write-back (`failed: false`, no error) of the run `(user, mission, due_at)`
-/// claimed by `runner_id`.
+/// claimed by `runner_id`: `iteration` merged into the mission's iterations, `nextRunAt`
+/// set to `next_run_at` (while the mission is still due at `due_at`).
 pub fn written_run<'a>(
     (user_id, mission_id, due_at): (&'a str, &'a str, DateTime<Utc>),
     runner_id: &'a str,
-    data: &'a Value,
-    field_meta: &'a Value,
+    iteration: &'a Value,
+    next_run_at: Option<DateTime<Utc>>,
     actor: &'a Value,
 ) -> WriteBack<'a> {
     WriteBack {
@@ -49,9 +56,10 @@ pub fn written_run<'a>(
         mission_id,
         due_at,
         runner_id,
-        data,
-        field_meta,
+        iteration,
+        next_run_at,
         actor,
+        history: HistoryLimits::new(TEST_ITERATION_HISTORY),
         failed: false,
         error: None,
     }
@@ -207,6 +215,34 @@ pub async fn runner_data(c: &impl GenericClient, mission_id: &str) -> Vec<Value>
         .iter()
         .map(|r| r.get("data"))
         .collect()
+}
+
+/// The mission `mission_id` of `user_id` as every reader converges to it: core's LWW
+/// merge of all its rows (`None` when absent or deleted).
+pub async fn merged_mission(
+    c: &impl GenericClient,
+    user_id: &str,
+    mission_id: &str,
+) -> Option<Value> {
+    let rows = c
+        .query(
+            "SELECT op, data, field_meta, created_at FROM sync_changes
+              WHERE user_id = $1 AND app_id = 'ai' AND table_name = 'aiMissions'
+                AND record_id = $2",
+            &[&user_id, &mission_id],
+        )
+        .await
+        .expect("read mission rows");
+    let changes: Vec<ChangeRow> = rows
+        .iter()
+        .map(|r| ChangeRow {
+            op: r.get::<_, String>(0).parse().expect("op"),
+            data: r.get(1),
+            field_meta: r.get(2),
+            created_at: r.get(3),
+        })
+        .collect();
+    RecordState::merge(&changes).to_record(mission_id)
 }
 
 /// How many rows the runner wrote: for one mission, or (`None`) for all.
