@@ -334,7 +334,7 @@ impl Metrics {
     /// type and label names. docs/metrics.md is checked against this list.
     pub fn families(&self) -> Vec<MetricFamily> {
         use prometheus::core::Collector;
-        let all: [(&dyn Collector, &'static str); 34] = [
+        let all: [(&dyn Collector, &'static str); 35] = [
             (&self.http_requests_total, "counter"),
             (&self.http_request_duration_seconds, "histogram"),
             (&self.ticks_total, "counter"),
