@@ -257,7 +257,9 @@ impl AttemptCharge {
                 usage: None,
                 maybe_billed: matches!(
                     e,
-                    LlmError::Timeout(_) | LlmError::InvalidResponse(_) | LlmError::ResponseTooLarge(_)
+                    LlmError::Timeout(_)
+                        | LlmError::InvalidResponse(_)
+                        | LlmError::ResponseTooLarge(_)
                 ),
                 error_kind: Some(e.kind_label()),
             },

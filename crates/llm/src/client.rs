@@ -467,11 +467,7 @@ async fn read_body(
 
 /// Reads up to `limit` bytes of an error body for at most `wait`, keeping whatever
 /// arrived before a failure or the end of the wait.
-async fn read_body_lossy(
-    mut response: reqwest::Response,
-    limit: usize,
-    wait: Duration,
-) -> Vec<u8> {
+async fn read_body_lossy(mut response: reqwest::Response, limit: usize, wait: Duration) -> Vec<u8> {
     let mut bytes = Vec::new();
     let end = tokio::time::Instant::now() + wait;
     while bytes.len() < limit {

@@ -107,9 +107,14 @@ pub(crate) fn encode_request(
 pub(crate) fn decode_response(body: &[u8]) -> Result<ChatResponse, LlmError> {
     let data: Value = serde_json::from_slice(body)
         .map_err(|e| LlmError::InvalidResponse(format!("body is not JSON: {e}")))?;
-    if data.get("choices").is_none() && (data.get("error").is_some() || data.get("detail").is_some())
+    if data.get("choices").is_none()
+        && (data.get("error").is_some() || data.get("detail").is_some())
     {
-        return Err(decode_error(200, Some("error object in a 200 answer"), body));
+        return Err(decode_error(
+            200,
+            Some("error object in a 200 answer"),
+            body,
+        ));
     }
     let choice = data
         .get("choices")
@@ -345,7 +350,9 @@ mod tests {
         );
         let mut bounded = req.clone();
         bounded.max_tokens = Some(1024);
-        assert!(encode(&bounded).ends_with(r#""temperature":0.3,"max_tokens":1024,"stream":false}"#));
+        assert!(
+            encode(&bounded).ends_with(r#""temperature":0.3,"max_tokens":1024,"stream":false}"#)
+        );
     }
 
     #[test]
@@ -558,13 +565,23 @@ mod tests {
         }
         // An error object in a 200 answer is a provider error with status 200.
         let table: [(&[u8], &str); 3] = [
-            (br#"{"error":{"message":"quota exceeded","type":"insufficient_quota"}}"#, "quota exceeded"),
+            (
+                br#"{"error":{"message":"quota exceeded","type":"insufficient_quota"}}"#,
+                "quota exceeded",
+            ),
             (br#"{"error":"boom"}"#, r#"{"error":"boom"}"#),
-            (br#"{"detail":{"kind":"rate_limit","message":"slow"}}"#, "slow"),
+            (
+                br#"{"detail":{"kind":"rate_limit","message":"slow"}}"#,
+                "slow",
+            ),
         ];
         for (body, message) in table {
             match decode_response(body) {
-                Err(LlmError::Provider { status: 200, message: m, .. }) => assert_eq!(m, message),
+                Err(LlmError::Provider {
+                    status: 200,
+                    message: m,
+                    ..
+                }) => assert_eq!(m, message),
                 other => panic!("{other:?}"),
             }
         }

@@ -158,13 +158,19 @@ async fn serve_raw(socket: &mut tokio::net::TcpStream, kind: Raw) -> std::io::Re
 async fn unusable_200_bodies_are_invalid_responses_booked_and_not_retried() {
     let bodies: [(&[u8], &str); 5] = [
         (b"\xff\xfe\x00garbage\x01", "application/json"),
-        (br#"{"choices":[{"message":{"content":"hel"#, "application/json"),
+        (
+            br#"{"choices":[{"message":{"content":"hel"#,
+            "application/json",
+        ),
         (
             b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>",
             "text/html",
         ),
         (b"", "application/json"),
-        (br#"{"id":"x","object":"chat.completion"}"#, "application/json"),
+        (
+            br#"{"id":"x","object":"chat.completion"}"#,
+            "application/json",
+        ),
     ];
     for (body, mime) in bodies {
         let server = serving(ResponseTemplate::new(200).set_body_raw(body.to_vec(), mime)).await;
@@ -232,7 +238,11 @@ async fn a_body_trickling_forever_ends_at_the_attempt_deadline() {
     cfg.max_attempts = 2;
     let (error, charges, elapsed) = metered_err(cfg).await;
     assert_eq!(error, LlmError::Timeout(400));
-    assert_eq!(connections.load(Ordering::SeqCst), 2, "timeouts are retried");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "timeouts are retried"
+    );
     assert_eq!(charges.len(), 2);
     assert!(
         charges.iter().all(|c| c.maybe_billed),
@@ -250,7 +260,10 @@ async fn the_overall_deadline_ends_a_trickle_with_many_attempts() {
     cfg.overall_deadline = Some(Duration::from_millis(500));
     cfg.max_attempts = 10;
     let (error, _, elapsed) = metered_err(cfg).await;
-    assert!(matches!(error, LlmError::Timeout(ms) if ms <= 500), "{error:?}");
+    assert!(
+        matches!(error, LlmError::Timeout(ms) if ms <= 500),
+        "{error:?}"
+    );
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
 
@@ -275,8 +288,8 @@ async fn an_endless_body_is_cut_at_the_size_limit() {
 #[tokio::test]
 async fn a_declared_oversize_body_is_refused_unread_and_the_limit_is_inclusive() {
     let body = json!({"choices":[{"message":{"content":"x"}}]}).to_string();
-    let server = serving(ResponseTemplate::new(200).set_body_raw(body.clone(), "application/json"))
-        .await;
+    let server =
+        serving(ResponseTemplate::new(200).set_body_raw(body.clone(), "application/json")).await;
     // Exactly at the limit: accepted.
     let mut cfg = config(&server.uri());
     cfg.max_response_bytes = body.len();
@@ -364,9 +377,10 @@ async fn retry_after_beyond_the_overall_deadline_ends_the_call_at_once() {
 
 #[tokio::test]
 async fn unknown_provider_kinds_never_become_labels() {
-    let server = serving(ResponseTemplate::new(500).set_body_json(
-        json!({"detail": {"kind": "user-1234-secret-token", "message": "x"}}),
-    ))
+    let server = serving(
+        ResponseTemplate::new(500)
+            .set_body_json(json!({"detail": {"kind": "user-1234-secret-token", "message": "x"}})),
+    )
     .await;
     let mut cfg = config(&server.uri());
     cfg.max_attempts = 1;
@@ -385,7 +399,10 @@ async fn a_meter_refusal_stops_the_retries() {
         refuse_from: Some(2),
         ..Recorder::default()
     };
-    let error = client.complete_metered(&request(), &meter).await.unwrap_err();
+    let error = client
+        .complete_metered(&request(), &meter)
+        .await
+        .unwrap_err();
     assert_eq!(error, LlmError::BudgetExhausted);
     assert_eq!(received(&server).await, 1);
     assert_eq!(meter.charges.lock().unwrap().len(), 1);

@@ -384,7 +384,10 @@ mod tests {
         let tool = json!({"type": "function"});
         let tool_chars = tool.to_string().chars().count() as u64; // 19
         let cases: Vec<(ChatRequest, u64)> = vec![
-            (request(vec![], vec![]), u64::from(defaults::MAX_COMPLETION_TOKENS)),
+            (
+                request(vec![], vec![]),
+                u64::from(defaults::MAX_COMPLETION_TOKENS),
+            ),
             (
                 request(vec![ChatMessage::user("abcd")], vec![]),
                 1 + u64::from(defaults::MAX_COMPLETION_TOKENS),

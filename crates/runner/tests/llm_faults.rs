@@ -202,7 +202,8 @@ async fn garbage_truncated_and_html_200_bodies_fail_the_run_once() {
 #[tokio::test]
 async fn an_html_error_page_is_retried_then_fails_unbilled() {
     let (base, server) = chat(
-        ResponseTemplate::new(502).set_body_raw("<html><body>Bad Gateway</body></html>", "text/html"),
+        ResponseTemplate::new(502)
+            .set_body_raw("<html><body>Bad Gateway</body></html>", "text/html"),
     )
     .await;
     check_fault(

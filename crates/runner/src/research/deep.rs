@@ -93,13 +93,18 @@ pub fn reported_tokens(answer: &Value) -> u64 {
             .find_map(|n| usage.get(*n).and_then(Value::as_u64))
             .unwrap_or(0)
     };
-    let parts = field(&["promptTokens", "prompt_tokens", "inputTokens", "input_tokens"])
-        .saturating_add(field(&[
-            "completionTokens",
-            "completion_tokens",
-            "outputTokens",
-            "output_tokens",
-        ]));
+    let parts = field(&[
+        "promptTokens",
+        "prompt_tokens",
+        "inputTokens",
+        "input_tokens",
+    ])
+    .saturating_add(field(&[
+        "completionTokens",
+        "completion_tokens",
+        "outputTokens",
+        "output_tokens",
+    ]));
     field(&["totalTokens", "total_tokens"]).max(parts)
 }
 
@@ -412,8 +417,14 @@ mod tests {
             (json!({}), 0),
             (json!({"tokenUsage": null}), 0),
             (json!({"tokenUsage": {"totalTokens": 900}}), 900),
-            (json!({"tokenUsage": {"promptTokens": 100, "completionTokens": 50}}), 150),
-            (json!({"tokenUsage": {"input_tokens": 7, "output_tokens": 3}}), 10),
+            (
+                json!({"tokenUsage": {"promptTokens": 100, "completionTokens": 50}}),
+                150,
+            ),
+            (
+                json!({"tokenUsage": {"input_tokens": 7, "output_tokens": 3}}),
+                10,
+            ),
             (
                 json!({"tokenUsage": {"totalTokens": 5, "inputTokens": 7, "outputTokens": 3}}),
                 10,
