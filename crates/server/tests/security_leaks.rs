@@ -40,6 +40,8 @@ fn env(db_url: &str, llm_url: &str) -> BTreeMap<String, String> {
 }
 
 async fn tick(app: &App) -> Value {
+    // Rows become visible to the refresh once they are older than its safety margin.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let r = app
         .http
         .post(app.url("/internal/tick"))
