@@ -170,12 +170,15 @@ impl Store {
         }
         let mut released = false;
         let result = refresh_locked(&c, opts, &started, &mut released).await;
-        if !released {
-            if let Err(e) = release(&c, None).await {
-                // The lock dies with the session; make sure this one is not reused.
-                drop(Object::take(c));
-                tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
-            }
+        if released {
+            drop(c);
+        } else if let Err(e) = release(&c, None).await {
+            // The lock dies with the session; make sure this one is not reused.
+            drop(Object::take(c));
+            tracing::warn!(error = %e, "could not release the refresh lock; connection discarded");
+        } else {
+            // Back to the pool before the space step takes a connection.
+            drop(c);
         }
         let mut stats = result?;
         // Shared spaces: fold each changed space record into one snapshot (additive step;
