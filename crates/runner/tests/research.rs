@@ -368,7 +368,12 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     );
     assert!(llm.requests().is_empty());
     // Deferred runs are not "ran": that counts written plans only.
-    let ran = || r.metrics().agent_decisions_total.with_label_values(&["ran"]).get();
+    let ran = || {
+        r.metrics()
+            .agent_decisions_total
+            .with_label_values(&["ran"])
+            .get()
+    };
     assert_eq!(ran(), 0);
 
     // Tick 3: completed, injected, planned, next run scheduled.

@@ -60,6 +60,6 @@ pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};
 pub use research::{NewResearchJob, RemovedResearchJob, ResearchJob, ResearchJobState};
 pub use runs::{AgentSlot, Claim, ClaimRequest, WriteBack, WriteOutcome};
 pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
-pub use user_tx::UserTx;
 pub use spaces::{SpaceStats, SPACE_RECORD_ROW_LIMIT};
+pub use user_tx::UserTx;
 pub use zones::USER_ZONE_LIMIT;

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use mana_ai_core::catalog::{Catalog, Tool};
 use mana_ai_core::chat::LlmError;
+use mana_ai_core::lang::Lang;
 use mana_ai_core::plan::{
     run_planner, BudgetContext, CallOutcome, CallValidator, IterationPhase, PlanFailure,
     PlanOutcome, PlannerInput, Rejection, StopReason,
 };
 use mana_ai_core::policy::filter_offered;
-use mana_ai_core::lang::Lang;
 use mana_ai_core::prompt::{
-    build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt,
-    ResolvedInput,
+    build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt, ResolvedInput,
 };
 use mana_ai_store::StoreError;
 use serde_json::{Map, Value};
