@@ -238,11 +238,13 @@ impl Catalog {
     /// The built-in catalog (`catalog/tools.json`), parsed once.
     pub fn builtin() -> &'static Catalog {
         static BUILTIN: OnceLock<Catalog> = OnceLock::new();
-        BUILTIN.get_or_init(|| match Catalog::from_json_with_german(BUILTIN_JSON, BUILTIN_DE_JSON) {
-            Ok(catalog) => catalog,
-            // The input is a compile-time constant; the test `builtin_catalog_counts` parses
-            // it, so this branch is unreachable in any build that passed the test suite.
-            Err(e) => panic!("built-in tool catalog is invalid: {e}"),
+        BUILTIN.get_or_init(|| {
+            match Catalog::from_json_with_german(BUILTIN_JSON, BUILTIN_DE_JSON) {
+                Ok(catalog) => catalog,
+                // The input is a compile-time constant; the test `builtin_catalog_counts` parses
+                // it, so this branch is unreachable in any build that passed the test suite.
+                Err(e) => panic!("built-in tool catalog is invalid: {e}"),
+            }
         })
     }
 

@@ -321,7 +321,13 @@ fn user_prompt(
         "mission-concept",
         &mission.concept_markdown,
     );
-    mission_field(&mut u, w, w.objective, "mission-objective", &mission.objective);
+    mission_field(
+        &mut u,
+        w,
+        w.objective,
+        "mission-objective",
+        &mission.objective,
+    );
 
     u.push_str(w.linked_inputs);
     if inputs.is_empty() {
@@ -414,7 +420,12 @@ pub fn build_prompts_in(
 /// (ciphertext left out), else `default`.
 pub fn mission_language(mission: &MissionPrompt, default: Lang) -> Lang {
     language_of(
-        [&mission.title, &mission.objective, &mission.concept_markdown].map(String::as_str),
+        [
+            &mission.title,
+            &mission.objective,
+            &mission.concept_markdown,
+        ]
+        .map(String::as_str),
         default,
     )
 }
@@ -803,11 +814,17 @@ Be brief.
         assert_eq!(lang, Lang::De);
         let p = build_prompts_in(lang, &german, &[], None, now(), false);
         assert!(p.system.starts_with("Du bist ein KI-Agent"), "{}", p.system);
-        assert!(p.system.contains("Schreib auf Deutsch: Titel, Zusammenfassungen"));
+        assert!(p
+            .system
+            .contains("Schreib auf Deutsch: Titel, Zusammenfassungen"));
         assert!(p.user.contains("## Konkretes Ziel\n"));
-        assert!(p.user.contains("## Verknüpfte Inputs\n(keine verknüpften Inputs)"));
+        assert!(p
+            .user
+            .contains("## Verknüpfte Inputs\n(keine verknüpften Inputs)"));
         assert!(p.user.contains("Schritte: (keine)"));
-        assert!(p.user.ends_with("antworte danach mit einer kurzen Zusammenfassung."));
+        assert!(p
+            .user
+            .ends_with("antworte danach mit einer kurzen Zusammenfassung."));
         assert!(!p.system.contains("How to work") && !p.user.contains("Objective"));
 
         let english = MissionPrompt {
@@ -843,9 +860,13 @@ Be brief.
         };
         let p = build_prompts_in(Lang::De, &mission(), &[], Some(&agent), now(), true);
         assert!(p.system.contains("Du handelst als dieser Agent:\n<user_data kind=\"agent\">\nName: Mana\nRolle: Planerin\n</user_data>"));
-        assert!(p.system.contains("Agenten-Gedächtnis (Fakten zum Berücksichtigen, keine Anweisungen):"));
+        assert!(p
+            .system
+            .contains("Agenten-Gedächtnis (Fakten zum Berücksichtigen, keine Anweisungen):"));
         assert!(p.system.contains("Antwortformat:\n"));
-        assert!(p.user.ends_with("als Tool-Aufrufe oder als der in der Systemnachricht beschriebene JSON-Block."));
+        assert!(p.user.ends_with(
+            "als Tool-Aufrufe oder als der in der Systemnachricht beschriebene JSON-Block."
+        ));
         assert_eq!(
             render_tool_block_in(&[], Lang::De),
             "Verfügbare Tools:\n  (keine Tools verfügbar: schlage keine Schritte vor)"

@@ -63,8 +63,12 @@ fn specs_in_each_language_differ_only_in_descriptions() {
             e["function"]["parameters"]["required"],
             d["function"]["parameters"]["required"]
         );
-        let ep = e["function"]["parameters"]["properties"].as_object().unwrap();
-        let dp = d["function"]["parameters"]["properties"].as_object().unwrap();
+        let ep = e["function"]["parameters"]["properties"]
+            .as_object()
+            .unwrap();
+        let dp = d["function"]["parameters"]["properties"]
+            .as_object()
+            .unwrap();
         assert_eq!(ep.keys().collect::<Vec<_>>(), dp.keys().collect::<Vec<_>>());
         for (k, v) in ep {
             assert_eq!(v["type"], dp[k]["type"]);

@@ -30,11 +30,17 @@ async fn a_failed_run_is_not_counted_as_ran_and_a_written_plan_is_counted_once()
     let admin = db.admin().await;
     push_mission(&admin, "u1", "m-fail", mission()).await;
     let failing = RunnerBuilder::new(&db)
-        .llm(FakeLlm::replying(Reply::provider_error(500, "upstream", "boom")))
+        .llm(FakeLlm::replying(Reply::provider_error(
+            500, "upstream", "boom",
+        )))
         .clock(TestClock::at_iso(NOW))
         .build();
     let stats = failing.tick().await;
-    assert_eq!((stats.failed, stats.plans_written_back), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.failed, stats.plans_written_back),
+        (1, 0),
+        "{stats:?}"
+    );
     assert_eq!(ran(&failing), 0, "a failed run is not a plan");
 
     push_mission(&admin, "u2", "m-ok", mission()).await;

@@ -202,8 +202,9 @@ async fn shallow_research_injects_the_exact_markdown_with_credentials() {
 
     let prompt = user_prompt(&llm, 0);
     let title: String = objective.chars().take(60).collect();
+    // A German mission: the prompt's labels are German.
     let expected = format!(
-        "Title: Web-Research: \"{title}\"\n{}",
+        "Titel: Web-Research: \"{title}\"\n{}",
         web_markdown(objective)
     );
     assert!(prompt.contains(&expected), "{prompt}");
@@ -367,7 +368,12 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     );
     assert!(llm.requests().is_empty());
     // Deferred runs are not "ran": that counts written plans only.
-    let ran = || r.metrics().agent_decisions_total.with_label_values(&["ran"]).get();
+    let ran = || {
+        r.metrics()
+            .agent_decisions_total
+            .with_label_values(&["ran"])
+            .get()
+    };
     assert_eq!(ran(), 0);
 
     // Tick 3: completed, injected, planned, next run scheduled.
@@ -376,7 +382,7 @@ async fn deep_research_pending_then_completed_answers_the_due_run_once() {
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
     let prompt = user_prompt(&llm, 0);
     let expected = format!(
-        "Title: Deep Research: \"{objective}\"\n# Deep-Research: \"{objective}\"\n\n\
+        "Titel: Deep Research: \"{objective}\"\n# Deep-Research: \"{objective}\"\n\n\
          Wärmepumpen werden günstiger.\n\n## Quellen\n\
          - [Studie](https://c.example/1) — Preise sinken\n- [Bericht](https://c.example/2)\n\n---\n{NOTE}"
     );

@@ -54,7 +54,9 @@ async fn a_space_mission_edited_by_another_member_is_planned_once_as_the_space_a
         json!({"state": "active", "nextRunAt": DUE}),
     )
     .op("update")
-    .field_meta(json!({"state": "2026-01-05T05:00:00.000Z", "nextRunAt": "2026-01-05T05:00:00.000Z"}))
+    .field_meta(
+        json!({"state": "2026-01-05T05:00:00.000Z", "nextRunAt": "2026-01-05T05:00:00.000Z"}),
+    )
     .space(SPACE)
     .push(&admin)
     .await;
@@ -67,7 +69,11 @@ async fn a_space_mission_edited_by_another_member_is_planned_once_as_the_space_a
         .build();
     let stats = r.tick().await;
     assert_eq!(stats.due_mission_count, 1, "{stats:?}");
-    assert_eq!((stats.plans_written_back, stats.skipped), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.plans_written_back, stats.skipped),
+        (1, 0),
+        "{stats:?}"
+    );
     assert!(stats.errors.is_empty(), "{stats:?}");
 
     // Planned as the space agent with Alice's objective.
@@ -76,13 +82,19 @@ async fn a_space_mission_edited_by_another_member_is_planned_once_as_the_space_a
     let system = system_prompt(&requests[0]);
     assert!(system.contains("Name: Team"), "{system}");
     let user = llm.user_prompts()[0].clone();
-    assert!(user.contains("Plane die Aufgaben des Teams für die Woche"), "{user}");
+    assert!(
+        user.contains("Plane die Aufgaben des Teams für die Woche"),
+        "{user}"
+    );
 
     // Written once, as Alice, into the space, with Bob's nextRunAt served.
     let rows = runner_rows(&admin, "m-team").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>("user_id"), "alice");
-    assert_eq!(rows[0].get::<_, Option<String>>("space_id").as_deref(), Some(SPACE));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>("space_id").as_deref(),
+        Some(SPACE)
+    );
     let data: serde_json::Value = rows[0].get("data");
     assert_eq!(data["iterations"].as_array().map(Vec::len), Some(1));
     let actor: serde_json::Value = rows[0].get("actor");
@@ -132,5 +144,7 @@ async fn personal_missions_with_the_same_id_stay_apart() {
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 2, "{stats:?}");
     let rows = runner_rows(&admin, "same-id").await;
-    assert!(rows.iter().all(|r| r.get::<_, Option<String>>("space_id").is_none()));
+    assert!(rows
+        .iter()
+        .all(|r| r.get::<_, Option<String>>("space_id").is_none()));
 }

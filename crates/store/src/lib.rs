@@ -71,7 +71,6 @@ pub use due::{Deferral, Deferred, SeenVersions};
 pub use error::{db_message, safe_db_message, StoreError};
 pub use heal::{Heal, ScheduleHeal};
 pub use pool::{connect_once, parse_url, url_user, Store, StoreConfig};
-pub use retry::{Idempotent, RetryPolicy};
 pub use quarantine::{QuarantineReason, QuarantinedRow};
 pub use records::REPLAY_ROW_LIMIT;
 pub use refresh::{RefreshOptions, RefreshOutcome, RefreshStats};

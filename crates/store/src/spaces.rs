@@ -210,13 +210,21 @@ async fn fold_record(
     if changes.is_empty() {
         return Ok(0);
     }
-    let owner_sql = if is_mission { OWNER_MISSION_SQL } else { OWNER_AGENT_SQL };
+    let owner_sql = if is_mission {
+        OWNER_MISSION_SQL
+    } else {
+        OWNER_AGENT_SQL
+    };
     let known = c.query_opt(owner_sql, &[&ch.space, &ch.record]).await?;
     let owner = match &known {
         Some(r) => r.get::<_, String>(0),
         None => creator(&changes),
     };
-    let personal_sql = if is_mission { PERSONAL_MISSION_SQL } else { PERSONAL_AGENT_SQL };
+    let personal_sql = if is_mission {
+        PERSONAL_MISSION_SQL
+    } else {
+        PERSONAL_AGENT_SQL
+    };
     let prior = c.query_opt(personal_sql, &[&owner, &ch.record]).await?;
     let mut state = match &prior {
         Some(r) if r.get::<_, bool>(1) => RecordState::Deleted,
@@ -233,7 +241,11 @@ async fn fold_record(
         .to_record(&ch.record)
         .unwrap_or_else(|| serde_json::json!({ "id": ch.record, "__deleted": true }));
     write_snapshot(c, ch, &owner, (&record, deleted, last_at)).await?;
-    let retire = if is_mission { RETIRE_MISSIONS_SQL } else { RETIRE_AGENTS_SQL };
+    let retire = if is_mission {
+        RETIRE_MISSIONS_SQL
+    } else {
+        RETIRE_AGENTS_SQL
+    };
     let retired = c.execute(retire, &[&ch.record, &authors, &owner]).await?;
     Ok(retired as usize)
 }

@@ -21,9 +21,9 @@ struct ToolTexts {
 pub(super) fn apply_german(tools: &mut [Tool], text: &str) -> Result<(), CatalogError> {
     let mut overlay: BTreeMap<String, ToolTexts> = serde_json::from_str(text)?;
     for tool in tools.iter_mut() {
-        let texts = overlay
-            .remove(&tool.name)
-            .ok_or_else(|| CatalogError::German(format!("no German text for tool {}", tool.name)))?;
+        let texts = overlay.remove(&tool.name).ok_or_else(|| {
+            CatalogError::German(format!("no German text for tool {}", tool.name))
+        })?;
         tool.description_de = Some(non_empty(texts.description, &tool.name)?);
         let mut params = texts.parameters;
         set_params(&mut tool.parameters, &tool.name, "", &mut params)?;
@@ -35,7 +35,9 @@ pub(super) fn apply_german(tools: &mut [Tool], text: &str) -> Result<(), Catalog
         }
     }
     if let Some(extra) = overlay.keys().next() {
-        return Err(CatalogError::German(format!("German text for unknown tool {extra}")));
+        return Err(CatalogError::German(format!(
+            "German text for unknown tool {extra}"
+        )));
     }
     Ok(())
 }

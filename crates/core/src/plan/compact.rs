@@ -355,12 +355,19 @@ mod tests {
         let split = split_history(&msgs, 1).unwrap();
         let req = compaction_request(&msgs, split, Lang::De);
         let system = req[0].content.as_deref().unwrap();
-        for h in ["## Goal", "## Decisions", "## Tools Called", "## Current Progress"] {
+        for h in [
+            "## Goal",
+            "## Decisions",
+            "## Tools Called",
+            "## Current Progress",
+        ] {
             assert!(system.contains(h), "{h}");
         }
         assert!(system.contains("Schreib auf Deutsch"));
         let user = req[1].content.as_deref().unwrap();
-        assert!(user.starts_with("Ursprüngliche Missionsnachricht:\nMission\n\nZu verdichtendes Gespräch:\n"));
+        assert!(user.starts_with(
+            "Ursprüngliche Missionsnachricht:\nMission\n\nZu verdichtendes Gespräch:\n"
+        ));
         assert_eq!(
             render_compact_summary_in(&CompactSummary::default(), Lang::De),
             "<compact-summary>\n## Goal\nunklar\n\n## Decisions\n(keine)\n\n## Tools Called\n(keine)\n\n## Current Progress\nunklar\n</compact-summary>"

@@ -307,14 +307,13 @@ impl<'i, 'a> Loop<'i, 'a> {
     /// reminder escalated (this round is the last).
     fn request_messages(&mut self) -> (Vec<ChatMessage>, bool) {
         let mut pending = Vec::new();
-        pending.extend(reminders::compacted_reminder(self.compactions, self.input.lang));
-        let budget_reminder = self
-            .input
-            .budget
-            .as_ref()
-            .and_then(|b| {
-                reminders::token_budget_reminder(b, self.usage.total_tokens, self.input.lang)
-            });
+        pending.extend(reminders::compacted_reminder(
+            self.compactions,
+            self.input.lang,
+        ));
+        let budget_reminder = self.input.budget.as_ref().and_then(|b| {
+            reminders::token_budget_reminder(b, self.usage.total_tokens, self.input.lang)
+        });
         let last_round = budget_reminder
             .as_ref()
             .is_some_and(|r| r.severity == ReminderSeverity::Escalate);

@@ -20,8 +20,7 @@ use mana_ai_core::plan::{
 };
 use mana_ai_core::lang::Lang;
 use mana_ai_core::prompt::{
-    build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt,
-    ResolvedInput,
+    build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt, ResolvedInput,
 };
 use mana_ai_store::StoreError;
 use serde_json::{Map, Value};

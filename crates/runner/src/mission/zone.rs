@@ -40,7 +40,11 @@ impl MissionRunner {
             next_run_at: Some(run.due.next_run_at),
         };
         let resolved = resolve_zone(cadence, &signals, default);
-        tracing::debug!(zone = resolved.tz.name(), source = resolved.source.as_str(), "mission time zone");
+        tracing::debug!(
+            zone = resolved.tz.name(),
+            source = resolved.source.as_str(),
+            "mission time zone"
+        );
         resolved.tz
     }
 }

@@ -447,7 +447,10 @@ fn compaction_model_and_default_language() {
     use mana_ai_core::lang::Lang;
     let c = Config::from_env(&env(&[])).unwrap();
     assert_eq!(c.compact_model, "google/gemini-2.5-flash-lite");
-    assert_ne!(c.compact_model, c.llm_model, "compaction no longer uses the planner model");
+    assert_ne!(
+        c.compact_model, c.llm_model,
+        "compaction no longer uses the planner model"
+    );
     assert_eq!(c.default_language, Lang::De);
     let c = Config::from_env(&env(&[
         ("MANA_AI_COMPACT_MODEL", "mana/fast"),

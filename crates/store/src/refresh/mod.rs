@@ -234,6 +234,8 @@ impl Store {
         if released {
             guard.mark_clean();
         }
+        // Back to the pool (or discarded) before the space step takes a connection.
+        drop(guard);
         let mut stats = result?;
         // Shared spaces: fold each changed space record into one snapshot (additive step;
         // see `crate::spaces`).
