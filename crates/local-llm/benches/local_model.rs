@@ -13,7 +13,7 @@
 //! Environment: `MANA_AI_BENCH_MISSIONS=N` (first N missions only),
 //! `MANA_AI_BENCH_DUMP=file` (write the prompts' token ids and output lengths as JSON lines,
 //! for `scripts/bench-local-vs-llamacpp.sh`), `MANA_AI_BENCH_ACCURACY=1` (instead: compare
-//! the quantized kernels' logits with the f32 reference on three prompts).
+//! the quantized kernels' logits with the same weights widened to f32, on three prompts).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,7 +22,6 @@ use mana_ai_core::catalog::{function_specs, validate_call, Catalog, Tool};
 use mana_ai_core::chat::ChatMessage;
 use mana_ai_local_llm::fetch;
 use mana_ai_local_llm::llama::KvCache;
-use mana_ai_local_llm::reference::Reference;
 use mana_ai_local_llm::schema::ToolSchema;
 use mana_ai_local_llm::{prompt, Decision, LocalModel, ToolMode};
 
@@ -200,8 +199,9 @@ fn main() {
     let model = LocalModel::load(&path).unwrap_or_else(|e| panic!("load: {e}"));
     let load = t0.elapsed();
     println!(
-        "model load: {:.2} s; weights {:.1} MiB; RSS after load {:.0} MiB",
+        "model load: {:.2} s; kernels {}; weights {:.1} MiB; RSS after load {:.0} MiB",
         load.as_secs_f64(),
+        if mana_ai_local_llm::quant::has_avx2() { "AVX2" } else { "scalar" },
         model.llama().weight_bytes() as f64 / 1048576.0,
         status_mib("VmRSS:")
     );
@@ -382,7 +382,9 @@ fn planning_loop(model: &LocalModel, schemas: &[ToolSchema]) {
 /// reference, teacher-forced on the reference's greedy continuation of three prompts.
 fn accuracy(path: &std::path::Path) {
     let model = LocalModel::load(path).unwrap_or_else(|e| panic!("load: {e}"));
-    let mut reference = Reference::load(path).unwrap_or_else(|e| panic!("reference: {e}"));
+    let reference = LocalModel::load(path)
+        .unwrap_or_else(|e| panic!("load: {e}"))
+        .widened();
     let cat = Catalog::builtin();
     let offered: Vec<&Tool> = MODULE_TOOLS.iter().filter_map(|n| cat.get(n)).collect();
     let schemas =
@@ -394,9 +396,12 @@ fn accuracy(path: &std::path::Path) {
             &schemas,
             &ToolMode::Auto,
         ));
-        let mut cache = KvCache::default();
+        let (mut cache, mut ref_cache) = (KvCache::default(), KvCache::default());
         let mut ours = model.llama().forward(&mut cache, &ids).unwrap_or_else(|e| panic!("{e}"));
-        let mut want = reference.start(&ids).unwrap_or_else(|e| panic!("{e}"));
+        let mut want = reference
+            .llama()
+            .forward(&mut ref_cache, &ids)
+            .unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..16 {
             let next = argmax(&want);
             agree += usize::from(argmax(&ours) == next);
@@ -410,7 +415,10 @@ fn accuracy(path: &std::path::Path) {
             max_diff = max_diff.max(diff);
             sum_rel += f64::from(diff / range);
             ours = model.llama().forward(&mut cache, &[next]).unwrap_or_else(|e| panic!("{e}"));
-            want = reference.feed(next).unwrap_or_else(|e| panic!("{e}"));
+            want = reference
+                .llama()
+                .forward(&mut ref_cache, &[next])
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
     println!(

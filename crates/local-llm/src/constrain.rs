@@ -184,7 +184,7 @@ impl VocabIndex {
 
     /// Ids of the tokens spelling exactly `b`.
     fn ids(&self, b: &[u8]) -> &[u32] {
-        self.by_bytes.get(b).map_or(&[], Vec::as_slice)
+        self.by_bytes.get(b).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The lowest id of the longest token that starts `text`, with its length.

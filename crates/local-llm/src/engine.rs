@@ -217,6 +217,13 @@ impl LocalModel {
         &self.llama
     }
 
+    /// The model with its weights widened to f32 (the accuracy reference; ~4× the memory).
+    pub fn widened(mut self) -> Self {
+        self.llama.widen();
+        self.clear_cache();
+        self
+    }
+
     /// Forgets the cached sequence, so the next generation runs cold.
     pub fn clear_cache(&self) {
         if let Ok(mut c) = self.cache.lock() {

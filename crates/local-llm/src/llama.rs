@@ -251,6 +251,19 @@ impl Llama {
         })
     }
 
+    /// Widens every matrix to f32 (~4× the memory): the reference for accuracy checks.
+    pub fn widen(&mut self) {
+        self.embed = self.embed.widened();
+        self.output = self.output.as_ref().map(QMatrix::widened);
+        for l in &mut self.layers {
+            for m in [
+                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.gate, &mut l.up, &mut l.down,
+            ] {
+                *m = m.widened();
+            }
+        }
+    }
+
     /// Bytes held by the weights.
     pub fn weight_bytes(&self) -> usize {
         let layers: usize = self

