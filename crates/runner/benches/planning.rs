@@ -555,6 +555,7 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
                 history: HistoryLimits::new(mana_ai_runner::defaults::ITERATION_HISTORY),
                 failed: false,
                 error: None,
+                space_id: None,
             })
             .await
             .expect("write-back");

@@ -23,14 +23,13 @@ use mana_ai_core::records::MissionIndex;
 use serde_json::Value;
 
 use crate::snapshots::AgentSnapshot;
-use crate::{locks, Store, StoreError, WriteBack, WriteOutcome};
+use crate::{locks, Store, StoreError};
 
 /// Rows read per space record (newest first); older rows beyond it are not merged.
 pub const SPACE_RECORD_ROW_LIMIT: i32 = 5_000;
 
 const CURSOR_STREAM: &str = "ai-spaces";
 const MAIN_STREAM: &str = "ai";
-const CLIENT_ID: &str = "mana-ai-runner";
 
 /// What one space step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,8 +85,6 @@ const MOVE_CURSOR_SQL: &str = "INSERT INTO mana_ai.refresh_cursor (stream, posit
     position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position), updated_at = now()";
 const SPACE_AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE space_id = $1 AND agent_id = $2 AND NOT deleted ORDER BY user_id LIMIT 1";
-const WRITE_BACK_SQL: &str =
-    "SELECT mana_ai.write_back_run_in_space($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// One changed space record, as discovered (ids only).
 struct Changed {
@@ -124,45 +121,6 @@ impl Store {
         let stmt = c.prepare_cached(SPACE_AGENT_SQL).await?;
         let row = c.query_opt(&stmt, &[&space_id, &agent_id]).await?;
         row.as_ref().map(crate::snapshots::agent_from_row).transpose()
-    }
-
-    /// [`Store::write_back`] for a space mission: the row is written as `wb.user_id`
-    /// (the mission's owner) with `space_id` stamped, so every member's device pulls it.
-    pub async fn write_back_in_space(
-        &self,
-        wb: &WriteBack<'_>,
-        space_id: &str,
-    ) -> Result<WriteOutcome, StoreError> {
-        if wb.user_id.is_empty() {
-            return Err(StoreError::Refused("withUser: empty userID"));
-        }
-        let c = self.client().await?;
-        let stmt = c.prepare_cached(WRITE_BACK_SQL).await?;
-        let status = if wb.failed { "failed" } else { "written" };
-        let written: bool = c
-            .query_one(
-                &stmt,
-                &[
-                    &space_id,
-                    &wb.user_id,
-                    &wb.mission_id,
-                    &wb.due_at,
-                    &wb.runner_id,
-                    &status,
-                    &wb.error,
-                    wb.data,
-                    wb.field_meta,
-                    wb.actor,
-                    &CLIENT_ID,
-                ],
-            )
-            .await?
-            .get(0);
-        Ok(if written {
-            WriteOutcome::Written
-        } else {
-            WriteOutcome::ClaimLost
-        })
     }
 }
 

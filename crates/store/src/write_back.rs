@@ -46,6 +46,9 @@ pub struct WriteBack<'a> {
     /// `written` for a plan, `failed` for a failed run.
     pub failed: bool,
     pub error: Option<&'a str>,
+    /// A shared-space mission: the row is stamped with this `space_id`, so every member's
+    /// device pulls it (`mana_ai.write_back_run_in_space`); `None` for personal missions.
+    pub space_id: Option<&'a str>,
 }
 
 /// Outcome of [`Store::write_back`].
@@ -78,6 +81,9 @@ const CURRENT_SQL: &str = "SELECT kind, op, data, field_meta, row_at
 /// Step 2: `mana_ai.write_back_run` closes the claim and inserts the row.
 const WRITE_BACK_SQL: &str =
     "SELECT mana_ai.write_back_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// Step 2 for a shared-space mission: the same, with the row's `space_id` (`$11`).
+const WRITE_BACK_IN_SPACE_SQL: &str =
+    "SELECT mana_ai.write_back_run_in_space($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// Closes the claim as failed without writing a row.
 const CLOSE_SQL: &str = "UPDATE mana_ai.mission_runs
@@ -172,7 +178,10 @@ impl Store {
         let c = self.client().await?;
         let statements = Statements {
             current: c.prepare_cached(CURRENT_SQL).await?,
-            write: c.prepare_cached(WRITE_BACK_SQL).await?,
+            write: match wb.space_id {
+                Some(_) => c.prepare_cached(WRITE_BACK_IN_SPACE_SQL).await?,
+                None => c.prepare_cached(WRITE_BACK_SQL).await?,
+            },
             close: c.prepare_cached(CLOSE_SQL).await?,
         };
         let result = write_in_transaction(&c, &statements, wb).await;
@@ -252,7 +261,7 @@ async fn insert_row(
     (status, error): (&str, Option<&str>),
     (data, field_meta): (&Value, &Value),
 ) -> Result<bool, StoreError> {
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
         &wb.user_id,
         &wb.mission_id,
         &wb.due_at,
@@ -263,9 +272,11 @@ async fn insert_row(
         field_meta,
         wb.actor,
         &CLIENT_ID,
+        &wb.space_id,
     ];
+    let count = if wb.space_id.is_some() { 11 } else { 10 };
     let (written, committed) = tokio::join!(
-        c.query_one(&st.write, &params),
+        c.query_one(&st.write, &params[..count]),
         c.batch_execute("COMMIT")
     );
     let written: bool = written?.try_get(0)?;

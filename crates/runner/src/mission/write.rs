@@ -77,13 +77,10 @@ impl MissionRunner {
             history: HistoryLimits::new(self.cfg.iteration_history),
             failed: error.is_some(),
             error: error.as_deref(),
+            // A space mission is written as its owner with `space_id` stamped.
+            space_id: run.mission.space_id.as_deref(),
         };
-        // A space mission is written as its owner with `space_id` stamped.
-        let written = match run.mission.space_id.as_deref() {
-            Some(space) => self.store.write_back_in_space(&wb, space).await,
-            None => self.store.write_back(&wb).await,
-        };
-        match written {
+        match self.store.write_back(&wb).await {
             Ok(WriteOutcome::Written) => Ok(self.written(attempt)),
             Ok(WriteOutcome::ClaimLost) => Err(Stop::Skip(SkipReason::ClaimLost)),
             Ok(WriteOutcome::MissionDeleted) => Err(Stop::Skip(SkipReason::NoLongerDue)),

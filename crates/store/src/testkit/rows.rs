@@ -62,6 +62,7 @@ pub fn written_run<'a>(
         history: HistoryLimits::new(TEST_ITERATION_HISTORY),
         failed: false,
         error: None,
+        space_id: None,
     }
 }
 
