@@ -9,7 +9,7 @@ use mana_ai_core::crypto::GrantPrivateKey;
 use mana_ai_runner::{
     Metrics, Runner, RunnerConfig, RunnerDeps, Scheduler, SchedulerStatus, SystemClock,
 };
-use mana_ai_store::{schema, Store, StoreConfig};
+use mana_ai_store::{schema, Store};
 
 use crate::config::{Config, LlmBackend};
 use crate::http::{self, AppState};

@@ -56,7 +56,7 @@ pub fn describe(cfg: &OtelConfig) -> Vec<(&'static str, String)> {
                 format!("parentbased_traceidratio {r}")
             }
         };
-        let headers = self
+        let headers = cfg
             .headers
             .iter()
             .map(|(k, v)| format!("{k}={}", super::mask_secret(v)))
