@@ -58,10 +58,12 @@ impl DbProbe {
         }
         let mut rx = self.latest.clone();
         let first = rx.wait_for(Option::is_some);
-        match tokio::time::timeout(PROBE_TIMEOUT + Duration::from_millis(500), first).await {
+        let waited = PROBE_TIMEOUT + Duration::from_millis(500);
+        let first = match tokio::time::timeout(waited, first).await {
             Ok(Ok(check)) => *check,
             _ => None,
-        }
+        };
+        first
     }
 }
 
