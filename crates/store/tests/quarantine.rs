@@ -59,7 +59,7 @@ fn nested(depth: usize) -> String {
 /// `bytes` long, made of strings no longer than the string limit.
 async fn sized_object(c: &tokio_postgres::Client, bytes: usize) -> String {
     let render = |z: usize| {
-        let fields: Vec<String> = (0..bytes / MAX_STRING_BYTES - 1)
+        let fields: Vec<String> = (0..bytes.div_ceil(MAX_STRING_BYTES) - 1)
             .map(|i| format!("\"f{i}\":\"{}\"", "b".repeat(MAX_STRING_BYTES)))
             .collect();
         format!("{{{},\"z\":\"{}\"}}", fields.join(","), "b".repeat(z))
