@@ -35,7 +35,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 const BIN: &str = env!("CARGO_BIN_EXE_mana-ai");
 const DEADLINE: Duration = Duration::from_millis(3_000);
 const GRACE: Duration = Duration::from_millis(1_000);
-const TICK: Duration = Duration::from_millis(300);
+/// The shortest tick interval the configuration accepts.
+const TICK: Duration = Duration::from_millis(1_000);
 /// How long the fake model takes to answer.
 const LLM_DELAY: Duration = Duration::from_millis(1_500);
 /// Slack on top of deadline + grace for the recovery bound: passes, planning, a loaded
@@ -196,7 +197,7 @@ async fn wait_all_planned(admin: &tokio_postgres::Client, from: Instant) -> Dura
 /// After a few more passes: exactly one iteration and one `written` run per mission,
 /// no claim left running.
 async fn assert_exactly_once(admin: &tokio_postgres::Client) {
-    tokio::time::sleep(TICK * 6).await;
+    tokio::time::sleep(TICK * 3).await;
     let want: BTreeMap<String, i64> = MISSIONS.iter().map(|(_, m)| (m.to_string(), 1)).collect();
     assert_eq!(planned(admin).await, want, "duplicates or lost runs");
     let runs: Vec<(String, String)> = admin
