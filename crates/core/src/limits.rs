@@ -150,6 +150,9 @@ mod tests {
         let iteration = PLAN_STEPS_MAX * per_step + ITERATION_SUMMARY_MAX_CHARS * 12 + 1024;
         assert!(iteration < HISTORY_MAX_BYTES / 4, "{iteration}");
         assert!(HISTORY_MAX_BYTES < ROW_MAX_BYTES);
-        assert!(ROW_MAX_BYTES <= 10_000_000 / 2, "far below the 10 MB body limit");
+        assert!(
+            ROW_MAX_BYTES <= 10_000_000 / 2,
+            "far below the 10 MB body limit"
+        );
     }
 }

@@ -255,11 +255,10 @@ mod tests {
 
     #[test]
     fn rendering_fills_every_placeholder() {
-        for part in
-            MANA_AI_PARTS
-                .iter()
-                .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
-                .chain([&WRITE_BACK_DDL, &WRITE_BACK_GRANTS_DDL])
+        for part in MANA_AI_PARTS
+            .iter()
+            .chain([&GRANTS_DDL, &AUDIT_GRANTS_DDL, &DISCOVERY_DDL, &READ_DDL])
+            .chain([&WRITE_BACK_DDL, &WRITE_BACK_GRANTS_DDL])
         {
             let sql = render(part, Some("svc"));
             for placeholder in ["{claim_seed}", "{default_agent}", "{role}"] {
