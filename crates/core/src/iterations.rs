@@ -277,7 +277,8 @@ pub fn compose(current: &CurrentMission, run: &RunWrite<'_>, db_now: DateTime<Ut
     let mut data = Map::new();
     let mut meta = Map::new();
     // Compared at the database's precision (µs): the due time comes from a timestamptz.
-    let still_due = current.next_run_at.map(|t| t.trunc_subsecs(6)) == Some(run.due_at.trunc_subsecs(6));
+    let still_due =
+        current.next_run_at.map(|t| t.trunc_subsecs(6)) == Some(run.due_at.trunc_subsecs(6));
     if still_due {
         data.insert("nextRunAt".into(), json!(run.next_run_at.map(to_iso_ms)));
         meta.insert(
@@ -382,7 +383,9 @@ mod tests {
     #[test]
     fn prompt_iterations_are_the_newest_three_bounded() {
         let long = "ü".repeat(PAST_SUMMARY_MAX_CHARS + 1);
-        let mut all: Vec<Value> = (0..5).map(|i| it(&format!("i{i}"), "approved", &[])).collect();
+        let mut all: Vec<Value> = (0..5)
+            .map(|i| it(&format!("i{i}"), "approved", &[]))
+            .collect();
         all.insert(4, json!("not an iteration"));
         all[5]["summary"] = json!(long);
         all[5]["userFeedback"] = json!("f".repeat(FEEDBACK_MAX_CHARS));
@@ -397,7 +400,10 @@ mod tests {
         let summary = last["summary"].as_str().unwrap();
         assert_eq!(summary.chars().count(), PAST_SUMMARY_MAX_CHARS);
         assert!(summary.ends_with(crate::limits::TRUNCATION_MARKER));
-        assert_eq!(last["userFeedback"], all[5]["userFeedback"], "exactly at the limit");
+        assert_eq!(
+            last["userFeedback"], all[5]["userFeedback"],
+            "exactly at the limit"
+        );
         let steps = last["plan"].as_array().unwrap();
         assert_eq!(steps.len(), PAST_STEPS_MAX);
         let step = steps[0]["summary"].as_str().unwrap();
@@ -564,8 +570,10 @@ mod tests {
         let due = parse_iso("2026-01-05T06:00:00.000Z").unwrap();
         let big = "x".repeat(1_000);
         let pending: Vec<Value> = (0..10)
-            .map(|i| json!({"id": format!("p{i}"), "overallStatus": "awaiting-review",
-                            "plan": [], "summary": big}))
+            .map(|i| {
+                json!({"id": format!("p{i}"), "overallStatus": "awaiting-review",
+                            "plan": [], "summary": big})
+            })
             .collect();
         let new = it("n", "awaiting-review", &["planned"]);
         let mut limits = HistoryLimits::new(50);

@@ -12,8 +12,7 @@ use mana_ai_core::limits::{
     TOOL_ARGS_MAX_BYTES, TRUNCATION_MARKER,
 };
 use mana_ai_core::plan::{
-    build_iteration, run_planner, CallOutcome, CallValidator, PlanOutcome, PlannerInput,
-    Rejection,
+    build_iteration, run_planner, CallOutcome, CallValidator, PlanOutcome, PlannerInput, Rejection,
 };
 use serde_json::{Map, Value};
 
@@ -87,7 +86,10 @@ fn args_of(len: usize) -> String {
 fn tool_arguments_at_the_limit_pass_and_one_byte_over_are_rejected() {
     let at = args_of(TOOL_ARGS_MAX_BYTES);
     let over = args_of(TOOL_ARGS_MAX_BYTES + 1);
-    assert_eq!((at.len(), over.len()), (TOOL_ARGS_MAX_BYTES, TOOL_ARGS_MAX_BYTES + 1));
+    assert_eq!(
+        (at.len(), over.len()),
+        (TOOL_ARGS_MAX_BYTES, TOOL_ARGS_MAX_BYTES + 1)
+    );
     let out = plan(vec![calls(&[at, over], None), stop("done")], 25);
     assert_eq!(out.steps.len(), 1);
     assert_eq!(out.call_log[0].outcome, CallOutcome::Accepted);
@@ -114,7 +116,11 @@ fn a_five_megabyte_argument_never_reaches_the_plan() {
     let out = plan(vec![calls(&[huge], None), stop("gave up")], 25);
     assert!(out.steps.is_empty());
     assert_eq!(out.call_log[0].outcome, CallOutcome::Rejected("too_large"));
-    let written = build_iteration("it", &out, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    let written = build_iteration(
+        "it",
+        &out,
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+    );
     assert!(written.to_string().len() < 4_096);
 }
 
@@ -126,7 +132,10 @@ fn steps_are_capped_whatever_the_configured_cap() {
     let out = plan(vec![calls(&args, None), stop("done")], 1_000);
     assert_eq!(out.steps.len(), PLAN_STEPS_MAX);
     assert_eq!(out.call_log[PLAN_STEPS_MAX].outcome, CallOutcome::OverCap);
-    let exactly = plan(vec![calls(&args[..PLAN_STEPS_MAX], None), stop("done")], 1_000);
+    let exactly = plan(
+        vec![calls(&args[..PLAN_STEPS_MAX], None), stop("done")],
+        1_000,
+    );
     assert_eq!(exactly.steps.len(), PLAN_STEPS_MAX);
 }
 
@@ -149,7 +158,10 @@ fn summaries_are_cut_at_their_limits() {
         (STEP_SUMMARY_MAX_CHARS + 1, true),
     ] {
         let rationale = "€".repeat(len);
-        let out = plan(vec![calls(&[args_of(20)], Some(&rationale)), stop("ok")], 25);
+        let out = plan(
+            vec![calls(&[args_of(20)], Some(&rationale)), stop("ok")],
+            25,
+        );
         let it = build_iteration("it", &out, now);
         let step = it["plan"][0]["summary"].as_str().unwrap();
         assert_eq!(step.chars().count(), STEP_SUMMARY_MAX_CHARS);

@@ -75,11 +75,20 @@ async fn a_device_edit_during_a_two_second_planning_call_survives() {
 
     let merged = merged_mission(&admin, USER, "m1").await.expect("mission");
     let iterations = merged["iterations"].as_array().unwrap();
-    assert_eq!(ids(&merged["iterations"]), ["earlier", &iteration_id_for("m1", DUE)]);
+    assert_eq!(
+        ids(&merged["iterations"]),
+        ["earlier", &iteration_id_for("m1", DUE)]
+    );
     assert_eq!(iterations[0], edited, "the device's edit is intact");
-    assert_eq!(iterations[0]["plan"][0]["status"], "approved", "not reverted to planned");
+    assert_eq!(
+        iterations[0]["plan"][0]["status"], "approved",
+        "not reverted to planned"
+    );
     assert_eq!(iterations[1]["plan"][0]["status"], "planned");
-    assert_eq!(iterations[1]["plan"][0]["intent"]["params"]["title"], "Wäsche");
+    assert_eq!(
+        iterations[1]["plan"][0]["intent"]["params"]["title"],
+        "Wäsche"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +143,11 @@ async fn a_five_megabyte_tool_argument_never_reaches_the_row() {
     // The model was told, and the huge call was not sent back to it.
     let second = &llm.requests()[1];
     let sent = serde_json::to_string(&second.messages).unwrap();
-    assert!(sent.contains("too_large") && sent.len() < 100_000, "{}", sent.len());
+    assert!(
+        sent.contains("too_large") && sent.len() < 100_000,
+        "{}",
+        sent.len()
+    );
 }
 
 #[tokio::test]

@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn every_reason_is_allowed_by_the_table() {
-        let ddl = include_str!("schema/quarantine.sql");
+        let ddl = include_str!("schema/0003/quarantine.sql");
         for r in QuarantineReason::ALL {
             assert!(ddl.contains(&format!("'{}'", r.as_str())), "{r:?}");
         }

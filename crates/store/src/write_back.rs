@@ -63,7 +63,9 @@ pub enum WriteOutcome {
     /// The iterations that may not be dropped leave no room for this run's iteration
     /// under the row limit: only `nextRunAt` was written (when still due), and the run
     /// is closed as failed. `bytes`: the size the row would have had.
-    HistoryFull { bytes: usize },
+    HistoryFull {
+        bytes: usize,
+    },
 }
 
 /// `client_id` of every row the runner writes.
@@ -291,12 +293,15 @@ async fn close_failed(
     wb: &WriteBack<'_>,
     error: &str,
 ) -> Result<(), StoreError> {
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&wb.user_id, &wb.mission_id, &wb.due_at, &wb.runner_id, &error];
-    let (closed, committed) = tokio::join!(
-        c.execute(&st.close, &params),
-        c.batch_execute("COMMIT")
-    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &wb.user_id,
+        &wb.mission_id,
+        &wb.due_at,
+        &wb.runner_id,
+        &error,
+    ];
+    let (closed, committed) =
+        tokio::join!(c.execute(&st.close, &params), c.batch_execute("COMMIT"));
     closed?;
     committed?;
     Ok(())

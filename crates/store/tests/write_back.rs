@@ -31,7 +31,10 @@ fn iteration(id: &str, overall: &str, step: &str) -> Value {
 }
 
 /// A due mission with `iterations`, folded into a snapshot, and its run claimed.
-async fn due_mission(prefix: &str, iterations: Vec<Value>) -> (TestDb, Store, tokio_postgres::Client) {
+async fn due_mission(
+    prefix: &str,
+    iterations: Vec<Value>,
+) -> (TestDb, Store, tokio_postgres::Client) {
     let db = fresh_db(prefix).await;
     let (store, admin) = (db.service_store(), db.admin().await);
     let record = mission_record(json!({
@@ -104,10 +107,18 @@ async fn a_device_edit_after_the_snapshot_survives_the_write_back() {
     edited["plan"][0]["status"] = json!("approved");
     edited["overallStatus"] = json!("approved");
     edited["userFeedback"] = json!("gut so");
-    device_update(&admin, json!({"iterations": [edited]}), &to_iso_ms(Utc::now())).await;
+    device_update(
+        &admin,
+        json!({"iterations": [edited]}),
+        &to_iso_ms(Utc::now()),
+    )
+    .await;
 
     let new = iteration("new", "awaiting-review", "planned");
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
     let data = runner_data(&admin, "m1").await.remove(0);
     assert_eq!(data["iterations"], json!([edited, new]));
     assert_eq!(data["nextRunAt"], "2026-01-05T07:00:00.000Z");
@@ -122,12 +133,20 @@ async fn stamps_come_from_the_database_clock_and_beat_a_fast_device_clock() {
     let (_db, store, admin) = due_mission("wb_clock", vec![]).await;
     let before = Utc::now() - chrono::Duration::seconds(5);
     assert_eq!(
-        write(&store, &iteration("a", "approved", "approved"), HistoryLimits::new(50)).await,
+        write(
+            &store,
+            &iteration("a", "approved", "approved"),
+            HistoryLimits::new(50)
+        )
+        .await,
         WriteOutcome::Written
     );
     let meta: Value = runner_rows(&admin, "m1").await[0].get("field_meta");
     let stamp = parse_iso(meta["iterations"].as_str().unwrap()).unwrap();
-    assert!(stamp >= before && stamp <= Utc::now(), "{stamp}: the database clock");
+    assert!(
+        stamp >= before && stamp <= Utc::now(),
+        "{stamp}: the database clock"
+    );
 
     // A device one hour ahead edits meanwhile: our write must still win the merge.
     let (_db, store, admin) = due_mission("wb_clock_ahead", vec![]).await;
@@ -135,9 +154,15 @@ async fn stamps_come_from_the_database_clock_and_beat_a_fast_device_clock() {
     let theirs = iteration("theirs", "approved", "approved");
     device_update(&admin, json!({"iterations": [theirs]}), &ahead).await;
     let new = iteration("new", "awaiting-review", "planned");
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
     let meta: Value = runner_rows(&admin, "m1").await[0].get("field_meta");
-    assert!(meta["iterations"].as_str().unwrap() > ahead.as_str(), "{meta}");
+    assert!(
+        meta["iterations"].as_str().unwrap() > ahead.as_str(),
+        "{meta}"
+    );
     let merged = merged_mission(&admin, USER, "m1").await.unwrap();
     assert_eq!(merged["iterations"], json!([theirs, new]));
 }
@@ -148,10 +173,16 @@ async fn a_rescheduled_next_run_is_kept() {
     let chosen = "2026-02-01T08:00:00.000Z";
     device_update(&admin, json!({"nextRunAt": chosen}), &to_iso_ms(Utc::now())).await;
     let new = iteration("new", "awaiting-review", "planned");
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
     let row = runner_rows(&admin, "m1").await.remove(0);
     let (data, meta): (Value, Value) = (row.get("data"), row.get("field_meta"));
-    assert!(data.get("nextRunAt").is_none() && meta.get("nextRunAt").is_none(), "{data}");
+    assert!(
+        data.get("nextRunAt").is_none() && meta.get("nextRunAt").is_none(),
+        "{data}"
+    );
     let merged = merged_mission(&admin, USER, "m1").await.unwrap();
     assert_eq!(merged["nextRunAt"], chosen);
     assert_eq!(ids(&merged), ["new"]);
@@ -160,10 +191,15 @@ async fn a_rescheduled_next_run_is_kept() {
 #[tokio::test]
 async fn a_mission_deleted_meanwhile_gets_no_row() {
     let (_db, store, admin) = due_mission("wb_deleted", vec![]).await;
-    Change::new(USER, "aiMissions", "m1", json!({"deletedAt": to_iso_ms(Utc::now())}))
-        .op("delete")
-        .push(&admin)
-        .await;
+    Change::new(
+        USER,
+        "aiMissions",
+        "m1",
+        json!({"deletedAt": to_iso_ms(Utc::now())}),
+    )
+    .op("delete")
+    .push(&admin)
+    .await;
     let new = iteration("new", "awaiting-review", "planned");
     assert_eq!(
         write(&store, &new, HistoryLimits::new(50)).await,
@@ -179,11 +215,17 @@ async fn another_runners_claim_writes_nothing() {
     let actor = json!({});
     let new = iteration("new", "awaiting-review", "planned");
     let wb = written_run((USER, "m1", due()), "someone-else", &new, None, &actor);
-    assert_eq!(store.write_back(&wb).await.unwrap(), WriteOutcome::ClaimLost);
+    assert_eq!(
+        store.write_back(&wb).await.unwrap(),
+        WriteOutcome::ClaimLost
+    );
     assert!(runner_rows(&admin, "m1").await.is_empty());
     assert_eq!(run_statuses(&admin, "m1").await, ["running"]);
     // The connection went back to the pool usable: the real write still lands.
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
 }
 
 #[tokio::test]
@@ -199,7 +241,10 @@ async fn four_hundred_iterations_keep_fifty_and_the_old_planned_one() {
     history[3]["plan"][0]["status"] = json!("planned");
     let (_db, store, admin) = due_mission("wb_400", history).await;
     let new = iteration("new", "awaiting-review", "planned");
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
     let data = runner_data(&admin, "m1").await.remove(0);
     let kept = ids(&data);
     assert_eq!(kept.len(), 50, "{kept:?}");
@@ -208,7 +253,11 @@ async fn four_hundred_iterations_keep_fifty_and_the_old_planned_one() {
     assert_eq!(kept[49], "new");
     let bytes = data.to_string().len();
     assert!(bytes < 150_000, "{bytes} bytes");
-    assert!(data["iterations"].as_array().unwrap().iter().all(|i| i["plan"].is_array()));
+    assert!(data["iterations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["plan"].is_array()));
 }
 
 #[tokio::test]
@@ -250,10 +299,16 @@ async fn an_undecodable_row_is_left_out_of_the_merge() {
     let future = to_iso_ms(Utc::now() + chrono::Duration::hours(1));
     device_update(&admin, json!({"iterations": [deep]}), &future).await;
     let new = iteration("new", "awaiting-review", "planned");
-    assert_eq!(write(&store, &new, HistoryLimits::new(50)).await, WriteOutcome::Written);
+    assert_eq!(
+        write(&store, &new, HistoryLimits::new(50)).await,
+        WriteOutcome::Written
+    );
     let row = runner_rows(&admin, "m1").await.remove(0);
     let (data, meta): (Value, Value) = (row.get("data"), row.get("field_meta"));
     assert_eq!(data["iterations"], json!([old, new]));
     // Stamped after the left-out value, so the merged array replaces it everywhere.
-    assert!(meta["iterations"].as_str().unwrap() > future.as_str(), "{meta}");
+    assert!(
+        meta["iterations"].as_str().unwrap() > future.as_str(),
+        "{meta}"
+    );
 }
