@@ -186,13 +186,13 @@ async fn the_heal_writes_only_for_a_finished_run_the_refresh_has_seen() {
     assert_eq!(store.claim_run(&claim).await.unwrap(), Claim::Claimed);
     assert_eq!(store.heal_schedule(&heal).await.unwrap(), Heal::NotStuck);
     // Finished, but the refresh has not folded its write-back yet: not stuck (a lag).
-    let wb_data = json!({"iterations": [], "nextRunAt": to_iso_ms(at(1))});
-    let stamp = json!({"nextRunAt": "2030-01-01T00:00:00.000Z"});
+    // The write-back leaves `nextRunAt` at the served time (as a device re-stamp would).
+    let iteration = json!({"id": "it-1", "overallStatus": "awaiting-review", "plan": []});
     let written = mana_ai_store::testkit::rows::written_run(
         ("u", "m1", at(1)),
         "r1",
-        &wb_data,
-        &stamp,
+        &iteration,
+        Some(at(1)),
         &actor,
     );
     store.write_back(&written).await.unwrap();
