@@ -201,7 +201,11 @@ fn main() {
     println!(
         "model load: {:.2} s; kernels {}; weights {:.1} MiB; RSS after load {:.0} MiB",
         load.as_secs_f64(),
-        if mana_ai_local_llm::quant::has_avx2() { "AVX2" } else { "scalar" },
+        if mana_ai_local_llm::quant::has_avx2() {
+            "AVX2"
+        } else {
+            "scalar"
+        },
         model.llama().weight_bytes() as f64 / 1048576.0,
         status_mib("VmRSS:")
     );
@@ -320,11 +324,15 @@ fn raw_generation(model: &LocalModel, prompts: &[(Vec<u32>, usize)]) {
     let (mut tokens, mut time) = (0usize, Duration::ZERO);
     for (ids, _) in prompts.iter().take(3) {
         let mut cache = KvCache::default();
-        let mut logits = llama.forward(&mut cache, ids).unwrap_or_else(|e| panic!("{e}"));
+        let mut logits = llama
+            .forward(&mut cache, ids)
+            .unwrap_or_else(|e| panic!("{e}"));
         let started = Instant::now();
         for _ in 0..RAW_TOKENS {
             let next = argmax(&logits);
-            logits = llama.forward(&mut cache, &[next]).unwrap_or_else(|e| panic!("{e}"));
+            logits = llama
+                .forward(&mut cache, &[next])
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         time += started.elapsed();
         tokens += RAW_TOKENS;
@@ -353,7 +361,10 @@ fn planning_loop(model: &LocalModel, schemas: &[ToolSchema]) {
         Decision::Final(_) => return println!("planning loop: round 1 answered in text"),
     };
     msgs.push(ChatMessage::assistant(None, vec![call]));
-    msgs.push(ChatMessage::tool_result("c1", "{\"proposalId\": \"p-1\", \"status\": \"pending\"}"));
+    msgs.push(ChatMessage::tool_result(
+        "c1",
+        "{\"proposalId\": \"p-1\", \"status\": \"pending\"}",
+    ));
     let t = Instant::now();
     let warm = model
         .generate(&msgs, schemas, &ToolMode::Auto)
@@ -365,7 +376,10 @@ fn planning_loop(model: &LocalModel, schemas: &[ToolSchema]) {
         .generate(&msgs, schemas, &ToolMode::Auto)
         .unwrap_or_else(|e| panic!("{e}"));
     let cold_time = t.elapsed();
-    assert_eq!(warm.outcome, cold.outcome, "prompt reuse changed the output");
+    assert_eq!(
+        warm.outcome, cold.outcome,
+        "prompt reuse changed the output"
+    );
     println!(
         "planning loop round 2: {} prompt tokens, {} reused; warm {:.2} s (prompt {:.2} s) vs \
          cold {:.2} s (prompt {:.2} s); same output",
@@ -397,7 +411,10 @@ fn accuracy(path: &std::path::Path) {
             &ToolMode::Auto,
         ));
         let (mut cache, mut ref_cache) = (KvCache::default(), KvCache::default());
-        let mut ours = model.llama().forward(&mut cache, &ids).unwrap_or_else(|e| panic!("{e}"));
+        let mut ours = model
+            .llama()
+            .forward(&mut cache, &ids)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut want = reference
             .llama()
             .forward(&mut ref_cache, &ids)
@@ -414,7 +431,10 @@ fn accuracy(path: &std::path::Path) {
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             max_diff = max_diff.max(diff);
             sum_rel += f64::from(diff / range);
-            ours = model.llama().forward(&mut cache, &[next]).unwrap_or_else(|e| panic!("{e}"));
+            ours = model
+                .llama()
+                .forward(&mut cache, &[next])
+                .unwrap_or_else(|e| panic!("{e}"));
             want = reference
                 .llama()
                 .forward(&mut ref_cache, &[next])

@@ -323,7 +323,11 @@ impl<M: TokenModel> Decoder<'_, M> {
             let mut best_score = f32::NEG_INFINITY;
             for &(id, n, space) in &self.vocab.string_tokens {
                 // Only complete UTF-8 tokens are listed, so `n` is a real char count.
-                let score = self.logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                let score = self
+                    .logits
+                    .get(id as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY);
                 if score <= best_score || n as usize > room || (chars == 0 && space) {
                     continue;
                 }
@@ -335,10 +339,7 @@ impl<M: TokenModel> Decoder<'_, M> {
                 best = None;
                 for &(cid, n, space) in &self.vocab.string_tokens {
                     let mut s = at(&self.logits, cid);
-                    if s < score - REPEAT_PENALTY
-                        || n as usize > room
-                        || (chars == 0 && space)
-                    {
+                    if s < score - REPEAT_PENALTY || n as usize > room || (chars == 0 && space) {
                         continue;
                     }
                     if seen.contains(&cid) {

@@ -148,7 +148,9 @@ fn raw_tensor(src: &mut Source<'_>, name: &str) -> Result<(u32, Vec<usize>, Vec<
     let start = c.tensor_data_offset.saturating_add(info.offset);
     let file_len = src.1.metadata().map_or(0, |m| m.len());
     if start.saturating_add(size as u64) > file_len {
-        return Err(LocalError::Format(format!("tensor {name} lies outside the file")));
+        return Err(LocalError::Format(format!(
+            "tensor {name} lies outside the file"
+        )));
     }
     let mut bytes = vec![0u8; size];
     src.1
@@ -193,7 +195,9 @@ fn config(c: &gguf_file::Content) -> Result<Config, LocalError> {
         rope_base: md_f32(c, "llama.rope.freq_base", 10_000.0),
     };
     if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || dim % heads != 0 {
-        return Err(LocalError::Format(format!("bad head counts {heads}/{kv_heads}")));
+        return Err(LocalError::Format(format!(
+            "bad head counts {heads}/{kv_heads}"
+        )));
     }
     Ok(cfg)
 }
@@ -201,7 +205,11 @@ fn config(c: &gguf_file::Content) -> Result<Config, LocalError> {
 impl Llama {
     /// Loads the weights of a llama GGUF file (`content` read from `path`), keeping them in
     /// their quantized form. `threads` worker threads run the products.
-    pub fn load(content: &gguf_file::Content, path: &Path, threads: usize) -> Result<Self, LocalError> {
+    pub fn load(
+        content: &gguf_file::Content,
+        path: &Path,
+        threads: usize,
+    ) -> Result<Self, LocalError> {
         let mut file = std::fs::File::open(path).map_err(|e| LocalError::Io {
             path: path.display().to_string(),
             source: e,
@@ -257,7 +265,13 @@ impl Llama {
         self.output = self.output.as_ref().map(QMatrix::widened);
         for l in &mut self.layers {
             for m in [
-                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.gate, &mut l.up, &mut l.down,
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
             ] {
                 *m = m.widened();
             }
@@ -302,7 +316,8 @@ impl Llama {
             if id as usize >= c.vocab {
                 return Err(LocalError::Engine(format!("token {id} out of range")));
             }
-            self.embed.row_f32(id as usize, &mut x[t * c.dim..(t + 1) * c.dim]);
+            self.embed
+                .row_f32(id as usize, &mut x[t * c.dim..(t + 1) * c.dim]);
         }
         let start = cache.len();
         let rope = self.rope_table(start, n);
@@ -394,7 +409,9 @@ impl Llama {
                 let off = (h / group) * hd;
                 let len = start + t + 1;
                 let mut scores: Vec<f32> = (0..len)
-                    .map(|j| quant::dot_f32(qv, &k[j * kv_dim + off..j * kv_dim + off + hd]) * scale)
+                    .map(|j| {
+                        quant::dot_f32(qv, &k[j * kv_dim + off..j * kv_dim + off + hd]) * scale
+                    })
                     .collect();
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                 let mut sum = 0.0;
@@ -527,7 +544,10 @@ mod tests {
         c.truncate(5);
         assert_eq!(c.len(), 3);
         c.truncate(1);
-        assert_eq!((c.tokens(), c.k[0].len(), c.v[0].len()), (&[7u32][..], 2, 2));
+        assert_eq!(
+            (c.tokens(), c.k[0].len(), c.v[0].len()),
+            (&[7u32][..], 2, 2)
+        );
         c.truncate(0);
         assert!(c.is_empty() && c.size_bytes() == 0);
     }

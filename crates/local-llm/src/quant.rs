@@ -67,7 +67,11 @@ impl QMatrix {
         let blocks = match ggml_type {
             GGML_Q4_1 => {
                 if raw.len() != n * 20 {
-                    return Err(format!("Q4_1 data has {} bytes, want {}", raw.len(), n * 20));
+                    return Err(format!(
+                        "Q4_1 data has {} bytes, want {}",
+                        raw.len(),
+                        n * 20
+                    ));
                 }
                 let mut d = Vec::with_capacity(n);
                 let mut m = Vec::with_capacity(n);
@@ -81,7 +85,11 @@ impl QMatrix {
             }
             GGML_Q8_0 => {
                 if raw.len() != n * 34 {
-                    return Err(format!("Q8_0 data has {} bytes, want {}", raw.len(), n * 34));
+                    return Err(format!(
+                        "Q8_0 data has {} bytes, want {}",
+                        raw.len(),
+                        n * 34
+                    ));
                 }
                 let mut d = Vec::with_capacity(n);
                 let mut qs = Vec::with_capacity(n * BLOCK);
@@ -91,7 +99,11 @@ impl QMatrix {
                 }
                 Blocks::Q8_0 { d, qs }
             }
-            other => return Err(format!("unsupported tensor type {other} (want Q4_1 or Q8_0)")),
+            other => {
+                return Err(format!(
+                    "unsupported tensor type {other} (want Q4_1 or Q8_0)"
+                ))
+            }
         };
         Ok(Self { rows, cols, blocks })
     }
@@ -404,7 +416,8 @@ mod x86 {
                 let mut cy = y.chunks_exact_mut(8);
                 let mut cx = x.chunks_exact(8);
                 for (yc, xc) in (&mut cy).zip(&mut cx) {
-                    let r: [f32; 8] = pulp::cast(simd.fma._mm256_fmadd_ps(sv, load8(xc), load8(yc)));
+                    let r: [f32; 8] =
+                        pulp::cast(simd.fma._mm256_fmadd_ps(sv, load8(xc), load8(yc)));
                     yc.copy_from_slice(&r);
                 }
                 for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
@@ -420,7 +433,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     }
 
@@ -464,7 +479,10 @@ mod tests {
                     let exact: f32 = dot_f32(&row, &x[t * cols..(t + 1) * cols]);
                     let norm: f32 = row.iter().map(|v| v.abs()).sum::<f32>() * 4.0 / 127.0;
                     let got = m.dot(r, &a, t);
-                    assert!((got - exact).abs() <= norm, "{ty} {r} {t}: {got} vs {exact}");
+                    assert!(
+                        (got - exact).abs() <= norm,
+                        "{ty} {r} {t}: {got} vs {exact}"
+                    );
                     let scalar = match &m.blocks {
                         Blocks::Q4_1 { d, m: mm, qs } => {
                             let nb = cols / BLOCK;

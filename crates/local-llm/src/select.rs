@@ -171,7 +171,10 @@ mod tests {
         let before = select_tools(&first, catalog(), &ToolMode::Auto, 3);
         let mut later = first.clone();
         later.push(ChatMessage::assistant(None, Vec::new()));
-        later.push(ChatMessage::tool_result("c1", "journal entry, mood, contacts, news"));
+        later.push(ChatMessage::tool_result(
+            "c1",
+            "journal entry, mood, contacts, news",
+        ));
         let after = select_tools(&later, catalog(), &ToolMode::Auto, 3);
         assert_eq!(names(&before), names(&after));
         assert_eq!(names(&after), ["create_task", "list_tasks", "create_goal"]);

@@ -127,7 +127,9 @@ fn batching_does_not_change_logits() {
     ));
     let llama = m.llama();
     let mut one = KvCache::default();
-    let whole = llama.forward(&mut one, &ids).unwrap_or_else(|e| panic!("{e}"));
+    let whole = llama
+        .forward(&mut one, &ids)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut parts = KvCache::default();
     let split = ids.len() / 3;
     llama

@@ -661,7 +661,8 @@ async fn native_part(full: bool) {
         let runner_cpu = process_cpu_ms() - cpu_before;
         let pg_cpu = postgres_cpu_ms(&admin).await - pg_before;
         assert_eq!(
-            stats.plans_written_back, n,
+            stats.plans_written_back,
+            n,
             "every mission is planned in one tick: {:?}",
             &stats.errors[..stats.errors.len().min(3)]
         );
@@ -707,11 +708,15 @@ async fn postgres_cpu_ms(admin: &tokio_postgres::Client) -> f64 {
     let Some((_, _, postmaster)) = proc_stat_cpu_ms(&backend.to_string()) else {
         return f64::NAN;
     };
-    let mut total = proc_stat_cpu_ms(&postmaster.to_string()).map_or(0.0, |(own, reaped, _)| own + reaped);
+    let mut total =
+        proc_stat_cpu_ms(&postmaster.to_string()).map_or(0.0, |(own, reaped, _)| own + reaped);
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 continue;
             };
             if let Some((own, _, parent)) = proc_stat_cpu_ms(pid) {
@@ -765,7 +770,11 @@ async fn tracing_part(full: bool) {
          wall p50 {:+.1} %; {exports} export requests; target <= +10 %: {}",
         cpu_growth * 100.0,
         wall_growth * 100.0,
-        if cpu_growth <= 0.10 && wall_growth <= 0.10 { "OK" } else { "MISSED" }
+        if cpu_growth <= 0.10 && wall_growth <= 0.10 {
+            "OK"
+        } else {
+            "MISSED"
+        }
     );
 }
 

@@ -29,10 +29,10 @@
 //!
 //! Agents without a cap reserve nothing; their usage is still booked per attempt.
 
-use tracing::Instrument;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use mana_ai_core::chat::{
     AttemptCharge, AttemptMeter, ChatRequest, ChatResponse, LlmClient, LlmError,

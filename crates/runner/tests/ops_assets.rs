@@ -107,7 +107,11 @@ fn references(expr: &str) -> (Vec<(String, BTreeSet<String>)>, BTreeSet<String>)
         if let Some(selector) = after.strip_prefix('{') {
             let close = selector.find('}').expect("selector is closed");
             for matcher in selector[..close].split(',') {
-                let label: String = matcher.trim().chars().take_while(|c| is_name_char(*c)).collect();
+                let label: String = matcher
+                    .trim()
+                    .chars()
+                    .take_while(|c| is_name_char(*c))
+                    .collect();
                 if !label.is_empty() {
                     labels.insert(label);
                 }
@@ -155,7 +159,9 @@ fn check(expr: &str, exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<Strin
     }
     for label in grouping {
         if !available.contains(&label) {
-            problems.push(format!("grouping label `{label}` is on no metric of `{expr}`"));
+            problems.push(format!(
+                "grouping label `{label}` is on no metric of `{expr}`"
+            ));
         }
     }
     problems
@@ -172,12 +178,19 @@ fn the_reference_parser_sees_metrics_selectors_and_groupings() {
         ["kind", "service"].iter().map(|s| s.to_string()).collect()
     );
     assert_eq!(metrics[1].0, "mana_ai_y");
-    assert_eq!(grouping, ["kind", "le"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        grouping,
+        ["kind", "le"].iter().map(|s| s.to_string()).collect()
+    );
     let exported = exported();
     assert!(!check("sum(rate(mana_ai_no_such_metric[5m]))", &exported).is_empty());
     assert!(!check("sum by (nope) (rate(mana_ai_ticks_total[5m]))", &exported).is_empty());
     assert!(!check(r#"mana_ai_ticks_total{kind="x"}"#, &exported).is_empty());
-    assert!(check("sum by (le) (rate(mana_ai_tick_duration_seconds_bucket[5m]))", &exported).is_empty());
+    assert!(check(
+        "sum by (le) (rate(mana_ai_tick_duration_seconds_bucket[5m]))",
+        &exported
+    )
+    .is_empty());
 }
 
 #[test]
@@ -214,7 +227,10 @@ fn every_alert_has_a_runbook_section() {
             ops.contains(&format!("### Alert: {alert}")),
             "docs/operations.md has no section `### Alert: {alert}`"
         );
-        assert!(rules.contains(&format!("\"Alert: {alert}\"")), "{alert} links its runbook");
+        assert!(
+            rules.contains(&format!("\"Alert: {alert}\"")),
+            "{alert} links its runbook"
+        );
     }
 }
 
@@ -235,6 +251,9 @@ fn alert_rules_pass_their_promtool_unit_tests() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "promtool test rules failed:\n{text}");
+    assert!(
+        output.status.success(),
+        "promtool test rules failed:\n{text}"
+    );
     assert!(text.contains("SUCCESS"), "{text}");
 }

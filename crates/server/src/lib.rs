@@ -15,4 +15,3 @@ pub mod json_error;
 pub mod local_cli;
 pub mod ops_cli;
 pub mod signal;
-

@@ -89,19 +89,8 @@ enum LlmCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Operator commands need no service configuration.
-    let ops = match &cli.command {
-        Some(Command::Keys(k)) => Some(ops_cli::run_keys(k)),
-        Some(Command::Grant(g)) => Some(ops_cli::run_grant(g)),
-        _ => None,
-    };
-    if let Some(result) = ops {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mana-ai: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Some(code) = ops_command(&cli.command) {
+        return code;
     }
     let cfg = match config::Config::from_process_env() {
         Ok(c) => c,
@@ -127,13 +116,14 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Health) = cli.command {
-        return match rt.block_on(health_cli::run(&cfg)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mana-ai: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(rt.block_on(health_cli::run(&cfg)));
+    }
+    // A refused exposure stops `serve` before anything (even a log line) is written.
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        if let Err(e) = cfg.check_exposure() {
+            eprintln!("mana-ai: {e}");
+            return ExitCode::from(2);
+        }
     }
     let telemetry = match telemetry::init(cfg.log_json, cfg.log_filter.as_deref(), &cfg.otel) {
         Ok(t) => t,
@@ -142,39 +132,62 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = rt.block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => app::serve(cfg).await,
-            Command::Dev(args) => dev::run(cfg, args).await,
-            Command::Migrate(args) if args.status => app::migrate_status(&cfg).await,
-            Command::Migrate(_) => app::migrate_only(&cfg).await,
-            Command::Tick => app::tick_once(cfg).await,
-            Command::Quarantine(q) => {
-                let store = app::store_for(&cfg)?;
-                let listed = ops_cli::run_quarantine(&store, &q).await;
-                store.close();
-                listed
-            }
-            Command::Model(ModelArgs {
-                command: ModelCommand::Fetch { data_dir },
-            }) => {
-                let dir = data_dir.unwrap_or_else(|| cfg.data_dir.clone());
-                let path =
-                    tokio::task::spawn_blocking(move || local_cli::model_fetch(&dir)).await??;
-                println!("{}", path.display());
-                Ok(())
-            }
-            Command::Llm(LlmArgs {
-                command: LlmCommand::Serve { addr },
-            }) => local_cli::llm_serve(addr, &cfg.local_model_path()).await,
-            Command::Config | Command::Keys(_) | Command::Grant(_) | Command::Health => {
-                unreachable!("handled above")
-            }
-        }
-    });
+    let result = rt.block_on(run(cli.command.unwrap_or(Command::Serve), cfg));
     // Let the runtime's tasks end, then export the last batched spans.
     drop(rt);
     telemetry.shutdown();
+    exit_code(result)
+}
+
+/// `keys` and `grant`: run without the service configuration.
+fn ops_command(command: &Option<Command>) -> Option<ExitCode> {
+    let result = match command {
+        Some(Command::Keys(k)) => ops_cli::run_keys(k),
+        Some(Command::Grant(g)) => ops_cli::run_grant(g),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mana-ai: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// The commands that need the configuration and the async runtime.
+async fn run(command: Command, cfg: config::Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => app::serve(cfg).await,
+        Command::Dev(args) => dev::run(cfg, args).await,
+        Command::Migrate(args) if args.status => app::migrate_status(&cfg).await,
+        Command::Migrate(_) => app::migrate_only(&cfg).await,
+        Command::Tick => app::tick_once(cfg).await,
+        Command::Quarantine(q) => {
+            let store = app::store_for(&cfg)?;
+            let listed = ops_cli::run_quarantine(&store, &q).await;
+            store.close();
+            listed
+        }
+        Command::Model(ModelArgs {
+            command: ModelCommand::Fetch { data_dir },
+        }) => {
+            let dir = data_dir.unwrap_or_else(|| cfg.data_dir.clone());
+            let path = tokio::task::spawn_blocking(move || local_cli::model_fetch(&dir)).await??;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Llm(LlmArgs {
+            command: LlmCommand::Serve { addr },
+        }) => local_cli::llm_serve(addr, &cfg.local_model_path()).await,
+        Command::Config | Command::Keys(_) | Command::Grant(_) | Command::Health => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+/// The process exit code of a command's result.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A configuration refused at start (e.g. a public service key on a network

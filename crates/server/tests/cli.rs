@@ -806,7 +806,10 @@ async fn tick_runs_one_pass_and_prints_its_stats() {
     let cursors: i64 = db
         .admin()
         .await
-        .query_one("SELECT count(*) FROM mana_ai.refresh_cursor", &[])
+        .query_one(
+            "SELECT count(*) FROM mana_ai.refresh_cursor WHERE stream = 'ai'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

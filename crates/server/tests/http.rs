@@ -316,7 +316,10 @@ async fn a_second_tick_while_one_runs_is_overlap_skipped() {
     assert_eq!(app.tick().await.status(), StatusCode::OK);
     let admin = db.admin().await;
     let n: i64 = admin
-        .query_one("SELECT count(*) FROM mana_ai.refresh_cursor", &[])
+        .query_one(
+            "SELECT count(*) FROM mana_ai.refresh_cursor WHERE stream = 'ai'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -61,7 +61,9 @@ async fn otlp_receiver() -> (String, Received) {
     (url, received)
 }
 
-fn attributes(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> BTreeMap<String, String> {
+fn attributes(
+    kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+) -> BTreeMap<String, String> {
     kvs.iter()
         .map(|kv| {
             let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
@@ -86,7 +88,13 @@ const SECRET_OBJECTIVE: &str = "Plan the surprise party for Ada (do not tell her
 async fn one_planned_mission_exports_its_span_tree() {
     let db = fresh_db("traces_tree").await;
     let admin = db.admin().await;
-    push_agent(&admin, "user-1", "agent-1", agent_record(json!({"name": "Scout"}))).await;
+    push_agent(
+        &admin,
+        "user-1",
+        "agent-1",
+        agent_record(json!({"name": "Scout"})),
+    )
+    .await;
     let mut mission = mission_record(json!({
         "title": "Morning plan", "objective": SECRET_OBJECTIVE,
         "nextRunAt": "2020-01-01T06:00:00.000Z",
@@ -142,13 +150,25 @@ async fn one_planned_mission_exports_its_span_tree() {
     let spans = received.lock().unwrap().clone();
     assert!(!spans.is_empty(), "spans were flushed at exit");
     for (resource, _) in &spans {
-        assert_eq!(resource.get("service.name").map(String::as_str), Some("mana-ai-test"));
+        assert_eq!(
+            resource.get("service.name").map(String::as_str),
+            Some("mana-ai-test")
+        );
     }
     let by_name = |name: &str| -> Vec<&Span> {
-        spans.iter().map(|(_, s)| s).filter(|s| s.name == name).collect()
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name)
+            .collect()
     };
     let plan = by_name("tick.planMission");
-    assert_eq!(plan.len(), 1, "one span per planned mission: {:?}", names(&spans));
+    assert_eq!(
+        plan.len(),
+        1,
+        "one span per planned mission: {:?}",
+        names(&spans)
+    );
     let plan = plan[0];
     let attrs = attributes(&plan.attributes);
     for (key, want) in [
@@ -158,11 +178,18 @@ async fn one_planned_mission_exports_its_span_tree() {
         ("agent.id", "agent-1"),
         ("agent.name", "Scout"),
     ] {
-        assert_eq!(attrs.get(key).map(String::as_str), Some(want), "{key}: {attrs:?}");
+        assert_eq!(
+            attrs.get(key).map(String::as_str),
+            Some(want),
+            "{key}: {attrs:?}"
+        );
     }
     let pass = by_name("tick.pass");
     assert_eq!(pass.len(), 1, "{:?}", names(&spans));
-    assert_eq!(plan.parent_span_id, pass[0].span_id, "the mission span is a child of the pass");
+    assert_eq!(
+        plan.parent_span_id, pass[0].span_id,
+        "the mission span is a child of the pass"
+    );
     assert!(pass[0].parent_span_id.is_empty(), "the pass is a root span");
     let refresh = by_name("tick.refresh");
     assert_eq!(refresh.len(), 1);
@@ -193,17 +220,32 @@ async fn one_planned_mission_exports_its_span_tree() {
     for call in &calls {
         assert!(under_plan(call));
         let a = attributes(&call.attributes);
-        assert_eq!(a.get("llm.model").map(String::as_str), Some("test-model"), "{a:?}");
-        assert!(a.contains_key("llm.tokens.prompt") && a.contains_key("llm.tokens.total"), "{a:?}");
+        assert_eq!(
+            a.get("llm.model").map(String::as_str),
+            Some("test-model"),
+            "{a:?}"
+        );
+        assert!(
+            a.contains_key("llm.tokens.prompt") && a.contains_key("llm.tokens.total"),
+            "{a:?}"
+        );
     }
     // Every span of the run shares one trace.
     for (_, s) in &spans {
-        assert_eq!(s.trace_id, plan.trace_id, "{} is in the pass's trace", s.name);
+        assert_eq!(
+            s.trace_id, plan.trace_id,
+            "{} is in the pass's trace",
+            s.name
+        );
     }
     // No plaintext input or objective in any attribute.
     for (_, s) in &spans {
         for (k, v) in attributes(&s.attributes) {
-            assert!(!v.contains("surprise party"), "{}: {k} leaks the objective", s.name);
+            assert!(
+                !v.contains("surprise party"),
+                "{}: {k} leaks the objective",
+                s.name
+            );
         }
     }
 
@@ -222,7 +264,10 @@ async fn one_planned_mission_exports_its_span_tree() {
         let parts: Vec<&str> = header.split('-').collect();
         assert_eq!(parts.len(), 4, "{header}");
         assert_eq!(parts[1], hex(&plan.trace_id), "{header}");
-        assert!(call_ids.contains(&parts[2].to_string()), "{header} vs {call_ids:?}");
+        assert!(
+            call_ids.contains(&parts[2].to_string()),
+            "{header} vs {call_ids:?}"
+        );
     }
 }
 
@@ -234,7 +279,10 @@ async fn without_an_endpoint_tracing_is_disabled_and_says_so() {
         .env_clear()
         .env("SYNC_DATABASE_URL", &db.service_url)
         .env("MANA_AI_MIGRATION_DATABASE_URL", &db.superuser_url)
-        .env("MANA_LLM_URL", format!("http://127.0.0.1:{}", support::closed_port()))
+        .env(
+            "MANA_LLM_URL",
+            format!("http://127.0.0.1:{}", support::closed_port()),
+        )
         .stdin(Stdio::null());
     let out = tokio::task::spawn_blocking(move || c.output().expect("run mana-ai tick"))
         .await
@@ -297,11 +345,22 @@ async fn health_command_succeeds_only_on_a_healthy_answer() {
 
     let unhealthy = health_command(health_stub(503).await).await;
     assert_eq!(unhealthy.status.code(), Some(1));
-    assert!(text(&unhealthy.stderr).contains("503"), "{}", text(&unhealthy.stderr));
+    assert!(
+        text(&unhealthy.stderr).contains("503"),
+        "{}",
+        text(&unhealthy.stderr)
+    );
 
     let started = std::time::Instant::now();
     let nobody = health_command(support::closed_port()).await;
     assert_eq!(nobody.status.code(), Some(1));
-    assert!(text(&nobody.stderr).contains("not answering"), "{}", text(&nobody.stderr));
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the check's timeout");
+    assert!(
+        text(&nobody.stderr).contains("not answering"),
+        "{}",
+        text(&nobody.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the check's timeout"
+    );
 }

@@ -62,8 +62,8 @@ pub mod spaces;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod user_tx;
-pub mod zones;
 pub mod write_back;
+pub mod zones;
 
 pub use audit::{AuditRow, AuditStatus, DecryptAuditEntry};
 pub use budget::{BudgetUse, PruneStats, Reservation, ReserveRequest};

@@ -83,7 +83,8 @@ const MOVE_CURSOR_SQL: &str = "INSERT INTO mana_ai.refresh_cursor (stream, posit
   VALUES ($1, $2, now())
   ON CONFLICT (stream) DO UPDATE SET
     position = GREATEST(mana_ai.refresh_cursor.position, EXCLUDED.position), updated_at = now()";
-const SPACE_AGENT_SQL: &str = "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
+const SPACE_AGENT_SQL: &str =
+    "SELECT user_id, agent_id, record, updated_at FROM mana_ai.agent_snapshots
   WHERE space_id = $1 AND agent_id = $2 AND NOT deleted ORDER BY user_id LIMIT 1";
 
 /// One changed space record, as discovered (ids only).
@@ -120,7 +121,9 @@ impl Store {
         let c = self.client().await?;
         let stmt = c.prepare_cached(SPACE_AGENT_SQL).await?;
         let row = c.query_opt(&stmt, &[&space_id, &agent_id]).await?;
-        row.as_ref().map(crate::snapshots::agent_from_row).transpose()
+        row.as_ref()
+            .map(crate::snapshots::agent_from_row)
+            .transpose()
     }
 }
 

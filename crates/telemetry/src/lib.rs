@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -88,7 +90,11 @@ impl Telemetry {
 /// Installs the global subscriber: the log layer (`json` selects JSON lines, `filter` is
 /// `RUST_LOG`, unset or invalid ⇒ `info`) and, when `otel` names an endpoint, the trace
 /// layer. Logs one line saying whether tracing is enabled (with its URL) or disabled.
-pub fn init(json: bool, filter: Option<&str>, otel: &OtelConfig) -> Result<Telemetry, TelemetryError> {
+pub fn init(
+    json: bool,
+    filter: Option<&str>,
+    otel: &OtelConfig,
+) -> Result<Telemetry, TelemetryError> {
     let log_filter = filter
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
@@ -106,7 +112,11 @@ pub fn init(json: bool, filter: Option<&str>, otel: &OtelConfig) -> Result<Telem
             .with_filter(log_filter)
             .boxed()
     };
-    let provider = otel.traces_url.as_deref().map(|url| provider(otel, url)).transpose()?;
+    let provider = otel
+        .traces_url
+        .as_deref()
+        .map(|url| provider(otel, url))
+        .transpose()?;
     let trace_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(TRACER_NAME))
@@ -216,7 +226,10 @@ mod tests {
             url_without_credentials("http://tempo:4318/v1/traces"),
             "http://tempo:4318/v1/traces"
         );
-        assert_eq!(url_without_credentials("nonsense"), "(unparseable URL hidden)");
+        assert_eq!(
+            url_without_credentials("nonsense"),
+            "(unparseable URL hidden)"
+        );
     }
 
     #[test]

@@ -37,7 +37,6 @@ pub use plan::OfferedTools;
 
 use std::sync::Arc;
 
-use tracing::{info_span, Instrument};
 use chrono::{DateTime, Utc};
 use mana_ai_core::cadence::Cadence;
 use mana_ai_core::chat::LlmClient;
@@ -47,6 +46,7 @@ use mana_ai_core::prompt::ResolvedInput;
 use mana_ai_core::records::MissionView;
 use mana_ai_store::{AgentSlot, Claim, ClaimRequest, DueMission, Store};
 use tokio::time::{timeout_at, Instant};
+use tracing::{info_span, Instrument};
 
 use crate::error::RunError;
 use crate::events::{self, Emit};
@@ -292,7 +292,8 @@ impl MissionRunner {
         run: &ClaimedRun<'_>,
     ) -> Result<Result<Vec<ResolvedInput>, RunFailure>, Stop> {
         let research = self.research.research(run.due, run.mission);
-        let research = timeout_at(run.deadline, research).instrument(info_span!("mission.research"));
+        let research =
+            timeout_at(run.deadline, research).instrument(info_span!("mission.research"));
         let found = match research.await {
             Err(_) => return Ok(Err(self.past_deadline("during research"))),
             Ok(ResearchGate::Pending) => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mana_ai_core::catalog::{Catalog, Tool};
 use mana_ai_core::chat::LlmError;
 use mana_ai_core::iterations;
+use mana_ai_core::lang::Lang;
 use mana_ai_core::limits::{
     truncated, truncated_opt, AGENT_NAME_MAX_CHARS, AGENT_ROLE_MAX_CHARS, CONCEPT_MAX_CHARS,
     INPUT_CONTENT_MAX_CHARS, INPUT_TITLE_MAX_CHARS, MEMORY_MAX_CHARS, OBJECTIVE_MAX_CHARS,
@@ -18,7 +19,6 @@ use mana_ai_core::plan::{
     run_planner, BudgetContext, CallOutcome, CallValidator, IterationPhase, PlanFailure,
     PlanOutcome, PlannerInput, Rejection, StopReason,
 };
-use mana_ai_core::lang::Lang;
 use mana_ai_core::prompt::{
     build_prompts_in, language_of, render_tool_block_in, AgentPrompt, MissionPrompt, ResolvedInput,
 };

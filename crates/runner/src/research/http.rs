@@ -76,15 +76,16 @@ pub(super) async fn call_json(
         let mut resp = request(client)
             .headers(trace_headers())
             .send()
-            .await.map_err(|e| {
-            if e.is_timeout() {
-                CallError::Timeout
-            } else if e.is_builder() {
-                CallError::Client
-            } else {
-                CallError::Network
-            }
-        })?;
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    CallError::Timeout
+                } else if e.is_builder() {
+                    CallError::Client
+                } else {
+                    CallError::Network
+                }
+            })?;
         let status = resp.status();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|_| CallError::Network)? {

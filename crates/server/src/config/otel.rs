@@ -15,74 +15,74 @@ use super::{err, ConfigError};
 
 /// Reads the `OTEL_*` variables of `env`.
 pub fn from_env(env: &BTreeMap<String, String>) -> Result<OtelConfig, ConfigError> {
-        let disabled = match get(env, "OTEL_SDK_DISABLED") {
-            None => false,
-            Some(v) => super::parse::parse_bool("OTEL_SDK_DISABLED", v)?,
-        };
-        let traces_url = if disabled { None } else { traces_url(env)? };
-        let mut headers = Vec::new();
-        for var in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            if let Some(raw) = get(env, var) {
-                for (k, v) in parse_headers(var, raw)? {
-                    headers.retain(|(name, _): &(String, String)| !name.eq_ignore_ascii_case(&k));
-                    headers.push((k, v));
-                }
+    let disabled = match get(env, "OTEL_SDK_DISABLED") {
+        None => false,
+        Some(v) => super::parse::parse_bool("OTEL_SDK_DISABLED", v)?,
+    };
+    let traces_url = if disabled { None } else { traces_url(env)? };
+    let mut headers = Vec::new();
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        if let Some(raw) = get(env, var) {
+            for (k, v) in parse_headers(var, raw)? {
+                headers.retain(|(name, _): &(String, String)| !name.eq_ignore_ascii_case(&k));
+                headers.push((k, v));
             }
         }
-        Ok(OtelConfig {
-            traces_url,
-            headers,
-            service_name: get(env, "OTEL_SERVICE_NAME")
-                .unwrap_or(DEFAULT_SERVICE_NAME)
-                .to_string(),
-            sampler: sampler(env)?,
-            batch_delay: millis(env, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_BATCH_DELAY)?,
-            export_timeout: millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT)?,
-        })
+    }
+    Ok(OtelConfig {
+        traces_url,
+        headers,
+        service_name: get(env, "OTEL_SERVICE_NAME")
+            .unwrap_or(DEFAULT_SERVICE_NAME)
+            .to_string(),
+        sampler: sampler(env)?,
+        batch_delay: millis(env, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_BATCH_DELAY)?,
+        export_timeout: millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT)?,
+    })
 }
 
 /// The `mana-ai config` lines: header values are masked (they carry credentials).
 pub fn describe(cfg: &OtelConfig) -> Vec<(&'static str, String)> {
-        let sampler = match cfg.sampler {
-            SamplerChoice::AlwaysOn => "always_on".to_string(),
-            SamplerChoice::AlwaysOff => "always_off".to_string(),
-            SamplerChoice::Ratio(r) => format!("traceidratio {r}"),
-            SamplerChoice::ParentBased(ParentRoot::AlwaysOn) => "parentbased_always_on".into(),
-            SamplerChoice::ParentBased(ParentRoot::AlwaysOff) => "parentbased_always_off".into(),
-            SamplerChoice::ParentBased(ParentRoot::Ratio(r)) => {
-                format!("parentbased_traceidratio {r}")
-            }
-        };
-        let headers = cfg
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}={}", super::mask_secret(v)))
-            .collect::<Vec<_>>()
-            .join(",");
-        vec![
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                match &cfg.traces_url {
-                    Some(url) => format!("{} (traces)", super::mask_http_url(url)),
-                    None => "(unset: tracing disabled)".into(),
-                },
-            ),
-            ("OTEL_EXPORTER_OTLP_HEADERS", headers),
-            ("OTEL_SERVICE_NAME", cfg.service_name.clone()),
-            ("OTEL_TRACES_SAMPLER", sampler),
-            (
-                "OTEL_BSP_SCHEDULE_DELAY",
-                cfg.batch_delay.as_millis().to_string(),
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_TIMEOUT",
-                cfg.export_timeout.as_millis().to_string(),
-            ),
-        ]
-    }
+    let sampler = match cfg.sampler {
+        SamplerChoice::AlwaysOn => "always_on".to_string(),
+        SamplerChoice::AlwaysOff => "always_off".to_string(),
+        SamplerChoice::Ratio(r) => format!("traceidratio {r}"),
+        SamplerChoice::ParentBased(ParentRoot::AlwaysOn) => "parentbased_always_on".into(),
+        SamplerChoice::ParentBased(ParentRoot::AlwaysOff) => "parentbased_always_off".into(),
+        SamplerChoice::ParentBased(ParentRoot::Ratio(r)) => {
+            format!("parentbased_traceidratio {r}")
+        }
+    };
+    let headers = cfg
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}={}", super::mask_secret(v)))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            match &cfg.traces_url {
+                Some(url) => format!("{} (traces)", super::mask_http_url(url)),
+                None => "(unset: tracing disabled)".into(),
+            },
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS", headers),
+        ("OTEL_SERVICE_NAME", cfg.service_name.clone()),
+        ("OTEL_TRACES_SAMPLER", sampler),
+        (
+            "OTEL_BSP_SCHEDULE_DELAY",
+            cfg.batch_delay.as_millis().to_string(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            cfg.export_timeout.as_millis().to_string(),
+        ),
+    ]
+}
 
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as given) or `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// plus `/v1/traces` (without the original's double slash after a trailing `/`).
@@ -123,7 +123,8 @@ fn parse_headers(var: &'static str, raw: &str) -> Result<Vec<(String, String)>, 
         if !valid_name {
             return Err(err(var, "a header name is empty or not a token"));
         }
-        let v = percent_decode(v.trim()).ok_or_else(|| err(var, "a header value is badly encoded"))?;
+        let v =
+            percent_decode(v.trim()).ok_or_else(|| err(var, "a header value is badly encoded"))?;
         if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(err(var, "a header value contains a line break"));
         }
@@ -270,7 +271,10 @@ mod tests {
     #[test]
     fn headers_sampler_and_delay_are_read() {
         let c = from_env(&env(&[
-            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Basic%20abc, x-org = 1"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Basic%20abc, x-org = 1",
+            ),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-Org=2"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
@@ -285,7 +289,10 @@ mod tests {
                 ("X-Org".to_string(), "2".to_string()),
             ]
         );
-        assert_eq!(c.sampler, SamplerChoice::ParentBased(ParentRoot::Ratio(0.25)));
+        assert_eq!(
+            c.sampler,
+            SamplerChoice::ParentBased(ParentRoot::Ratio(0.25))
+        );
         assert_eq!(c.batch_delay, MAX_OTEL_DELAY);
         assert_eq!(c.service_name, "mana-ai-eu");
     }

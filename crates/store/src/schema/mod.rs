@@ -257,7 +257,12 @@ mod tests {
                     Step::Grants { sql, .. } => (sql, Some("svc")),
                 };
                 let sql = render(sql, role);
-                for placeholder in ["{claim_seed}", "{default_agent}", "{role}", "{role_literal}"] {
+                for placeholder in [
+                    "{claim_seed}",
+                    "{default_agent}",
+                    "{role}",
+                    "{role_literal}",
+                ] {
                     assert!(!sql.contains(placeholder), "{placeholder} left in {sql}");
                 }
             }
