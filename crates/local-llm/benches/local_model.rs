@@ -220,7 +220,7 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(MISSIONS.len())
         .min(MISSIONS.len());
-    let dump = missions(&model, &cat, &offered, &schemas, limit);
+    let dump = missions(&model, cat, &offered, &schemas, limit);
     raw_generation(&model, &dump);
     planning_loop(&model, &schemas);
     println!(

@@ -60,7 +60,7 @@ fn half_at(raw: &[u8], at: usize) -> f32 {
 impl QMatrix {
     /// Reads GGUF block data (`raw`) of type `ggml_type` holding `rows × cols` values.
     pub fn from_gguf(ggml_type: u32, rows: usize, cols: usize, raw: &[u8]) -> Result<Self, String> {
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(format!("{cols} columns is not a multiple of {BLOCK}"));
         }
         let n = rows * cols / BLOCK;

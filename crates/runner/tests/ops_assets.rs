@@ -37,7 +37,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         out.insert(family.name, labels);
     }
     for family in metrics.registry.gather() {
-        out.entry(family.get_name().to_string()).or_default();
+        out.entry(family.name().to_string()).or_default();
     }
     out
 }
