@@ -261,8 +261,15 @@ mod tests {
                     .then(|| format!("migration {version} ({}): {}", m.name, m.checksum()))
             })
             .collect();
-        assert!(changed.is_empty(), "released migrations changed: {changed:#?}");
-        assert_eq!(pinned.len(), MIGRATIONS.len(), "pin every migration's checksum");
+        assert!(
+            changed.is_empty(),
+            "released migrations changed: {changed:#?}"
+        );
+        assert_eq!(
+            pinned.len(),
+            MIGRATIONS.len(),
+            "pin every migration's checksum"
+        );
     }
 
     #[test]
