@@ -17,7 +17,7 @@
 //! # Code map
 //! [`Store`] is one handle; each module owns the `impl Store` block of one table or
 //! concern, so a method is found from its subject:
-//! * [`pool`] — the pool itself (`connect`, `ping`, `probe`, `close`, `pool_status`), its
+//! * [`pool`] — the pool itself (`connect`, `ping`, `close`, `pool_status`), its
 //!   session settings and the socket watchdog (`connect.rs`);
 //! * [`retry`] — `retrying`: the one place transient errors are retried;
 //! * [`probe`] — a liveness probe on its own connection (`/health`);

@@ -226,17 +226,6 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::ping`] bounded by `limit`, for `/health`: `Ok(round-trip time)`, or the
-    /// reason as one line (`timed out after …` when the database did not answer).
-    pub async fn probe(&self, limit: Duration) -> Result<Duration, String> {
-        let started = std::time::Instant::now();
-        match tokio::time::timeout(limit, self.ping()).await {
-            Ok(Ok(())) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
-        }
-    }
-
     /// Closes the pool: no new connections; idle ones are dropped.
     pub fn close(&self) {
         self.pool.close();
