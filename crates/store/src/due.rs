@@ -164,7 +164,19 @@ impl Store {
     /// rank 1 of every user first (oldest first), then rank 2, …. When no more than
     /// `limit` missions are due, the cheap oldest-first listing finds them all and they
     /// are only put in that order; otherwise the window-function listing picks them.
+    /// A read: retried after a lost connection ([`Store::retrying`]).
     pub async fn list_due_keys(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueKey>, StoreError> {
+        self.retrying("list due", crate::Idempotent::Yes, || {
+            self.list_due_keys_once(now, limit)
+        })
+        .await
+    }
+
+    async fn list_due_keys_once(
         &self,
         now: DateTime<Utc>,
         limit: i64,

@@ -226,6 +226,11 @@ impl Store {
         Ok(())
     }
 
+    /// Drops every idle connection (the next checkout opens a fresh one).
+    pub(crate) fn drop_idle_connections(&self) {
+        self.pool.retain(|_, _| false);
+    }
+
     /// Closes the pool: no new connections; idle ones are dropped.
     pub fn close(&self) {
         self.pool.close();

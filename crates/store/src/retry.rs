@@ -71,17 +71,30 @@ pub fn retryable(e: &StoreError, idem: Idempotent) -> bool {
 impl Store {
     /// Runs `op` (which opens its own transaction or statement each time), retrying
     /// transient errors per this store's [`RetryPolicy`]; `what` names it in the log.
+    /// A lost connection also drops the pool's idle connections: after a server restart or
+    /// killed sessions they are as dead as the one that failed, and a retry must not be
+    /// handed another of them.
     pub async fn retrying<T, F, Fut>(
         &self,
         what: &'static str,
         idem: Idempotent,
-        op: F,
+        mut op: F,
     ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        retry_with(&self.retry, what, idem, op).await
+        retry_with(&self.retry, what, idem, || {
+            let attempt = op();
+            async move {
+                let result = attempt.await;
+                if result.as_ref().is_err_and(StoreError::connection_lost) {
+                    self.drop_idle_connections();
+                }
+                result
+            }
+        })
+        .await
     }
 }
 
