@@ -24,7 +24,9 @@
 //!   ([`is_protected`]): those hold work a device has not done yet.
 //! * **stamp**: the fields are stamped with the database clock, but never at or below
 //!   the stamp of the value that was merged in (a device whose clock runs ahead would
-//!   otherwise win over the merge that already contains its edit).
+//!   otherwise win over the merge that already contains its edit). [`compose`] gives
+//!   the lower bounds ([`StampFloors`]); the database applies its clock in the same
+//!   statement that writes the row (the store's `mana_ai.write_stamp`).
 //! * **nextRunAt** is written only while the mission is still due at the run's due time:
 //!   a device that rescheduled, paused-and-resumed or completed the mission during
 //!   planning keeps its `nextRunAt`.
@@ -236,17 +238,26 @@ pub struct RunWrite<'a> {
     pub limits: HistoryLimits,
 }
 
+/// The lower bounds of the stamps of a write, one per field: the stamp of the value that
+/// was merged in plus 1 ms ([`stamp_floor`]), `None` when it had no readable stamp. The
+/// database stamps each field it writes with its clock, raised to the floor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StampFloors {
+    pub iterations: Option<DateTime<Utc>>,
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
 /// The decision for one write-back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Composed {
-    /// Write `data` with `field_meta` (string stamps only).
-    Write { data: Value, field_meta: Value },
+    /// Write `data` (its `iterations` and/or `nextRunAt`), stamped above `floors`.
+    Write { data: Value, floors: StampFloors },
     /// The iterations that may not be dropped leave no room for this run's iteration
     /// within [`HistoryLimits::row_max_bytes`]: `data` holds only `nextRunAt` (when it is
     /// written at all; otherwise it is empty and no row should be written).
     HistoryFull {
         data: Value,
-        field_meta: Value,
+        floors: StampFloors,
         /// The size the row would have had.
         bytes: usize,
     },
@@ -254,17 +265,14 @@ pub enum Composed {
     Deleted,
 }
 
-/// A stamp at `db_now`, but later than `merged` (the stamp of the value merged in).
-pub fn stamp_after(db_now: DateTime<Utc>, merged: Option<DateTime<Utc>>) -> String {
-    let at = match merged {
-        Some(m) if m >= db_now => m + Duration::milliseconds(1),
-        _ => db_now,
-    };
-    to_iso_ms(at)
+/// The lowest stamp a write over a value stamped `merged` may carry: 1 ms after it (the
+/// stamps' precision), so the write wins over the value it already contains.
+pub fn stamp_floor(merged: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    merged.map(|m| m + Duration::milliseconds(1))
 }
 
 /// Decides the row of one write-back (see the module doc).
-pub fn compose(current: &CurrentMission, run: &RunWrite<'_>, db_now: DateTime<Utc>) -> Composed {
+pub fn compose(current: &CurrentMission, run: &RunWrite<'_>) -> Composed {
     if current.deleted {
         return Composed::Deleted;
     }
@@ -275,36 +283,28 @@ pub fn compose(current: &CurrentMission, run: &RunWrite<'_>, db_now: DateTime<Ut
         &run.limits,
     );
     let mut data = Map::new();
-    let mut meta = Map::new();
     // Compared at the database's precision (µs): the due time comes from a timestamptz.
     let still_due =
         current.next_run_at.map(|t| t.trunc_subsecs(6)) == Some(run.due_at.trunc_subsecs(6));
     if still_due {
         data.insert("nextRunAt".into(), json!(run.next_run_at.map(to_iso_ms)));
-        meta.insert(
-            "nextRunAt".into(),
-            json!(stamp_after(db_now, current.next_run_at_stamp)),
-        );
     }
-    let schedule_only = (Value::Object(data.clone()), Value::Object(meta.clone()));
+    let floors = StampFloors {
+        iterations: stamp_floor(current.iterations_stamp),
+        next_run_at: stamp_floor(current.next_run_at_stamp),
+    };
+    let schedule_only = Value::Object(data.clone());
     data.insert("iterations".into(), Value::Array(iterations));
-    meta.insert(
-        "iterations".into(),
-        json!(stamp_after(db_now, current.iterations_stamp)),
-    );
     let data = Value::Object(data);
     let bytes = json_len(&data);
     if bytes > run.limits.row_max_bytes {
         return Composed::HistoryFull {
-            data: schedule_only.0,
-            field_meta: schedule_only.1,
+            data: schedule_only,
+            floors,
             bytes,
         };
     }
-    Composed::Write {
-        data,
-        field_meta: Value::Object(meta),
-    }
+    Composed::Write { data, floors }
 }
 
 /// A copy of `v` with every string cut to `max_chars`, every array and object cut to
@@ -513,14 +513,10 @@ mod tests {
     }
 
     #[test]
-    fn stamps_beat_the_merged_value_even_when_its_clock_runs_ahead() {
-        let now = parse_iso("2026-01-01T00:00:00.000Z").unwrap();
-        assert_eq!(stamp_after(now, None), "2026-01-01T00:00:00.000Z");
-        let behind = parse_iso("2025-12-31T23:00:00.000Z");
-        assert_eq!(stamp_after(now, behind), "2026-01-01T00:00:00.000Z");
-        assert_eq!(stamp_after(now, Some(now)), "2026-01-01T00:00:00.001Z");
-        let ahead = parse_iso("2026-01-01T00:05:00.0005Z");
-        assert_eq!(stamp_after(now, ahead), "2026-01-01T00:05:00.001Z");
+    fn floors_are_one_millisecond_after_the_merged_stamp() {
+        assert_eq!(stamp_floor(None), None);
+        let ahead = parse_iso("2026-01-01T00:05:00.000Z");
+        assert_eq!(stamp_floor(ahead), parse_iso("2026-01-01T00:05:00.001Z"));
     }
 
     fn current(iterations: Vec<Value>, next: &str) -> CurrentMission {
@@ -544,25 +540,25 @@ mod tests {
             due_at: due,
             limits: HistoryLimits::new(50),
         };
-        let Composed::Write { data, field_meta } =
-            compose(&current(vec![], "2026-01-05T06:00:00.000Z"), &run, now)
-        else {
+        let mut state = current(vec![], "2026-01-05T06:00:00.000Z");
+        state.iterations_stamp = Some(now);
+        let Composed::Write { data, floors } = compose(&state, &run) else {
             panic!("a write")
         };
         assert_eq!(data["nextRunAt"], "2026-01-05T07:00:00.000Z");
-        assert_eq!(field_meta["nextRunAt"], "2026-01-05T06:01:00.000Z");
-        assert_eq!(field_meta["iterations"], "2026-01-05T06:01:00.000Z");
+        assert_eq!(floors.next_run_at, None);
+        assert_eq!(floors.iterations, parse_iso("2026-01-05T06:01:00.001Z"));
         // Rescheduled by a device meanwhile: its nextRunAt stays.
-        let Composed::Write { data, field_meta } =
-            compose(&current(vec![], "2026-01-06T06:00:00.000Z"), &run, now)
+        let Composed::Write { data, .. } =
+            compose(&current(vec![], "2026-01-06T06:00:00.000Z"), &run)
         else {
             panic!("a write")
         };
-        assert!(data.get("nextRunAt").is_none() && field_meta.get("nextRunAt").is_none());
+        assert!(data.get("nextRunAt").is_none());
         assert_eq!(data["iterations"], json!([new]));
         let mut gone = current(vec![], "");
         gone.deleted = true;
-        assert_eq!(compose(&gone, &run, now), Composed::Deleted);
+        assert_eq!(compose(&gone, &run), Composed::Deleted);
     }
 
     #[test]
@@ -585,7 +581,7 @@ mod tests {
             limits,
         };
         let state = current(pending, "2026-01-05T06:00:00.000Z");
-        match compose(&state, &run, due) {
+        match compose(&state, &run) {
             Composed::HistoryFull { data, bytes, .. } => {
                 assert_eq!(data, json!({"nextRunAt": null}));
                 assert!(bytes > 10_000);

@@ -49,7 +49,8 @@ use mana_ai_runner::{
 };
 use mana_ai_store::testkit::{fresh_db, TestDb};
 use mana_ai_store::{
-    AgentSlot, Claim, ClaimRequest, RefreshOptions, Store, StoreConfig, WriteBack, WriteOutcome,
+    AgentSlot, Claim, ClaimRequest, DueKey, Loaded, RefreshOptions, Store, StoreConfig, WriteBack,
+    WriteOutcome, WritePath,
 };
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -497,26 +498,53 @@ async fn non_llm_mission_path(n: usize) -> (Vec<f64>, Option<f64>) {
 }
 
 /// `claim_run` then `write_back` for `n` runs, one at a time; both timed separately.
-async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
+/// `changed`: a device row for each mission lands after its snapshot was loaded, so every
+/// write-back takes the merged path (read and merge inside the transaction); otherwise
+/// nothing changed since the load and every write-back is the direct one-statement write.
+async fn write_back_costs(n: usize, changed: bool) -> (Vec<f64>, Vec<f64>) {
     let db = fresh_db("bench_wb").await;
     let store = db.service_store();
+    let admin = db.admin().await;
     let record = mission_with_history().await;
     let due: DateTime<Utc> = parse_iso(DUE_AT).expect("valid due time");
     // Representative payload: the write-back merges one iteration into the mission's
-    // history (three earlier iterations), which it reads from the seeded log.
+    // history (three earlier iterations), as the runner loaded it from its snapshot.
     let mission = MissionView::from_record("user-00000", &record);
     let shape = Shape {
         missions: n,
         users: n.min(200),
         with_agents: false,
     };
-    seed(&db.admin().await, shape, &mission.iterations).await;
+    seed(&admin, shape, &mission.iterations).await;
+    initial_refresh(&store).await;
     let mut claims = Vec::with_capacity(n);
     let mut writes = Vec::with_capacity(n);
+    let mut paths = (0, 0);
     for i in 0..n {
         let user = user_id(i % 200);
         let mission_id = format!("mission-{i:05}");
         let iteration_id = iteration_id_for(&mission_id, DUE_AT);
+        let loaded = store
+            .load_due_mission(&DueKey {
+                user_id: user.clone(),
+                mission_id: mission_id.clone(),
+                next_run_at: due,
+            })
+            .await
+            .expect("load mission")
+            .expect("due");
+        if changed {
+            admin
+                .execute(
+                    "INSERT INTO sync_changes
+                       (app_id, table_name, record_id, user_id, op, data, field_meta, client_id)
+                     VALUES ('ai', 'aiMissions', $1, $2, 'update', '{\"title\": \"x\"}', '{}',
+                             'webapp')",
+                    &[&mission_id, &user],
+                )
+                .await
+                .expect("device edit");
+        }
         let t = Instant::now();
         let claim = store
             .claim_run(&ClaimRequest {
@@ -543,8 +571,8 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
                            "missionId": mission_id, "iterationId": iteration_id,
                            "rationale": mission.objective});
         let t = Instant::now();
-        let outcome = store
-            .write_back(&WriteBack {
+        let (outcome, path) = store
+            .write_back_with_path(&WriteBack {
                 user_id: &user,
                 mission_id: &mission_id,
                 due_at: due,
@@ -556,14 +584,23 @@ async fn write_back_costs(n: usize) -> (Vec<f64>, Vec<f64>) {
                 failed: false,
                 error: None,
                 space_id: None,
+                loaded: Some(Loaded {
+                    record: &loaded.record,
+                    version: loaded.version,
+                }),
             })
             .await
             .expect("write-back");
         writes.push(ms(t.elapsed()));
         assert_eq!(outcome, WriteOutcome::Written);
+        match path {
+            WritePath::Direct => paths.0 += 1,
+            WritePath::Merged => paths.1 += 1,
+        }
     }
-    let admin = db.admin().await;
     assert_eq!(iteration_rows(&admin).await, n as i64);
+    let expected = if changed { (0, n) } else { (n, 0) };
+    assert_eq!(paths, expected, "(direct, merged) write-backs");
     (sorted(claims), sorted(writes))
 }
 
@@ -874,9 +911,14 @@ async fn non_llm_part(full: bool) {
             "mission run, runner thread CPU time only"
         );
     }
-    let (claims, writes) = write_back_costs(if full { 1_000 } else { 50 }).await;
+    let (claims, writes) = write_back_costs(if full { 1_000 } else { 50 }, false).await;
     print_dist("db: claim_run (sequential)", &claims);
-    print_dist("db: write_back (sequential)", &writes);
+    print_dist("db: write_back (sequential, direct)", &writes);
+    let (_, merged) = write_back_costs(if full { 1_000 } else { 50 }, true).await;
+    print_dist(
+        "db: write_back (sequential, mission changed: merged)",
+        &merged,
+    );
 
     // The whole pipeline with a 0 ms LLM, one mission at a time: every DB round trip
     // (agent/budget lookups, claim, token booking, write-back) and the HTTP encoding.

@@ -80,5 +80,5 @@ pub use runs::{AgentSlot, Claim, ClaimRequest};
 pub use snapshots::{AgentSnapshot, DueKey, DueMission, MissionSnapshot};
 pub use spaces::{SpaceStats, SPACE_RECORD_ROW_LIMIT};
 pub use user_tx::UserTx;
-pub use write_back::{WriteBack, WriteOutcome};
+pub use write_back::{Loaded, WriteBack, WriteOutcome, WritePath};
 pub use zones::USER_ZONE_LIMIT;

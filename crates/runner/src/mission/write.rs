@@ -14,7 +14,7 @@ use mana_ai_core::limits::{
     truncated, AGENT_NAME_MAX_CHARS, ERROR_MESSAGE_MAX_CHARS, OBJECTIVE_MAX_CHARS,
 };
 use mana_ai_core::plan::{build_failed_iteration, build_iteration, IterationPhase};
-use mana_ai_store::{WriteBack, WriteOutcome};
+use mana_ai_store::{Loaded, WriteBack, WriteOutcome};
 use serde_json::Value;
 
 use super::{Attempt, ClaimedRun, MissionRunner, Stop};
@@ -79,6 +79,10 @@ impl MissionRunner {
             error: error.as_deref(),
             // A space mission is written as its owner with `space_id` stamped.
             space_id: run.mission.space_id.as_deref(),
+            loaded: Some(Loaded {
+                record: &run.due.record,
+                version: run.due.version,
+            }),
         };
         match self.store.write_back(&wb).await {
             Ok(WriteOutcome::Written) => Ok(self.written(attempt)),

@@ -201,6 +201,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 8,
+        name: "one-statement-write-back",
+        steps: &[
+            Step::Sql {
+                what: "one-statement write-back and its stamps",
+                sql: include_str!("0008/write_back_commit.sql"),
+            },
+            Step::Grants {
+                what: "one-statement write-back grants for the service role",
+                sql: include_str!("0008/write_back_commit_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
@@ -251,6 +265,10 @@ mod tests {
             (
                 7,
                 "723d754607ef662ea4aac1912eeccd249d057cb07fa4e9f9cb9805266c58e9d1",
+            ),
+            (
+                8,
+                "503710e627a65efc4195ffce44559ee1cda6c68812b2989bfd7c536aa102620f",
             ),
         ];
         let changed: Vec<String> = pinned

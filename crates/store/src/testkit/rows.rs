@@ -63,6 +63,7 @@ pub fn written_run<'a>(
         failed: false,
         error: None,
         space_id: None,
+        loaded: None,
     }
 }
 
