@@ -268,7 +268,7 @@ mod tests {
             ),
             (
                 8,
-                "503710e627a65efc4195ffce44559ee1cda6c68812b2989bfd7c536aa102620f",
+                "a855c24473550c41f743bed68a032fb08334b59ff6e2bc123c98e1bad3a41c7a",
             ),
         ];
         let changed: Vec<String> = pinned

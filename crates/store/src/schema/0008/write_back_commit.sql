@@ -5,11 +5,14 @@
 -- like `created_at`), but never earlier than `p_floor` (the stamp of the value merged in,
 -- plus 1 ms), in the web app's ISO form (`2026-12-02T04:28:24.123Z`: UTC, milliseconds
 -- truncated, as `Date.toISOString` and the runner's `to_iso_ms` write).
+-- (plpgsql: its expression is planned once per session; a SQL function with a SET clause
+-- would be planned on every call.)
 CREATE OR REPLACE FUNCTION mana_ai.write_stamp(p_floor TIMESTAMPTZ)
 RETURNS TEXT
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
-  SELECT to_char(greatest(now(), p_floor) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-$$;
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+BEGIN
+  RETURN to_char(greatest(now(), p_floor) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
+END $$;
 REVOKE ALL ON FUNCTION mana_ai.write_stamp(TIMESTAMPTZ) FROM PUBLIC;
 
 -- Closes this runner's `running` claim and inserts the mission row `p_data` (the merged
