@@ -9,11 +9,17 @@
 //! * a refresh with nothing new (target: median < 5 ms);
 //! * `list_due_keys(now, 10_000)` with 10,000 missions due, the runner's keys-only path
 //!   (target: median < 100 ms), and `list_due_missions` with full records as a diagnostic;
-//! * the resident memory of the release `mana-ai serve` binary at idle (target: < 30 MB)
-//!   and after one tick pass.
+//! * the resident memory of the release `mana-ai serve` binary at idle (target: < 30 MB),
+//!   after one tick pass, and after a tick that catches up the whole history (snapshots
+//!   and cursor reset; target: < 40 MiB);
+//! * the catch-up's snapshot writes per record (target: 1) and this process's memory
+//!   around it.
 //!
 //! Run with `cargo bench --workspace --bench foundation`. It prints a markdown table at
 //! the end; `docs/benchmarks.md` records the results. Percentiles are nearest-rank.
+//! Diagnostics: `FOUNDATION_BENCH_ONLY_CATCHUP=1` runs only the service's catch-up after
+//! the fill, and `FOUNDATION_BENCH_CATCHUP_ENV` repeats it with other environments (see
+//! [`catch_up_variants`]).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -394,11 +400,30 @@ async fn main() -> anyhow::Result<()> {
         None,
     ));
 
+    if std::env::var_os("FOUNDATION_BENCH_ONLY_CATCHUP").is_some() {
+        // Diagnostic mode: only the service's catch-up runs.
+        for extra in &catch_up_variants() {
+            let c = measure_catch_up(&db, &admin, extra).await?;
+            rows.push(catch_up_row(&c));
+        }
+        print_table(&rows);
+        return Ok(());
+    }
+
     // ---- catch-up -----------------------------------------------------------------
     let store = db.service_store();
+    // This process's memory around the catch-up: the peak is reset first (Linux
+    // `clear_refs` 5), so VmHWM afterwards is the catch-up's own peak.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before_catch_up = read_rss(std::process::id())?;
     let t = Instant::now();
     let catch_up = done(store.refresh_snapshots(margin0()).await?)?;
     let catch_up_time = t.elapsed();
+    let after_catch_up = read_rss(std::process::id())?;
+    println!(
+        "bench process around the catch-up: VmRSS {:.1} MB before, {:.1} MB after, VmHWM {:.1} MB",
+        before_catch_up.0, after_catch_up.0, after_catch_up.1
+    );
     println!(
         "catch-up refresh: {:.1} s, {catch_up:?}",
         catch_up_time.as_secs_f64()
@@ -439,6 +464,27 @@ async fn main() -> anyhow::Result<()> {
             catch_up.new_snapshots + catch_up.updated_snapshots,
             catch_up.new_snapshots,
             catch_up.updated_snapshots
+        ),
+        None,
+    ));
+    let writes = catch_up.new_snapshots + catch_up.updated_snapshots;
+    let records = (missions + agents) as usize;
+    let per_record = writes as f64 / records as f64;
+    println!(
+        "catch-up: {writes} snapshot writes for {records} records = {per_record:.2} per record"
+    );
+    rows.push(row(
+        "Catch-up: snapshot writes per record",
+        "1",
+        format!("{per_record:.2} ({writes} writes for {records} records)"),
+        Some(writes == records),
+    ));
+    rows.push(row(
+        "Catch-up: memory of the bench process (in-process `Store`; peak reset before it)",
+        "-",
+        format!(
+            "VmRSS {:.1} MB before, {:.1} MB after (VmHWM during it {:.1} MB)",
+            before_catch_up.0, after_catch_up.0, after_catch_up.1
         ),
         None,
     ));
@@ -575,7 +621,7 @@ async fn main() -> anyhow::Result<()> {
     diagnose_refresh(&db, &admin).await?;
 
     // ---- memory of the release binary ---------------------------------------------
-    let mem = measure_memory(&db).await?;
+    let mem = measure_memory(&db, &admin).await?;
     rows.push(row(
         "`mana-ai serve` RSS at idle (TICK_ENABLED=false, after /health ok + 2 s)",
         "< 30 MB",
@@ -600,17 +646,23 @@ async fn main() -> anyhow::Result<()> {
         ),
         None,
     ));
+    for c in &mem.catch_ups {
+        rows.push(catch_up_row(c));
+    }
+    print_table(&rows);
+    Ok(())
+}
 
+fn print_table(rows: &[Row]) {
     println!();
     println!("| Measurement | Target | Result | |");
     println!("|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {} | {} |",
             r.what, r.target, r.result, r.verdict
         );
     }
-    Ok(())
 }
 
 /// The same due query as the store's, by projection: where does the time go?
@@ -771,6 +823,29 @@ async fn diagnose_refresh(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow
     Ok(())
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn catch_up_row(c: &CatchUp) -> Row {
+    let (rss, hwm) = c.mem;
+    let env = if c.env.is_empty() {
+        String::new()
+    } else {
+        format!(", with {}", c.env)
+    };
+    row(
+        &format!("`mana-ai serve`: one requested tick that catches up the whole history (snapshots and cursor reset; MANA_AI_DUE_LIMIT=100{env}) + 2 s"),
+        "VmRSS < 40 MiB",
+        format!(
+            "VmRSS {rss:.1} MB = {:.1} MiB (VmHWM {hwm:.1} MB = {:.1} MiB); tick took {} ms: {}",
+            rss * 1e6 / MIB,
+            hwm * 1e6 / MIB,
+            c.tick_ms,
+            c.refresh
+        ),
+        Some(rss * 1e6 < 40.0 * MIB),
+    )
+}
+
 struct Memory {
     /// (VmRSS MB, VmHWM MB)
     idle: (f64, f64),
@@ -778,6 +853,8 @@ struct Memory {
     scheduled: (f64, f64),
     tick_ms: u64,
     tick_due: u64,
+    /// After ticks whose refresh caught up the whole history.
+    catch_ups: Vec<CatchUp>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -877,7 +954,7 @@ async fn ticks_total(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> 
         .unwrap_or(0.0))
 }
 
-async fn measure_memory(db: &TestDb) -> anyhow::Result<Memory> {
+async fn measure_memory(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow::Result<Memory> {
     let http = reqwest::Client::new();
     // Run 1: no scheduler. Idle figure first, then one requested pass.
     let svc = start_service(
@@ -928,11 +1005,99 @@ async fn measure_memory(db: &TestDb) -> anyhow::Result<Memory> {
         scheduled.0, scheduled.1
     );
     stop_service(svc).await?;
+
+    let variants = catch_up_variants();
+    let mut catch_ups = Vec::with_capacity(variants.len());
+    for extra in &variants {
+        catch_ups.push(measure_catch_up(db, admin, extra).await?);
+    }
     Ok(Memory {
         idle,
         after_tick,
         scheduled,
         tick_ms,
         tick_due,
+        catch_ups,
+    })
+}
+
+/// The service's environment for each catch-up run: `FOUNDATION_BENCH_CATCHUP_ENV`
+/// holds `;`-separated variants of space-separated `KEY=VALUE` pairs (for example
+/// `;MALLOC_ARENA_MAX=1` runs the catch-up twice, the second time with one malloc arena);
+/// by default one run with nothing extra.
+fn catch_up_variants() -> Vec<Vec<(String, String)>> {
+    let spec = std::env::var("FOUNDATION_BENCH_CATCHUP_ENV").unwrap_or_default();
+    spec.split(';')
+        .map(|variant| {
+            variant
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// After a catch-up tick of the service.
+struct CatchUp {
+    /// The extra environment of the run (`KEY=VALUE …`, or empty).
+    env: String,
+    /// (VmRSS MB, VmHWM MB) 2 s after the tick.
+    mem: (f64, f64),
+    tick_ms: u64,
+    /// The tick's refresh report (JSON).
+    refresh: String,
+}
+
+/// Run 3: the service catches up the whole history in one requested tick
+/// (MANA_AI_DUE_LIMIT=100). The snapshots and the cursor are reset first, so its refresh
+/// is a first catch-up.
+async fn measure_catch_up(
+    db: &TestDb,
+    admin: &tokio_postgres::Client,
+    extra: &[(String, String)],
+) -> anyhow::Result<CatchUp> {
+    let http = reqwest::Client::new();
+    let mut env: Vec<(&str, &str)> = vec![("TICK_ENABLED", "false"), ("MANA_AI_DUE_LIMIT", "100")];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let label = extra
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    admin
+        .batch_execute(
+            "TRUNCATE mana_ai.mission_snapshots, mana_ai.agent_snapshots;
+             DELETE FROM mana_ai.refresh_cursor WHERE stream = 'ai'",
+        )
+        .await
+        .context("resetting the snapshots")?;
+    let svc = start_service(db, &env).await?;
+    let stats: serde_json::Value = http
+        .post(format!("{}/internal/tick", svc.base))
+        .header("X-Service-Key", "dev-service-key")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let catch_up_ms = stats["durationMs"].as_u64().unwrap_or_default();
+    let catch_up_refresh = stats["refresh"].to_string();
+    ensure!(
+        stats["refresh"]["rowsApplied"].as_u64().unwrap_or_default() > 0,
+        "the catch-up tick applied no rows: {stats}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let catch_up = read_rss(svc.pid)?;
+    println!(
+        "after a catch-up tick [{label}]: VmRSS {:.1} MB, VmHWM {:.1} MB ({})",
+        catch_up.0, catch_up.1, stats["refresh"]
+    );
+    stop_service(svc).await?;
+    Ok(CatchUp {
+        env: label,
+        mem: catch_up,
+        tick_ms: catch_up_ms,
+        refresh: catch_up_refresh,
     })
 }

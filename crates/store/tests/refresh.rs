@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use mana_ai_store::testkit::faults::{
+    page_refresh_users, panic_refresh_on_user, stop_refresh_panics,
+};
 use mana_ai_store::testkit::rows::{first_column, mission_record, scalar};
 use mana_ai_store::testkit::{fresh_db, Change, TestDb};
 use mana_ai_store::{DueMission, RefreshOptions, RefreshOutcome, RefreshStats, Store};
@@ -354,7 +358,7 @@ async fn batches_walk_the_whole_range() {
     assert_eq!(s.rows_applied, 25);
     assert_eq!(s.new_snapshots, 25);
     // Each user has 6 or 7 rows, more than a batch's 4, so each is read alone; the
-    // window (100 batches' worth of rows) holds all 25.
+    // window (1,000 batches' worth of rows) holds all 25.
     assert_eq!(s.batches, 4, "{s:?}");
     assert_eq!(s.windows, 1, "{s:?}");
     assert_eq!(
@@ -394,55 +398,193 @@ async fn migration_is_idempotent_and_keeps_data() {
     assert_eq!(due_now(&store).await.len(), 1);
 }
 
-#[tokio::test]
-async fn windows_walk_a_long_backlog_and_write_each_record_once_per_window() {
-    let (_db, store, admin) = setup("windows").await;
-    // 5 users × 2 missions; 250 rows interleaved across users, as many users' edits
-    // arrive. batch_rows = 1 makes a window 100 rows, so the backlog takes 3 windows.
+/// The write-once backlog: users `<prefix>u0`…`u4`, each with an agent and two
+/// missions, then 24 rounds of explicitly stamped edits interleaved across the users (as
+/// many users' edits arrive): both missions' titles every round, the agent's memory
+/// every 6th round, and `u4` deletes `m1` in round 20. `refresh_each_round` refreshes
+/// after every round (a record is then rewritten once per round, as a refresh of many
+/// windows would); the stamps are explicit, so every database merges to the same content.
+async fn push_backlog(
+    admin: &tokio_postgres::Client,
+    prefix: &str,
+    refresh_each_round: Option<&Store>,
+) -> usize {
+    let mut rows = 0;
     for u in 0..5 {
+        let user = format!("{prefix}u{u}");
+        insert_agent(
+            admin,
+            &user,
+            "legacy:ai-default",
+            json!({"name": "Mana", "role": "r", "state": "active"}),
+        )
+        .await;
         for m in 0..2 {
+            let title = format!("t0 {user}");
             insert_mission(
-                &admin,
-                &format!("u{u}"),
+                admin,
+                &user,
                 &format!("m{m}"),
-                mission("t0", "2020-01-01T00:00:00.000Z"),
+                mission(&title, "2020-01-01T00:00:00.000Z"),
             )
             .await;
         }
+        rows += 3;
     }
     for i in 1..=24 {
+        let stamp = format!("2026-01-01T00:00:{i:02}.000Z");
         for u in 0..5 {
+            let user = format!("{prefix}u{u}");
             for m in 0..2 {
-                let stamp = format!("2026-01-01T00:00:{i:02}.000Z");
-                push(
-                    &admin,
-                    &format!("u{u}"),
-                    "aiMissions",
+                retitle(
+                    admin,
+                    &user,
                     &format!("m{m}"),
-                    "update",
-                    json!({"title": format!("t{i}")}),
-                    json!({"title": stamp}),
+                    &format!("t{i} {user}"),
+                    &stamp,
                 )
                 .await;
+                rows += 1;
+            }
+            if i % 6 == 0 {
+                let (data, meta) = (
+                    json!({"memory": format!("round {i}")}),
+                    json!({"memory": stamp}),
+                );
+                push(
+                    admin,
+                    &user,
+                    "agents",
+                    "legacy:ai-default",
+                    "update",
+                    data,
+                    meta,
+                )
+                .await;
+                rows += 1;
+            }
+            if i == 20 && u == 4 {
+                push(
+                    admin,
+                    &user,
+                    "aiMissions",
+                    "m1",
+                    "delete",
+                    Value::Null,
+                    json!({}),
+                )
+                .await;
+                rows += 1;
             }
         }
-    }
-    let s = refresh_in_batches(&store, 1).await;
-    assert_eq!(s.rows_applied, 250, "{s:?}");
-    assert_eq!(s.windows, 3, "{s:?}");
-    assert_eq!(s.new_snapshots, 10, "{s:?}");
-    // Every record changes in every window, and is written once per window — not once
-    // per row or per batch.
-    assert_eq!(s.updated_snapshots, 20, "{s:?}");
-    for u in 0..5 {
-        let ms = store.user_missions(&format!("u{u}")).await.unwrap();
-        assert_eq!(ms.len(), 2);
-        for m in ms {
-            assert_eq!(m.record["title"], "t24", "{m:?}");
+        if let Some(store) = refresh_each_round {
+            refresh_in_batches(store, 1).await;
         }
     }
-    let again = refresh(&store).await;
-    assert_eq!(again.rows_applied, 0);
+    rows
+}
+
+/// Every snapshot's content (not its positions: the databases' rows carry different
+/// `created_at`), with the user prefix removed, in a fixed order.
+async fn snapshot_contents(c: &tokio_postgres::Client, prefix: &str) -> Vec<String> {
+    let sql = "SELECT 'mission ' || user_id || ' ' || mission_id || ' ' || deleted || ' ' ||
+                      coalesce(state, '-') || ' ' || coalesce(next_run_at::text, '-') || ' ' ||
+                      coalesce(agent_id, '-') || ' ' || record::text
+                 FROM mana_ai.mission_snapshots
+               UNION ALL
+               SELECT 'agent ' || user_id || ' ' || agent_id || ' ' || deleted || ' ' || record::text
+                 FROM mana_ai.agent_snapshots
+               ORDER BY 1";
+    let rows: Vec<String> = first_column(c, sql).await;
+    rows.into_iter().map(|r| r.replace(prefix, "")).collect()
+}
+
+async fn cursor(c: &tokio_postgres::Client) -> Option<DateTime<Utc>> {
+    c.query_opt(
+        "SELECT position FROM mana_ai.refresh_cursor WHERE stream = 'ai'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn a_catch_up_writes_each_record_once_with_the_same_result_and_survives_a_crash() {
+    // Reference: the same backlog refreshed after every round, so each record is written
+    // once per round — the result of a refresh that walks many windows.
+    let (_ref_db, ref_store, ref_admin) = setup("once_ref").await;
+    let total = push_backlog(&ref_admin, "once-ref-", Some(&ref_store)).await;
+    let want = snapshot_contents(&ref_admin, "once-ref-").await;
+    assert_eq!(want.len(), 15, "{want:#?}");
+
+    // A catch-up of the whole backlog with batch_rows = 1: every user is a batch of its
+    // own (55 or 56 rows), the backlog is 276 batches — and each of the 15 records
+    // is written exactly once.
+    let (_db, store, admin) = setup("once").await;
+    assert_eq!(push_backlog(&admin, "once-", None).await, total);
+    let s = refresh_in_batches(&store, 1).await;
+    assert_eq!(s.rows_applied, total, "{s:?}");
+    assert_eq!(s.batches, 5, "{s:?}");
+    assert_eq!(s.windows, 1, "{s:?}");
+    assert_eq!(s.new_snapshots, 15, "{s:?}");
+    assert_eq!(s.updated_snapshots + s.unchanged_snapshots, 0, "{s:?}");
+    assert_eq!(snapshot_contents(&admin, "once-").await, want);
+    let again = refresh_in_batches(&store, 1).await;
+    assert_eq!(again.rows_applied, 0, "{again:?}");
+
+    // The same with the window's users listed two at a time (three pages): the same
+    // batches, writes and result.
+    let (_paged_db, paged_store, paged_admin) = setup("once_paged").await;
+    assert_eq!(push_backlog(&paged_admin, "once-paged-", None).await, total);
+    page_refresh_users(2);
+    let paged = paged_store
+        .refresh_snapshots(RefreshOptions {
+            batch_rows: 1,
+            ..opts()
+        })
+        .await;
+    page_refresh_users(0);
+    let RefreshOutcome::Done(p) = paged.expect("paged refresh") else {
+        panic!("unexpected busy");
+    };
+    assert_eq!(
+        (p.rows_applied, p.batches, p.windows),
+        (total, 5, 1),
+        "{p:?}"
+    );
+    assert_eq!((p.new_snapshots, p.updated_snapshots), (15, 0), "{p:?}");
+    assert!(cursor(&paged_admin).await.is_some());
+    assert_eq!(snapshot_contents(&paged_admin, "once-paged-").await, want);
+
+    // A crash in the middle of the catch-up (a panic while reading u3, after u0…u2's
+    // batches were written): the cursor has not moved, and the next refresh repeats the
+    // catch-up — u0…u2 come out unchanged, nothing is lost, the result is the same.
+    let (_crash_db, crash_store, crash_admin) = setup("once_crash").await;
+    assert_eq!(push_backlog(&crash_admin, "once-crash-", None).await, total);
+    panic_refresh_on_user("once-crash-u3");
+    let caught = std::panic::AssertUnwindSafe(crash_store.refresh_snapshots(RefreshOptions {
+        batch_rows: 1,
+        ..opts()
+    }))
+    .catch_unwind()
+    .await;
+    stop_refresh_panics("once-crash-u3");
+    assert!(caught.is_err(), "the injected panic did not happen");
+    assert_eq!(cursor(&crash_admin).await, None);
+    let written: i64 = scalar(
+        &crash_admin,
+        "SELECT (SELECT count(*) FROM mana_ai.mission_snapshots) + (SELECT count(*) FROM mana_ai.agent_snapshots)",
+    )
+    .await;
+    assert_eq!(written, 9, "u0…u2's records are written before the crash");
+    let s = refresh_in_batches(&crash_store, 1).await;
+    assert_eq!(s.rows_applied, total, "{s:?}");
+    assert_eq!(s.unchanged_snapshots, 9, "{s:?}");
+    assert_eq!(s.new_snapshots, 6, "{s:?}");
+    assert_eq!(s.updated_snapshots, 0, "{s:?}");
+    assert!(cursor(&crash_admin).await.is_some());
+    assert_eq!(snapshot_contents(&crash_admin, "once-crash-").await, want);
 }
 
 /// The refresh reads rows through `mana_ai.read_ai_rows`, a SECURITY INVOKER function:

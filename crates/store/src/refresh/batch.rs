@@ -3,13 +3,23 @@
 //! records they touch, and merge them with the core LWW merge into the snapshot writes.
 //! Every column is decoded with `try_get`; a row that cannot be decoded or breaks a limit
 //! of [`crate::quarantine`] is set aside for the quarantine instead of being merged.
+//!
+//! The answer is streamed, not collected: each new row is folded into its record's merge
+//! state as it arrives and then dropped, so a batch holds one merge state per record it
+//! touches (plus each row's `created_at`, in case the stored snapshot turns out to be
+//! unreadable and the record's rows go to the quarantine), never its rows. The merge is
+//! a join-semilattice ([`mana_ai_core::lww`]), so folding the rows first and joining the
+//! stored snapshot afterwards gives exactly the snapshot-then-rows result, whatever order
+//! the rows and snapshots arrive in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
+use futures::TryStreamExt;
 use mana_ai_core::lww::{ChangeRow, Op, RecordState};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::write::{Pending, Quarantined, SnapshotWrite};
 use super::{RefreshStats, AGENTS, MISSIONS};
@@ -49,11 +59,39 @@ const READ_SQL: &str = "WITH r AS MATERIALIZED (
    FROM mana_ai.agent_snapshots s
    JOIN k ON k.table_name = 'agents' AND s.user_id = k.user_id AND s.agent_id = k.record_id";
 
-/// A batch as read: the new rows grouped by record, the stored snapshots they touch,
-/// and the rows refused for the quarantine.
+/// The new rows of one record, folded.
+struct Folded {
+    state: RecordState,
+    rows: usize,
+    last_at: DateTime<Utc>,
+    /// `created_at` of every folded row: the quarantine entries if the stored snapshot
+    /// turns out to be unreadable.
+    row_times: Vec<DateTime<Utc>>,
+}
+
+impl Folded {
+    fn new() -> Self {
+        Self {
+            state: RecordState::Absent,
+            rows: 0,
+            last_at: DateTime::<Utc>::UNIX_EPOCH,
+            row_times: Vec::new(),
+        }
+    }
+
+    fn fold(&mut self, row: &ChangeRow) {
+        self.state.apply(row);
+        self.rows += 1;
+        self.last_at = self.last_at.max(row.created_at);
+        self.row_times.push(row.created_at);
+    }
+}
+
+/// A batch as read: the new rows folded by record, the stored snapshots they touch, and
+/// the rows refused for the quarantine.
 #[derive(Default)]
 struct Read {
-    changes: BTreeMap<Key, Vec<ChangeRow>>,
+    changes: BTreeMap<Key, Folded>,
     existing: HashMap<Key, Existing>,
     /// Records whose stored snapshot could not be read: their new rows are quarantined
     /// and the snapshot is left as it is.
@@ -90,10 +128,14 @@ async fn read_batch(
     to: DateTime<Utc>,
 ) -> Result<Read, StoreError> {
     let stmt = c.prepare_cached(READ_SQL).await?;
-    let answer = c.query(&stmt, &[&users, &from, &to]).await?;
+    let params: [&(dyn ToSql + Sync); 3] = [&users, &from, &to];
+    let answer = c
+        .query_raw(&stmt, params.iter().map(|p| *p as &dyn ToSql))
+        .await?;
+    futures::pin_mut!(answer);
     let wanted: HashSet<&str> = users.iter().copied().collect();
     let mut read = Read::default();
-    for r in answer {
+    while let Some(r) = answer.try_next().await? {
         let is_snapshot: bool = r.try_get(0)?;
         let key = Key {
             user_id: r.try_get(1)?,
@@ -113,7 +155,11 @@ async fn read_batch(
             continue;
         }
         match change_row(&r, &key.record_id) {
-            Ok(change) => read.changes.entry(key).or_default().push(change),
+            Ok(change) => read
+                .changes
+                .entry(key)
+                .or_insert_with(Folded::new)
+                .fold(&change),
             Err(refusal) => {
                 let created_at: DateTime<Utc> = r.try_get(7).unwrap_or(from);
                 read.quarantined.push(Quarantined::new(
@@ -157,10 +203,13 @@ fn read_snapshot(r: &tokio_postgres::Row, key: Key, read: &mut Read) -> Result<(
 /// Moves the new rows of records with an unreadable snapshot into the quarantine.
 fn quarantine_unreadable(read: &mut Read, from: DateTime<Utc>) {
     for key in std::mem::take(&mut read.unreadable) {
-        for row in read.changes.remove(&key).unwrap_or_default() {
+        let Some(folded) = read.changes.remove(&key) else {
+            continue;
+        };
+        for created_at in folded.row_times {
             let refusal = Refusal::new(QuarantineReason::Undecodable, "stored snapshot unreadable");
-            let at = if row.created_at > DateTime::<Utc>::UNIX_EPOCH {
-                row.created_at
+            let at = if created_at > DateTime::<Utc>::UNIX_EPOCH {
+                created_at
             } else {
                 from
             };
@@ -206,10 +255,10 @@ fn change_row(r: &tokio_postgres::Row, record_id: &str) -> Result<ChangeRow, Ref
 /// Merges every record of the batch; only snapshots whose content changed are written.
 fn merge(read: Read, stats: &mut RefreshStats) -> Pending {
     let mut pending = Pending::default();
-    for (key, rows) in read.changes {
+    for (key, folded) in read.changes {
         let prior = read.existing.get(&key);
         let (is_mission, is_agent) = (key.table == MISSIONS, key.table == AGENTS);
-        if let Some(write) = merge_record(key, prior, &rows, stats) {
+        if let Some(write) = merge_record(key, prior, folded, stats) {
             if is_mission {
                 pending.missions.push(write);
             } else if is_agent {
@@ -221,25 +270,24 @@ fn merge(read: Read, stats: &mut RefreshStats) -> Pending {
     pending
 }
 
-/// Folds one record's new rows into its stored snapshot; `None` when there is nothing
-/// to write (no live or deleted state, or the content did not change).
+/// Joins one record's folded new rows with its stored snapshot; `None` when there is
+/// nothing to write (no live or deleted state, or the content did not change).
 fn merge_record(
     key: Key,
     prior: Option<&Existing>,
-    rows: &[ChangeRow],
+    folded: Folded,
     stats: &mut RefreshStats,
 ) -> Option<SnapshotWrite> {
-    let mut state = match prior {
+    let state = match prior {
         Some(e) if e.deleted => RecordState::Deleted,
-        Some(e) => RecordState::from_snapshot(&e.record),
-        None => RecordState::Absent,
+        Some(e) => {
+            let mut state = RecordState::from_snapshot(&e.record);
+            state.join(&folded.state);
+            state
+        }
+        None => folded.state,
     };
-    let mut last_at = DateTime::<Utc>::UNIX_EPOCH;
-    for row in rows {
-        state.apply(row);
-        last_at = last_at.max(row.created_at);
-    }
-    stats.rows_applied += rows.len();
+    stats.rows_applied += folded.rows;
     if matches!(state, RecordState::Absent) {
         return None;
     }
@@ -260,6 +308,6 @@ fn merge_record(
         id: key.record_id,
         record,
         deleted,
-        last_at,
+        last_at: folded.last_at,
     })
 }

@@ -6,25 +6,28 @@
 //!    started before `H` has finished, so every row with `created_at < H` is already
 //!    visible — `created_at` is the inserting transaction's start time, which is why a
 //!    plain "max(created_at) seen" cursor loses rows of transactions that commit late;
-//! 2. walks `[C, H)` in *windows* of up to `WINDOW_BATCHES × batch_rows` rows. For each
-//!    window the `SECURITY DEFINER` discovery function `mana_ai.changed_ai_users` says
-//!    which users have new rows and how many (ids and counts, never contents);
+//! 2. walks `[C, H)` in *windows* of up to `WINDOW_BATCHES × batch_rows` rows (by
+//!    default 5,000,000: a catch-up of a long history is one window). For each window the
+//!    `SECURITY DEFINER` discovery function `mana_ai.changed_ai_users` says which users
+//!    have new rows and how many (ids and counts, never contents), a page of
+//!    `USER_PAGE` users at a time;
 //! 3. splits those users into *batches* of about `batch_rows` rows. One statement per
 //!    batch reads the rows through the `SECURITY INVOKER` function
 //!    `mana_ai.read_ai_rows`, which scopes itself to each user in turn
 //!    (`set_config('app.current_user_id', user, true)`, the `withUser` rule), so
 //!    row-level security decides what the service sees, and returns the stored snapshots
 //!    of the touched records with them;
-//! 4. merges with the core LWW merge and writes, in one statement, only the snapshots
-//!    whose content changed. The last batch of a window also moves the cursor to the
-//!    window's end in that statement.
+//! 4. folds the streamed rows with the core LWW merge as they arrive and writes, in one
+//!    statement, only the snapshots whose content changed. The last batch of a window
+//!    also moves the cursor to the window's end in that statement.
 //!
-//! Each record is merged over the whole window in memory and written at most once per
-//! window (a catch-up of a long backlog no longer rewrites a snapshot once per
-//! `batch_rows` rows), while memory stays bounded by one batch. A crash before a window
-//! is finished leaves the cursor at the window's start; the next refresh repeats it,
-//! which is harmless because the merge is idempotent (snapshots already written simply
-//! come out unchanged).
+//! A batch holds every row of its users in the window, so each record is merged over the
+//! whole window and written at most once per window: a catch-up writes each record once
+//! (unless its backlog exceeds a window). Memory stays bounded by one batch's merge
+//! states and one page of user ids: rows are folded as they stream in and never held.
+//! A crash before a window is finished leaves the cursor at the window's start; the next
+//! refresh repeats it, which is harmless because the merge is idempotent (snapshots
+//! already written simply come out unchanged).
 //!
 //! Cost is proportional to the rows in `[C, H)` (range scans on a partial index and on
 //! the per-user index), not to the history: a refresh after a few new rows is four
@@ -59,8 +62,12 @@ use write::{write_batch, Pending};
 pub(crate) const CURSOR_STREAM: &str = "ai";
 const MISSIONS: &str = "aiMissions";
 const AGENTS: &str = "agents";
-/// A window spans at most this many batches' worth of rows.
-const WINDOW_BATCHES: i32 = 100;
+/// A window spans at most this many batches' worth of rows. Reads stream and the user
+/// list is paged, so memory does not grow with the window; it only bounds how much work
+/// a crash can make a refresh repeat, and a record is written at most once per window.
+const WINDOW_BATCHES: i32 = 1_000;
+/// Users (ids and row counts) listed at once for a window.
+const USER_PAGE: i64 = 20_000;
 
 /// What one refresh did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +109,7 @@ pub enum RefreshOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshOptions {
     /// Rows read and merged at once (a batch of users); a window spans up to
-    /// `WINDOW_BATCHES` (100) times as many rows.
+    /// `WINDOW_BATCHES` (1,000) times as many rows.
     pub batch_rows: i32,
     /// How far behind the clock the horizon stays even when no transaction is open
     /// (covers the instant between a backend taking its start time and publishing it).
@@ -123,14 +130,21 @@ impl Default for RefreshOptions {
 const START_SQL: &str = "SELECT (SELECT position FROM mana_ai.refresh_cursor WHERE stream = $1),
         mana_ai.change_horizon(make_interval(secs => $2::float8))";
 
-/// The end of the next window and who has rows in it (ids and counts only). Always at
-/// least one row; `user_id` is NULL when the window holds nothing. `e` must stay
-/// MATERIALIZED: inlined, the window-end scan would run once per output row.
+/// The end of the next window and the first `$4` users with rows in it (ids and counts
+/// only, in id order). Always at least one row; `user_id` is NULL when the window holds
+/// nothing. `e` must stay MATERIALIZED: inlined, the window-end scan would run once per
+/// output row.
 const WINDOW_SQL: &str =
     "WITH e AS MATERIALIZED (SELECT mana_ai.change_batch_end($1, $2, $3) AS to_at)
  SELECT e.to_at, u.user_id, u.row_count
-   FROM e LEFT JOIN LATERAL mana_ai.changed_ai_users($1, e.to_at) AS u ON true
+   FROM e LEFT JOIN LATERAL (
+          SELECT c.user_id, c.row_count FROM mana_ai.changed_ai_users($1, e.to_at) AS c
+           ORDER BY c.user_id LIMIT $4) AS u ON true
   ORDER BY u.user_id";
+
+/// The next `$4` users after `$3` with rows in the window `[$1, $2)`.
+const USERS_SQL: &str = "SELECT c.user_id, c.row_count FROM mana_ai.changed_ai_users($1, $2) AS c
+  WHERE c.user_id > $3 ORDER BY c.user_id LIMIT $4";
 
 /// Session settings of the refresh connection, set with the lock and restored with its
 /// release: the refresh's own statements are fixed and selective, so their cached
@@ -285,16 +299,22 @@ async fn refresh_locked(
         ..Default::default()
     };
     let window = c.prepare_cached(WINDOW_SQL).await?;
+    let page = user_page();
+    // One more than a page, to learn whether another page follows.
+    let page_query = page + 1;
     while from < horizon {
-        let rows = c.query(&window, &[&from, &horizon, &window_rows]).await?;
+        let rows = c
+            .query(&window, &[&from, &horizon, &window_rows, &page_query])
+            .await?;
         let mut to: Option<DateTime<Utc>> = None;
-        let mut users: Vec<(String, i64)> = Vec::new();
+        let mut users: Vec<(String, i64)> = Vec::with_capacity(rows.len());
         for r in &rows {
             to = Some(r.try_get(0)?);
             if let Some(user) = r.try_get::<_, Option<String>>(1)? {
                 users.push((user, r.try_get(2)?));
             }
         }
+        drop(rows);
         let to = to.ok_or_else(|| StoreError::Corrupt("window query returned nothing".into()))?;
         if to <= from || to > horizon {
             return Err(StoreError::Corrupt(format!(
@@ -302,29 +322,99 @@ async fn refresh_locked(
             )));
         }
         let final_window = to == horizon;
-        let batches = split_into_batches(&users, i64::from(batch_rows));
-        if batches.is_empty() {
-            // Nothing changed in [from, to): just move the cursor.
-            let pending = Pending {
-                cursor: Some(to),
-                ..Pending::default()
-            };
-            finish_batch(c, pending, final_window, released).await?;
-            stats.batches += 1;
-        }
-        let last = batches.len().saturating_sub(1);
-        for (i, batch) in batches.iter().enumerate() {
-            let cursor = (i == last).then_some(to);
-            let pending = apply_batch(c, batch, from, to, cursor, &mut stats).await?;
-            finish_batch(c, pending, final_window && i == last, released).await?;
-            stats.users_processed += batch.len();
-            stats.batches += 1;
+        let span = Span {
+            from,
+            to,
+            final_window,
+        };
+        loop {
+            let more = users.len() as i64 > page;
+            users.truncate(usize::try_from(page).unwrap_or(usize::MAX));
+            walk_page(c, &users, span, more, batch_rows, &mut stats, released).await?;
+            if !more {
+                break;
+            }
+            let after = users.last().map(|(u, _)| u.clone()).unwrap_or_default();
+            users = next_users(c, from, to, &after, page_query).await?;
         }
         stats.windows += 1;
         from = to;
         stats.position = Some(from);
     }
     Ok(stats)
+}
+
+/// Users listed per page of a window (a test may make it smaller).
+fn user_page() -> i64 {
+    #[cfg(feature = "testkit")]
+    if let Some(n) = crate::testkit::faults::refresh_user_page() {
+        return n;
+    }
+    USER_PAGE
+}
+
+/// The window being walked.
+#[derive(Clone, Copy)]
+struct Span {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The refresh's last window: its last write is pipelined with the release.
+    final_window: bool,
+}
+
+/// Reads, merges and writes one page of a window's users, batch by batch. Each record
+/// is read over the whole window at once (every row of a user in the window is in that
+/// user's batch), so it is merged once and written at most once per window. Unless
+/// another page follows (`more`), the page's last write also moves the cursor to the
+/// window's end — a page without users writes only that.
+async fn walk_page(
+    c: &Object,
+    users: &[(String, i64)],
+    span: Span,
+    more: bool,
+    batch_rows: i32,
+    stats: &mut RefreshStats,
+    released: &mut bool,
+) -> Result<(), StoreError> {
+    let batches = split_into_batches(users, i64::from(batch_rows));
+    let cursor = (!more).then_some(span.to);
+    if batches.is_empty() {
+        if cursor.is_some() {
+            // Nothing (more) changed in [from, to): just move the cursor.
+            let pending = Pending {
+                cursor,
+                ..Pending::default()
+            };
+            finish_batch(c, pending, span.final_window, released).await?;
+            stats.batches += 1;
+        }
+        return Ok(());
+    }
+    let last = batches.len() - 1;
+    for (i, batch) in batches.iter().enumerate() {
+        let is_last = i == last && !more;
+        let cursor = if is_last { cursor } else { None };
+        let pending = apply_batch(c, batch, span.from, span.to, cursor, stats).await?;
+        finish_batch(c, pending, span.final_window && is_last, released).await?;
+        stats.users_processed += batch.len();
+        stats.batches += 1;
+    }
+    Ok(())
+}
+
+/// The next page of a window's users after `after` (at most `limit`).
+async fn next_users(
+    c: &Object,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let stmt = c.prepare_cached(USERS_SQL).await?;
+    let rows = c.query(&stmt, &[&from, &to, &after, &limit]).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Writes one batch; the refresh's final write is pipelined with the release.
@@ -345,7 +435,8 @@ async fn finish_batch(
 }
 
 /// Groups users (sorted) into batches of about `batch_rows` rows; a user with more rows
-/// than that forms a batch alone (a window bounds it).
+/// than that forms a batch alone (its rows are streamed, so memory holds its records'
+/// merge states, not its rows).
 fn split_into_batches(users: &[(String, i64)], batch_rows: i64) -> Vec<Vec<&str>> {
     let mut out: Vec<Vec<&str>> = Vec::new();
     let mut current: Vec<&str> = Vec::new();

@@ -66,3 +66,22 @@ pub(crate) fn refresh_row_read(user_id: &str) {
         panic!("injected refresh panic (user {user_id})");
     }
 }
+
+/// Users per page of a refresh window for [`page_refresh_users`] (0: the default).
+static REFRESH_USER_PAGE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Every later refresh (of any store in this process) lists a window's users `n` at a
+/// time instead of its default page; 0 restores the default. Paging changes how many
+/// statements a refresh takes, never what it writes, so tests running at the same time
+/// are not affected.
+pub fn page_refresh_users(n: i64) {
+    REFRESH_USER_PAGE.store(n.max(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The page size set by [`page_refresh_users`], if any.
+pub(crate) fn refresh_user_page() -> Option<i64> {
+    match REFRESH_USER_PAGE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
