@@ -10,7 +10,7 @@
 #   CARGO_TARGET_DIR     cargo target dir; the venv goes to $TARGET/llamacpp-venv
 #   ROUNDS               alternate ours / llama.cpp this many times (default 1)
 #   PROFILE              cargo profile of our bench: bench (default, optimised) or dev
-#                        (faster to build: the model crate and candle are opt-level 3 there)
+#                        (faster to build: the model crate is opt-level 3 there)
 #   MANA_AI_BENCH_MISSIONS  first N of the 24 missions only
 #   THREADS              llama.cpp threads (default: nproc, as ours)
 set -euo pipefail

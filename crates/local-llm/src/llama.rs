@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
 use rayon::prelude::*;
 
+use crate::gguf;
 use crate::quant::{self, QActs, QMatrix, GGML_F32, GGML_Q4_1, GGML_Q8_0};
 use crate::LocalError;
 
@@ -107,45 +107,45 @@ impl KvCache {
     }
 }
 
-fn md_u32(c: &gguf_file::Content, key: &str) -> Result<usize, LocalError> {
+fn md_u32(c: &gguf::Content, key: &str) -> Result<usize, LocalError> {
     c.metadata
         .get(key)
-        .and_then(|v| v.to_u32().ok())
+        .and_then(gguf::Value::as_u32)
         .map(|v| v as usize)
         .ok_or_else(|| LocalError::Format(format!("GGUF metadata {key} is missing")))
 }
 
-fn md_f32(c: &gguf_file::Content, key: &str, default: f32) -> f32 {
+fn md_f32(c: &gguf::Content, key: &str, default: f32) -> f32 {
     c.metadata
         .get(key)
-        .and_then(|v| v.to_f32().ok())
+        .and_then(gguf::Value::as_f32)
         .unwrap_or(default)
 }
 
 /// The open model file (tensors are read one at a time, so the load never holds the whole
 /// file next to the converted weights).
-type Source<'a> = (&'a gguf_file::Content, &'a mut std::fs::File);
+type Source<'a> = (&'a gguf::Content, &'a mut std::fs::File);
 
 /// Raw bytes of one tensor: (GGUF type id, shape as rows × cols, bytes).
 fn raw_tensor(src: &mut Source<'_>, name: &str) -> Result<(u32, Vec<usize>, Vec<u8>), LocalError> {
     use std::io::{Read, Seek, SeekFrom};
     let c = src.0;
     let info = c
-        .tensor_infos
+        .tensors
         .get(name)
         .ok_or_else(|| LocalError::Format(format!("tensor {name} is missing")))?;
-    let n = info.shape.elem_count();
-    let (ty, size) = match info.ggml_dtype {
-        GgmlDType::F32 => (GGML_F32, n * 4),
-        GgmlDType::Q4_1 => (GGML_Q4_1, n / 32 * 20),
-        GgmlDType::Q8_0 => (GGML_Q8_0, n / 32 * 34),
+    let n = info.elements();
+    let size = match info.ggml_type {
+        GGML_F32 => n * 4,
+        GGML_Q4_1 => n / 32 * 20,
+        GGML_Q8_0 => n / 32 * 34,
         other => {
             return Err(LocalError::Format(format!(
-                "tensor {name} has type {other:?}; supported: F32, Q4_1, Q8_0"
+                "tensor {name} has GGML type {other}; supported: F32 (0), Q4_1 (3), Q8_0 (8)"
             )))
         }
     };
-    let start = c.tensor_data_offset.saturating_add(info.offset);
+    let start = c.data_offset.saturating_add(info.offset);
     let file_len = src.1.metadata().map_or(0, |m| m.len());
     if start.saturating_add(size as u64) > file_len {
         return Err(LocalError::Format(format!(
@@ -157,7 +157,7 @@ fn raw_tensor(src: &mut Source<'_>, name: &str) -> Result<(u32, Vec<usize>, Vec<
         .seek(SeekFrom::Start(start))
         .and_then(|_| src.1.read_exact(&mut bytes))
         .map_err(|e| LocalError::Format(format!("tensor {name}: {e}")))?;
-    Ok((ty, info.shape.dims().to_vec(), bytes))
+    Ok((info.ggml_type, info.dims.clone(), bytes))
 }
 
 fn matrix(src: &mut Source<'_>, name: &str) -> Result<QMatrix, LocalError> {
@@ -179,7 +179,7 @@ fn vector(src: &mut Source<'_>, name: &str) -> Result<Vec<f32>, LocalError> {
         .collect())
 }
 
-fn config(c: &gguf_file::Content) -> Result<Config, LocalError> {
+fn config(c: &gguf::Content) -> Result<Config, LocalError> {
     let dim = md_u32(c, "llama.embedding_length")?;
     let heads = md_u32(c, "llama.attention.head_count")?;
     let kv_heads = md_u32(c, "llama.attention.head_count_kv").unwrap_or(heads);
@@ -205,11 +205,7 @@ fn config(c: &gguf_file::Content) -> Result<Config, LocalError> {
 impl Llama {
     /// Loads the weights of a llama GGUF file (`content` read from `path`), keeping them in
     /// their quantized form. `threads` worker threads run the products.
-    pub fn load(
-        content: &gguf_file::Content,
-        path: &Path,
-        threads: usize,
-    ) -> Result<Self, LocalError> {
+    pub fn load(content: &gguf::Content, path: &Path, threads: usize) -> Result<Self, LocalError> {
         let mut file = std::fs::File::open(path).map_err(|e| LocalError::Io {
             path: path.display().to_string(),
             source: e,
@@ -218,7 +214,7 @@ impl Llama {
         let mut cfg = config(content)?;
         let embed = matrix(src, "token_embd.weight")?;
         cfg.vocab = embed.rows;
-        let output = if content.tensor_infos.contains_key("output.weight") {
+        let output = if content.tensors.contains_key("output.weight") {
             Some(matrix(src, "output.weight")?)
         } else {
             None
@@ -296,6 +292,12 @@ impl Llama {
 
     /// Runs `tokens` after the cached ones and returns the logits after the last of them.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        // The whole pass runs on a worker, so each parallel product forks there instead of
+        // waking the pool from outside (~150 products per token).
+        self.pool.install(|| self.forward_in_pool(cache, tokens))
+    }
+
+    fn forward_in_pool(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
         let c = self.cfg;
         let n = tokens.len();
         if n == 0 {
@@ -445,12 +447,14 @@ impl Llama {
         }
         self.pool.install(|| {
             tasks.into_par_iter().for_each(|(w, r0, o)| {
+                if n == 1 {
+                    return w.dot_rows(r0, a, 0, o);
+                }
                 let nr = o.len() / n;
                 for t0 in (0..n).step_by(TOKENS_PER_TILE) {
+                    let t1 = (t0 + TOKENS_PER_TILE).min(n);
                     for r in 0..nr {
-                        for t in t0..(t0 + TOKENS_PER_TILE).min(n) {
-                            o[r * n + t] = w.dot(r0 + r, a, t);
-                        }
+                        w.dot_tokens(r0 + r, a, t0, &mut o[r * n + t0..r * n + t1]);
                     }
                 }
             })

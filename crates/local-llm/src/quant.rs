@@ -156,36 +156,163 @@ impl QMatrix {
     }
 
     /// Dot product of row `r` with quantized activations `a` (token `t` of a batch).
-    #[inline]
     pub fn dot(&self, r: usize, a: &QActs, t: usize) -> f32 {
+        let mut out = [0.0f32];
+        self.dots(
+            a,
+            Span {
+                r0: r,
+                dr: 0,
+                t0: t,
+                dt: 0,
+            },
+            &mut out,
+        );
+        out[0]
+    }
+
+    /// `out[i] = row (r0 + i) · token t`: consecutive rows against one token.
+    pub fn dot_rows(&self, r0: usize, a: &QActs, t: usize, out: &mut [f32]) {
+        self.dots(
+            a,
+            Span {
+                r0,
+                dr: 1,
+                t0: t,
+                dt: 0,
+            },
+            out,
+        );
+    }
+
+    /// `out[j] = row r · token (t0 + j)`: one row against consecutive tokens.
+    pub fn dot_tokens(&self, r: usize, a: &QActs, t0: usize, out: &mut [f32]) {
+        self.dots(
+            a,
+            Span {
+                r0: r,
+                dr: 0,
+                t0,
+                dt: 1,
+            },
+            out,
+        );
+    }
+
+    /// `out[i] = row (r0 + i·dr) · token (t0 + i·dt)`. Every (row, token) product is
+    /// computed by the same instruction sequence whatever the span, so results do not depend
+    /// on how products are grouped.
+    fn dots(&self, a: &QActs, span: Span, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
-        let (w0, a0) = (r * nb, t * nb);
-        let aq = &a.qs[a0 * BLOCK..(a0 + nb) * BLOCK];
-        let (ad, as_) = (&a.d[a0..a0 + nb], &a.s[a0..a0 + nb]);
+        let acts = ActsRef {
+            nb,
+            d: &a.d,
+            s: &a.s,
+            qs: &a.qs,
+        };
         match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => {
-                let (wd, wm) = (&d[w0..w0 + nb], &m[w0..w0 + nb]);
-                let wq = &qs[w0 * 16..(w0 + nb) * 16];
+                let w = Q41Ref { nb, d, m, qs };
                 #[cfg(target_arch = "x86_64")]
                 if let Some(simd) = x86::v3() {
-                    return x86::dot_q4_1(simd, wd, wm, wq, ad, as_, aq);
+                    return x86::q4_1(simd, &w, &acts, span, out);
                 }
-                dot_q4_1_scalar(wd, wm, wq, ad, as_, aq)
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (r, t) = span.at(i);
+                    let (wd, wm, wq) = w.row(r);
+                    let (ad, as_, aq) = acts.token(t);
+                    *o = dot_q4_1_scalar(wd, wm, wq, ad, as_, aq);
+                }
             }
             Blocks::Q8_0 { d, qs } => {
-                let wd = &d[w0..w0 + nb];
-                let wq = &qs[w0 * BLOCK..(w0 + nb) * BLOCK];
+                let w = Q80Ref { nb, d, qs };
                 #[cfg(target_arch = "x86_64")]
                 if let Some(simd) = x86::v3() {
-                    return x86::dot_q8_0(simd, wd, wq, ad, aq);
+                    return x86::q8_0(simd, &w, &acts, span, out);
                 }
-                dot_q8_0_scalar(wd, wq, ad, aq)
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (r, t) = span.at(i);
+                    let (wd, wq) = w.row(r);
+                    let (ad, _, aq) = acts.token(t);
+                    *o = dot_q8_0_scalar(wd, wq, ad, aq);
+                }
             }
             Blocks::F32(w) => {
                 let c = self.cols;
-                dot_f32(&w[r * c..(r + 1) * c], &a.x[t * c..(t + 1) * c])
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (r, t) = span.at(i);
+                    *o = dot_f32(&w[r * c..(r + 1) * c], &a.x[t * c..(t + 1) * c]);
+                }
             }
         }
+    }
+}
+
+/// Which (row, token) pairs a run of products covers: pair `i` is
+/// `(r0 + i·dr, t0 + i·dt)`.
+#[derive(Clone, Copy)]
+struct Span {
+    r0: usize,
+    dr: usize,
+    t0: usize,
+    dt: usize,
+}
+
+impl Span {
+    #[inline(always)]
+    fn at(self, i: usize) -> (usize, usize) {
+        (self.r0 + i * self.dr, self.t0 + i * self.dt)
+    }
+}
+
+/// Quantized activations, viewed per token.
+struct ActsRef<'a> {
+    nb: usize,
+    d: &'a [f32],
+    s: &'a [f32],
+    qs: &'a [i8],
+}
+
+impl ActsRef<'_> {
+    #[inline(always)]
+    fn token(&self, t: usize) -> (&[f32], &[f32], &[i8]) {
+        let (b0, b1) = (t * self.nb, (t + 1) * self.nb);
+        (
+            &self.d[b0..b1],
+            &self.s[b0..b1],
+            &self.qs[b0 * BLOCK..b1 * BLOCK],
+        )
+    }
+}
+
+/// A Q4_1 matrix, viewed per row.
+struct Q41Ref<'a> {
+    nb: usize,
+    d: &'a [f32],
+    m: &'a [f32],
+    qs: &'a [u8],
+}
+
+impl Q41Ref<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize) -> (&[f32], &[f32], &[u8]) {
+        let (b0, b1) = (r * self.nb, (r + 1) * self.nb);
+        (&self.d[b0..b1], &self.m[b0..b1], &self.qs[b0 * 16..b1 * 16])
+    }
+}
+
+/// A Q8_0 matrix, viewed per row.
+struct Q80Ref<'a> {
+    nb: usize,
+    d: &'a [f32],
+    qs: &'a [i8],
+}
+
+impl Q80Ref<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize) -> (&[f32], &[i8]) {
+        let (b0, b1) = (r * self.nb, (r + 1) * self.nb);
+        (&self.d[b0..b1], &self.qs[b0 * BLOCK..b1 * BLOCK])
     }
 }
 
@@ -292,7 +419,7 @@ mod x86 {
 
     use pulp::x86::V3;
 
-    use super::BLOCK;
+    use super::{ActsRef, Q41Ref, Q80Ref, Span, BLOCK};
 
     /// The AVX2/FMA token when the CPU has them (detected once).
     pub fn v3() -> Option<V3> {
@@ -327,61 +454,119 @@ mod x86 {
         pulp::cast(<[f32; 8]>::try_from(b).unwrap_or_default())
     }
 
-    /// Q4_1 row · Q8 activations: `Σ d_w·d_a·Σ(q_w·q_a) + m_w·s_a` per block.
-    pub fn dot_q4_1(
+    /// Q4_1 row · Q8 activations of `N` tokens: `Σ d_w·d_a·Σ(q_w·q_a)` per block, plus
+    /// `Σ m_w·s_a` (8 blocks per instruction). The row's nibbles are unpacked once per block
+    /// for all `N` tokens; each token has its own accumulator and the same instruction
+    /// sequence whatever `N`, so results do not depend on the grouping.
+    #[inline(always)]
+    fn dot_q4_1<const N: usize>(
         simd: V3,
         wd: &[f32],
         wm: &[f32],
         wq: &[u8],
-        ad: &[f32],
-        as_: &[f32],
-        aq: &[i8],
-    ) -> f32 {
+        ad: [&[f32]; N],
+        as_: [&[f32]; N],
+        aq: [&[i8]; N],
+    ) -> [f32; N] {
+        let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
+        let low = sse2._mm_set1_epi8(0x0F);
+        let ones = avx._mm256_set1_epi16(1);
+        let mut acc = [avx._mm256_setzero_ps(); N];
+        for (b, q) in wq.chunks_exact(16).enumerate() {
+            let q = load16(q);
+            let lo = sse2._mm_and_si128(q, low);
+            let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
+            let w = avx._mm256_set_m128i(hi, lo);
+            for j in 0..N {
+                let a = load32(&aq[j][b * BLOCK..(b + 1) * BLOCK]);
+                let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
+                let scale = avx._mm256_set1_ps(wd[b] * ad[j][b]);
+                acc[j] = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc[j]);
+            }
+        }
+        let nb = wd.len();
+        let full = nb / 8 * 8;
+        let mut out = [0.0f32; N];
+        for j in 0..N {
+            let mut acc = acc[j];
+            for b0 in (0..full).step_by(8) {
+                acc = fma._mm256_fmadd_ps(load8(&wm[b0..b0 + 8]), load8(&as_[j][b0..b0 + 8]), acc);
+            }
+            let mut tail = 0.0f32;
+            for b in full..nb {
+                tail += wm[b] * as_[j][b];
+            }
+            out[j] = hsum(simd, acc) + tail;
+        }
+        out
+    }
+
+    /// Q8_0 row · Q8 activations.
+    #[inline(always)]
+    fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
+        let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+        let ones = avx._mm256_set1_epi16(1);
+        let mut acc = avx._mm256_setzero_ps();
+        let blocks = wq.chunks_exact(BLOCK).zip(aq.chunks_exact(BLOCK));
+        for (b, (w, a)) in blocks.enumerate() {
+            let (w, a) = (load32(w), load32(a));
+            // |w| · (a with w's sign): unsigned × signed, as maddubs wants.
+            let p =
+                avx2._mm256_maddubs_epi16(avx2._mm256_sign_epi8(w, w), avx2._mm256_sign_epi8(a, w));
+            let p = avx2._mm256_madd_epi16(p, ones);
+            let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+            acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
+        }
+        hsum(simd, acc)
+    }
+
+    // The closures given to `vectorize` capture a few references only: pulp inlines a
+    // closure of at most 8 words into its AVX2 function; a larger one is called out of
+    // line, without the target features, and every intrinsic becomes a function call
+    // (the whole bench ran ~20× slower: a 700-token prompt took 193 s under load ~7).
+
+    /// A run of Q4_1 products ([`Span`]) in one AVX2 region.
+    pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
+        let span = &span;
         simd.vectorize(
             #[inline(always)]
-            || {
-                let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
-                let low = sse2._mm_set1_epi8(0x0F);
-                let ones = avx._mm256_set1_epi16(1);
-                let mut acc = avx._mm256_setzero_ps();
-                let mut mins = 0.0f32;
-                let blocks = wq.chunks_exact(16).zip(aq.chunks_exact(BLOCK));
-                for (b, (q, a)) in blocks.enumerate() {
-                    let q = load16(q);
-                    let lo = sse2._mm_and_si128(q, low);
-                    let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
-                    let w = avx._mm256_set_m128i(hi, lo);
-                    let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, load32(a)), ones);
-                    let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
-                    acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
-                    mins += wm[b] * as_[b];
+            move || {
+                let mut i = 0;
+                if span.dr == 0 && span.dt == 1 {
+                    // One row, consecutive tokens (prompt processing): four at a time.
+                    while i + 4 <= out.len() {
+                        let (r, t) = span.at(i);
+                        let (wd, wm, wq) = w.row(r);
+                        let x = [a.token(t), a.token(t + 1), a.token(t + 2), a.token(t + 3)];
+                        let ad = [x[0].0, x[1].0, x[2].0, x[3].0];
+                        let as_ = [x[0].1, x[1].1, x[2].1, x[3].1];
+                        let aq = [x[0].2, x[1].2, x[2].2, x[3].2];
+                        out[i..i + 4].copy_from_slice(&dot_q4_1(simd, wd, wm, wq, ad, as_, aq));
+                        i += 4;
+                    }
                 }
-                hsum(simd, acc) + mins
+                for (k, o) in out.iter_mut().enumerate().skip(i) {
+                    let (r, t) = span.at(k);
+                    let (wd, wm, wq) = w.row(r);
+                    let (ad, as_, aq) = a.token(t);
+                    *o = dot_q4_1(simd, wd, wm, wq, [ad], [as_], [aq])[0];
+                }
             },
         )
     }
 
-    /// Q8_0 row · Q8 activations.
-    pub fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
+    /// A run of Q8_0 products ([`Span`]) in one AVX2 region.
+    pub(super) fn q8_0(simd: V3, w: &Q80Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
+        let span = &span;
         simd.vectorize(
             #[inline(always)]
-            || {
-                let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
-                let ones = avx._mm256_set1_epi16(1);
-                let mut acc = avx._mm256_setzero_ps();
-                let blocks = wq.chunks_exact(BLOCK).zip(aq.chunks_exact(BLOCK));
-                for (b, (w, a)) in blocks.enumerate() {
-                    let (w, a) = (load32(w), load32(a));
-                    // |w| · (a with w's sign): unsigned × signed, as maddubs wants.
-                    let p = avx2._mm256_maddubs_epi16(
-                        avx2._mm256_sign_epi8(w, w),
-                        avx2._mm256_sign_epi8(a, w),
-                    );
-                    let p = avx2._mm256_madd_epi16(p, ones);
-                    let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
-                    acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
+            move || {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (r, t) = span.at(i);
+                    let (wd, wq) = w.row(r);
+                    let (ad, _, aq) = a.token(t);
+                    *o = dot_q8_0(simd, wd, wq, ad, aq);
                 }
-                hsum(simd, acc)
             },
         )
     }
@@ -407,21 +592,15 @@ mod x86 {
         )
     }
 
-    /// `y += s·x`.
+    /// `y += s·x` (fused). A plain loop, vectorised by the compiler inside the AVX2 region
+    /// (an intrinsics version was compiled with an aligned load on an unaligned slice here,
+    /// which crashed once the closure was inlined).
     pub fn axpy(simd: V3, y: &mut [f32], s: f32, x: &[f32]) {
         simd.vectorize(
             #[inline(always)]
-            || {
-                let sv = simd.avx._mm256_set1_ps(s);
-                let mut cy = y.chunks_exact_mut(8);
-                let mut cx = x.chunks_exact(8);
-                for (yc, xc) in (&mut cy).zip(&mut cx) {
-                    let r: [f32; 8] =
-                        pulp::cast(simd.fma._mm256_fmadd_ps(sv, load8(xc), load8(yc)));
-                    yc.copy_from_slice(&r);
-                }
-                for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
-                    *yv += s * xv;
+            move || {
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y = s.mul_add(*x, *y);
                 }
             },
         )
