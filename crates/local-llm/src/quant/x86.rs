@@ -1,0 +1,193 @@
+//! AVX2 + FMA kernels through `pulp` (safe wrappers of the intrinsics; the workspace
+//! forbids `unsafe`). Each entry point runs its body inside `V3::vectorize`, which
+//! compiles it with the AVX2/FMA target features.
+use std::arch::x86_64::{__m128i, __m256, __m256i};
+use std::sync::OnceLock;
+
+use pulp::x86::V3;
+
+use super::{ActsRef, Q41Ref, Q80Ref, Span, BLOCK};
+
+/// The AVX2/FMA token when the CPU has them (detected once).
+pub fn v3() -> Option<V3> {
+    static V3_TOKEN: OnceLock<Option<V3>> = OnceLock::new();
+    *V3_TOKEN.get_or_init(V3::try_new)
+}
+
+#[inline(always)]
+fn hsum(simd: V3, v: __m256) -> f32 {
+    let (sse, avx) = (simd.sse, simd.avx);
+    let s = sse._mm_add_ps(
+        avx._mm256_castps256_ps128(v),
+        avx._mm256_extractf128_ps::<1>(v),
+    );
+    let s = sse._mm_add_ps(s, sse._mm_movehl_ps(s, s));
+    let s = sse._mm_add_ss(s, sse._mm_shuffle_ps::<1>(s, s));
+    sse._mm_cvtss_f32(s)
+}
+
+#[inline(always)]
+fn load16(b: &[u8]) -> __m128i {
+    pulp::cast(<[u8; 16]>::try_from(b).unwrap_or_default())
+}
+
+#[inline(always)]
+fn load32(b: &[i8]) -> __m256i {
+    pulp::cast(<[i8; 32]>::try_from(b).unwrap_or([0; 32]))
+}
+
+#[inline(always)]
+fn load8(b: &[f32]) -> __m256 {
+    pulp::cast(<[f32; 8]>::try_from(b).unwrap_or_default())
+}
+
+/// Q4_1 row · Q8 activations of `N` tokens: `Σ d_w·d_a·Σ(q_w·q_a)` per block, plus
+/// `Σ m_w·s_a` (8 blocks per instruction). The row's nibbles are unpacked once per block
+/// for all `N` tokens; each token has its own accumulator and the same instruction
+/// sequence whatever `N`, so results do not depend on the grouping.
+#[inline(always)]
+fn dot_q4_1<const N: usize>(
+    simd: V3,
+    wd: &[f32],
+    wm: &[f32],
+    wq: &[u8],
+    ad: [&[f32]; N],
+    as_: [&[f32]; N],
+    aq: [&[i8]; N],
+) -> [f32; N] {
+    let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
+    let low = sse2._mm_set1_epi8(0x0F);
+    let ones = avx._mm256_set1_epi16(1);
+    let mut acc = [avx._mm256_setzero_ps(); N];
+    for (b, q) in wq.chunks_exact(16).enumerate() {
+        let q = load16(q);
+        let lo = sse2._mm_and_si128(q, low);
+        let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
+        let w = avx._mm256_set_m128i(hi, lo);
+        for j in 0..N {
+            let a = load32(&aq[j][b * BLOCK..(b + 1) * BLOCK]);
+            let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
+            let scale = avx._mm256_set1_ps(wd[b] * ad[j][b]);
+            acc[j] = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc[j]);
+        }
+    }
+    let nb = wd.len();
+    let full = nb / 8 * 8;
+    let mut out = [0.0f32; N];
+    for j in 0..N {
+        let mut acc = acc[j];
+        for b0 in (0..full).step_by(8) {
+            acc = fma._mm256_fmadd_ps(load8(&wm[b0..b0 + 8]), load8(&as_[j][b0..b0 + 8]), acc);
+        }
+        let mut tail = 0.0f32;
+        for b in full..nb {
+            tail += wm[b] * as_[j][b];
+        }
+        out[j] = hsum(simd, acc) + tail;
+    }
+    out
+}
+
+/// Q8_0 row · Q8 activations.
+#[inline(always)]
+fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
+    let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+    let ones = avx._mm256_set1_epi16(1);
+    let mut acc = avx._mm256_setzero_ps();
+    let blocks = wq.chunks_exact(BLOCK).zip(aq.chunks_exact(BLOCK));
+    for (b, (w, a)) in blocks.enumerate() {
+        let (w, a) = (load32(w), load32(a));
+        // |w| · (a with w's sign): unsigned × signed, as maddubs wants.
+        let p = avx2._mm256_maddubs_epi16(avx2._mm256_sign_epi8(w, w), avx2._mm256_sign_epi8(a, w));
+        let p = avx2._mm256_madd_epi16(p, ones);
+        let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+        acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
+    }
+    hsum(simd, acc)
+}
+
+// The closures given to `vectorize` capture a few references only: pulp inlines a
+// closure of at most 8 words into its AVX2 function; a larger one is called out of
+// line, without the target features, and every intrinsic becomes a function call
+// (the whole bench ran ~20× slower: a 700-token prompt took 193 s under load ~7).
+
+/// A run of Q4_1 products ([`Span`]) in one AVX2 region.
+pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
+    let span = &span;
+    simd.vectorize(
+        #[inline(always)]
+        move || {
+            let mut i = 0;
+            if span.dr == 0 && span.dt == 1 {
+                // One row, consecutive tokens (prompt processing): four at a time.
+                while i + 4 <= out.len() {
+                    let (r, t) = span.at(i);
+                    let (wd, wm, wq) = w.row(r);
+                    let x = [a.token(t), a.token(t + 1), a.token(t + 2), a.token(t + 3)];
+                    let ad = [x[0].0, x[1].0, x[2].0, x[3].0];
+                    let as_ = [x[0].1, x[1].1, x[2].1, x[3].1];
+                    let aq = [x[0].2, x[1].2, x[2].2, x[3].2];
+                    out[i..i + 4].copy_from_slice(&dot_q4_1(simd, wd, wm, wq, ad, as_, aq));
+                    i += 4;
+                }
+            }
+            for (k, o) in out.iter_mut().enumerate().skip(i) {
+                let (r, t) = span.at(k);
+                let (wd, wm, wq) = w.row(r);
+                let (ad, as_, aq) = a.token(t);
+                *o = dot_q4_1(simd, wd, wm, wq, [ad], [as_], [aq])[0];
+            }
+        },
+    )
+}
+
+/// A run of Q8_0 products ([`Span`]) in one AVX2 region.
+pub(super) fn q8_0(simd: V3, w: &Q80Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
+    let span = &span;
+    simd.vectorize(
+        #[inline(always)]
+        move || {
+            for (i, o) in out.iter_mut().enumerate() {
+                let (r, t) = span.at(i);
+                let (wd, wq) = w.row(r);
+                let (ad, _, aq) = a.token(t);
+                *o = dot_q8_0(simd, wd, wq, ad, aq);
+            }
+        },
+    )
+}
+
+/// `Σ a·b`.
+pub fn dot_f32(simd: V3, a: &[f32], b: &[f32]) -> f32 {
+    simd.vectorize(
+        #[inline(always)]
+        || {
+            let mut acc = simd.avx._mm256_setzero_ps();
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let tail: f32 = ca
+                .remainder()
+                .iter()
+                .zip(cb.remainder())
+                .map(|(x, y)| x * y)
+                .sum();
+            for (x, y) in ca.zip(cb) {
+                acc = simd.fma._mm256_fmadd_ps(load8(x), load8(y), acc);
+            }
+            hsum(simd, acc) + tail
+        },
+    )
+}
+
+/// `y += s·x` (fused). A plain loop, vectorised by the compiler inside the AVX2 region
+/// (an intrinsics version was compiled with an aligned load on an unaligned slice here,
+/// which crashed once the closure was inlined).
+pub fn axpy(simd: V3, y: &mut [f32], s: f32, x: &[f32]) {
+    simd.vectorize(
+        #[inline(always)]
+        move || {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = s.mul_add(*x, *y);
+            }
+        },
+    )
+}
