@@ -965,14 +965,7 @@ async fn measure_memory(db: &TestDb, admin: &tokio_postgres::Client) -> anyhow::
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = read_rss(svc.pid)?;
     println!("idle: VmRSS {:.1} MB, VmHWM {:.1} MB", idle.0, idle.1);
-    let stats: serde_json::Value = http
-        .post(format!("{}/internal/tick", svc.base))
-        .header("X-Service-Key", "dev-service-key")
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let stats: serde_json::Value = request_tick(&http, &svc.base).await?;
     let tick_ms = stats["durationMs"].as_u64().unwrap_or_default();
     let tick_due = stats["dueMissionCount"].as_u64().unwrap_or_default();
     ensure!(
@@ -1073,14 +1066,7 @@ async fn measure_catch_up(
         .await
         .context("resetting the snapshots")?;
     let svc = start_service(db, &env).await?;
-    let stats: serde_json::Value = http
-        .post(format!("{}/internal/tick", svc.base))
-        .header("X-Service-Key", "dev-service-key")
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let stats: serde_json::Value = request_tick(&http, &svc.base).await?;
     let catch_up_ms = stats["durationMs"].as_u64().unwrap_or_default();
     let catch_up_refresh = stats["refresh"].to_string();
     ensure!(
@@ -1100,4 +1086,16 @@ async fn measure_catch_up(
         tick_ms: catch_up_ms,
         refresh: catch_up_refresh,
     })
+}
+
+/// `POST /internal/tick` on the service at `base`; its JSON answer.
+async fn request_tick(http: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .post(format!("{base}/internal/tick"))
+        .header("X-Service-Key", "dev-service-key")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }

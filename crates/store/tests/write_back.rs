@@ -45,27 +45,8 @@ async fn due_mission(
         "cadence": {"kind": "interval", "everyMinutes": 60}
     }));
     push_mission(&admin, USER, "m1", record).await;
-    let opts = RefreshOptions {
-        safety_margin: Duration::ZERO,
-        ..RefreshOptions::default()
-    };
-    store.refresh_snapshots(opts).await.expect("refresh");
-    let claim = store
-        .claim_run(&ClaimRequest {
-            user_id: USER,
-            mission_id: "m1",
-            due_at: due(),
-            iteration_id: "new",
-            runner_id: RUNNER,
-            lease: Duration::from_secs(300),
-            slot: AgentSlot {
-                agent_id: DEFAULT_AGENT_ID.into(),
-                max_concurrent: 1,
-            },
-        })
-        .await
-        .expect("claim");
-    assert_eq!(claim, Claim::Claimed);
+    refresh(&store).await;
+    claim(&store, due(), "new").await;
     let loaded = load(&store).await;
     (db, store, admin, loaded)
 }
