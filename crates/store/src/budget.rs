@@ -82,11 +82,8 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-const COMMITTED_SQL: &str = "SELECT
-    (SELECT COALESCE(SUM(tokens_used), 0)::bigint FROM mana_ai.token_usage
-      WHERE user_id = $1 AND agent_id = $2 AND ts > now() - interval '24 hours'),
-    (SELECT COALESCE(SUM(tokens), 0)::bigint FROM mana_ai.token_reservations
-      WHERE user_id = $1 AND agent_id = $2 AND expires_at > now())";
+/// `mana_ai.committed_tokens` (`schema/0009`: a generic plan instead of one per call).
+const COMMITTED_SQL: &str = "SELECT used_24h, reserved FROM mana_ai.committed_tokens($1, $2)";
 
 /// One round trip: `mana_ai.reserve_tokens` takes the `(user, agent)` advisory lock,
 /// sums booked usage (24 h) and unexpired reservations, and inserts the reservation only
@@ -94,11 +91,9 @@ const COMMITTED_SQL: &str = "SELECT
 const RESERVE_SQL: &str =
     "SELECT reservation_id, used_24h, reserved FROM mana_ai.reserve_tokens($1, $2, $3, $4, $5, $6, $7)";
 
-/// One statement, so atomic: the reservation goes, the real usage (if any) is booked.
-const SETTLE_SQL: &str = "WITH gone AS (
-        DELETE FROM mana_ai.token_reservations WHERE id = $1::bigint)
-     INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
-     SELECT $2::text, $3::text, $4::text, $5::int4 WHERE $5::int4 > 0";
+/// One statement, so atomic: the reservation goes, the real usage (if any) is booked
+/// (`mana_ai.settle_tokens`, `schema/0009`).
+const SETTLE_SQL: &str = "SELECT mana_ai.settle_tokens($1, $2, $3, $4, $5)";
 
 impl Store {
     /// Reserves `req.estimate` tokens unless booked usage (24 h) plus unexpired
@@ -153,7 +148,7 @@ impl Store {
         let stmt = c.prepare_cached(SETTLE_SQL).await?;
         // `tokens_used` is INT in the original schema; one call never comes near the limit.
         let tokens = i32::try_from(tokens).unwrap_or(i32::MAX);
-        c.execute(
+        c.query_one(
             &stmt,
             &[&reservation, &user_id, &agent_id, &mission_id, &tokens],
         )

@@ -187,9 +187,8 @@ impl Store {
     }
 }
 
-const LOAD_DUE_SQL: &str = "SELECT record, updated_at FROM mana_ai.mission_snapshots
-  WHERE user_id = $1 AND mission_id = $2 AND state = 'active' AND NOT deleted
-    AND next_run_at = $3";
+/// `mana_ai.load_due_mission` (`schema/0009`: a generic plan instead of one per call).
+const LOAD_DUE_SQL: &str = "SELECT record, updated_at FROM mana_ai.load_due_mission($1, $2, $3)";
 
 const USER_MISSIONS_SQL: &str =
     "SELECT user_id, mission_id, record, deleted, next_run_at, last_applied_at, updated_at

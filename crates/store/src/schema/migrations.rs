@@ -215,6 +215,20 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 9,
+        name: "per-mission-plans",
+        steps: &[
+            Step::Sql {
+                what: "per-mission reads and settlement with generic plans",
+                sql: include_str!("0009/per_mission_reads.sql"),
+            },
+            Step::Grants {
+                what: "per-mission function grants for the service role",
+                sql: include_str!("0009/per_mission_reads_grants.sql"),
+            },
+        ],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
@@ -269,6 +283,10 @@ mod tests {
             (
                 8,
                 "a855c24473550c41f743bed68a032fb08334b59ff6e2bc123c98e1bad3a41c7a",
+            ),
+            (
+                9,
+                "5a6b095bb73353c7c7680a0f5aad7dc8793aa89328e65674d468b10c010a0ea5",
             ),
         ];
         let changed: Vec<String> = pinned
