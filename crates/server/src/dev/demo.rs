@@ -35,11 +35,18 @@ pub async fn demo_pass(cfg: &Config, llm: Arc<dyn LlmClient>) -> anyhow::Result<
         .await
         .context("checking change discovery")?;
     let runner = crate::app::runner_with_llm(cfg, store.clone(), Metrics::new(), llm)?;
+    // The refresh folds in only rows older than its safety margin: the demo rows were
+    // seeded moments ago, so the tick waits until they are (else it finds nothing due).
+    let opts = RefreshOptions::default();
+    let margin = opts
+        .safety_margin
+        .max(mana_ai_runner::defaults::REFRESH_SAFETY_MARGIN);
+    let settle = margin + std::time::Duration::from_millis(50);
+    tokio::time::sleep(settle).await;
     let stats = runner.tick().await;
     // The tick's refresh ran before the plan was written; one more refresh projects it
     // once the row is older than the refresh's safety margin.
-    let opts = RefreshOptions::default();
-    tokio::time::sleep(opts.safety_margin + std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(settle).await;
     store
         .refresh_snapshots(opts)
         .await
