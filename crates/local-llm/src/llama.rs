@@ -405,26 +405,22 @@ impl Llama {
         let kv_dim = c.kv_heads * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         self.pool.install(|| {
-            out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-                let (t, h) = (i / c.heads, i % c.heads);
-                let qv = &q[t * c.dim + h * hd..t * c.dim + (h + 1) * hd];
-                let off = (h / group) * hd;
-                let len = start + t + 1;
-                let mut scores: Vec<f32> = (0..len)
-                    .map(|j| {
-                        quant::dot_f32(qv, &k[j * kv_dim + off..j * kv_dim + off + hd]) * scale
-                    })
-                    .collect();
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = 0.0;
-                for s in &mut scores {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                for (j, &p) in scores.iter().enumerate() {
-                    quant::axpy(o, p / sum, &v[j * kv_dim + off..j * kv_dim + off + hd]);
-                }
-            })
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (i, o)| {
+                    let (t, h) = (i / c.heads, i % c.heads);
+                    quant::attend(quant::Attend {
+                        q: &q[t * c.dim + h * hd..t * c.dim + (h + 1) * hd],
+                        k,
+                        v,
+                        stride: kv_dim,
+                        off: (h / group) * hd,
+                        len: start + t + 1,
+                        scale,
+                        scores,
+                        out: o,
+                    });
+                })
         });
     }
 

@@ -397,16 +397,84 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `y += s·x` over f32 slices of equal length (attention values).
-#[inline]
-pub fn axpy(y: &mut [f32], s: f32, x: &[f32]) {
+/// The f32 helpers attention needs, per instruction set.
+trait F32Ops: Copy {
+    /// `Σ a·b`.
+    fn dot(self, a: &[f32], b: &[f32]) -> f32;
+    /// `y += s·x`.
+    fn axpy(self, y: &mut [f32], s: f32, x: &[f32]);
+}
+
+#[derive(Clone, Copy)]
+struct Scalar;
+
+impl F32Ops for Scalar {
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn axpy(self, y: &mut [f32], s: f32, x: &[f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += s * x;
+        }
+    }
+}
+
+/// One query's causal attention over cached keys and values: `out += Σ_j softmax(q·k_j ·
+/// scale)·v_j` for the first `len` cached tokens. Keys and values are rows of `stride`
+/// values, the head's part starting at `off`; `scores` is a reused buffer.
+pub struct Attend<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub stride: usize,
+    pub off: usize,
+    pub len: usize,
+    pub scale: f32,
+    pub scores: &'a mut Vec<f32>,
+    pub out: &'a mut [f32],
+}
+
+impl Attend<'_> {
+    #[inline(always)]
+    fn run<O: F32Ops>(self, ops: O) {
+        let Self {
+            q,
+            k,
+            v,
+            stride,
+            off,
+            len,
+            scale,
+            scores,
+            out,
+        } = self;
+        let hd = q.len();
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for j in 0..len {
+            let s = ops.dot(q, &k[j * stride + off..j * stride + off + hd]) * scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0.0;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for (j, &p) in scores.iter().enumerate() {
+            ops.axpy(out, p / sum, &v[j * stride + off..j * stride + off + hd]);
+        }
+    }
+}
+
+/// Runs one query's attention ([`Attend`]) in one vectorised region.
+pub fn attend(job: Attend<'_>) {
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = x86::v3() {
-        return x86::axpy(simd, y, s, x);
+        return x86::attend(simd, job);
     }
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += s * x;
-    }
+    job.run(Scalar);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -508,8 +576,25 @@ mod tests {
         let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
         let b = vec![2.0f32; 19];
         assert_eq!(dot_f32(&a, &b), 342.0);
-        let mut y = vec![1.0f32; 19];
-        axpy(&mut y, 0.5, &a);
-        assert_eq!(y[18], 10.0);
+        // Two cached tokens of stride 3, the head at offset 1 (2 values): scores 1·1 and
+        // 1·3 with scale ln 2 give weights 1/3 and 2/3 of the values.
+        let k = [9.0, 1.0, 0.0, 9.0, 3.0, 0.0];
+        let v = [9.0, 3.0, 6.0, 9.0, 6.0, 0.0];
+        let mut out = vec![1.0f32; 2];
+        attend(Attend {
+            q: &[1.0, 5.0],
+            k: &k,
+            v: &v,
+            stride: 3,
+            off: 1,
+            len: 2,
+            scale: std::f32::consts::LN_2 / 2.0,
+            scores: &mut Vec::new(),
+            out: &mut out,
+        });
+        assert!(
+            (out[0] - 6.0).abs() < 1e-5 && (out[1] - 3.0).abs() < 1e-5,
+            "{out:?}"
+        );
     }
 }

@@ -106,88 +106,183 @@ fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
     hsum(simd, acc)
 }
 
-// The closures given to `vectorize` capture a few references only: pulp inlines a
-// closure of at most 8 words into its AVX2 function; a larger one is called out of
-// line, without the target features, and every intrinsic becomes a function call
-// (the whole bench ran ~20× slower: a 700-token prompt took 193 s under load ~7).
+// Each entry point hands `vectorize` a struct implementing `NullaryFnOnce` whose `call` is
+// `#[inline(always)]`: the kernel body is then compiled inside pulp's AVX2 function. A
+// closure is not reliably inlined there (its `FnOnce::call_once` shim was emitted out of
+// line for the Q8_0 kernel, without the target features, so every intrinsic became a
+// function call: a quarter of the generation time went to those calls).
 
 /// A run of Q4_1 products ([`Span`]) in one AVX2 region.
 pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
-    let span = &span;
-    simd.vectorize(
-        #[inline(always)]
-        move || {
-            let mut i = 0;
-            if span.dr == 0 && span.dt == 1 {
-                // One row, consecutive tokens (prompt processing): four at a time.
-                while i + 4 <= out.len() {
-                    let (r, t) = span.at(i);
-                    let (wd, wm, wq) = w.row(r);
-                    let x = [a.token(t), a.token(t + 1), a.token(t + 2), a.token(t + 3)];
-                    let ad = [x[0].0, x[1].0, x[2].0, x[3].0];
-                    let as_ = [x[0].1, x[1].1, x[2].1, x[3].1];
-                    let aq = [x[0].2, x[1].2, x[2].2, x[3].2];
-                    out[i..i + 4].copy_from_slice(&dot_q4_1(simd, wd, wm, wq, ad, as_, aq));
-                    i += 4;
-                }
-            }
-            for (k, o) in out.iter_mut().enumerate().skip(i) {
-                let (r, t) = span.at(k);
+    simd.vectorize(Q41Run {
+        simd,
+        w,
+        a,
+        span,
+        out,
+    })
+}
+
+struct Q41Run<'r, 'a> {
+    simd: V3,
+    w: &'r Q41Ref<'a>,
+    a: &'r ActsRef<'a>,
+    span: Span,
+    out: &'r mut [f32],
+}
+
+impl pulp::NullaryFnOnce for Q41Run<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Self {
+            simd,
+            w,
+            a,
+            span,
+            out,
+        } = self;
+        let mut i = 0;
+        if span.dr == 0 && span.dt == 1 {
+            // One row, consecutive tokens (prompt processing): four at a time.
+            while i + 4 <= out.len() {
+                let (r, t) = span.at(i);
                 let (wd, wm, wq) = w.row(r);
-                let (ad, as_, aq) = a.token(t);
-                *o = dot_q4_1(simd, wd, wm, wq, [ad], [as_], [aq])[0];
+                let x = [a.token(t), a.token(t + 1), a.token(t + 2), a.token(t + 3)];
+                let ad = [x[0].0, x[1].0, x[2].0, x[3].0];
+                let as_ = [x[0].1, x[1].1, x[2].1, x[3].1];
+                let aq = [x[0].2, x[1].2, x[2].2, x[3].2];
+                out[i..i + 4].copy_from_slice(&dot_q4_1(simd, wd, wm, wq, ad, as_, aq));
+                i += 4;
             }
-        },
-    )
+        }
+        for (k, o) in out.iter_mut().enumerate().skip(i) {
+            let (r, t) = span.at(k);
+            let (wd, wm, wq) = w.row(r);
+            let (ad, as_, aq) = a.token(t);
+            *o = dot_q4_1(simd, wd, wm, wq, [ad], [as_], [aq])[0];
+        }
+    }
 }
 
 /// A run of Q8_0 products ([`Span`]) in one AVX2 region.
 pub(super) fn q8_0(simd: V3, w: &Q80Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
-    let span = &span;
-    simd.vectorize(
-        #[inline(always)]
-        move || {
-            for (i, o) in out.iter_mut().enumerate() {
-                let (r, t) = span.at(i);
-                let (wd, wq) = w.row(r);
-                let (ad, _, aq) = a.token(t);
-                *o = dot_q8_0(simd, wd, wq, ad, aq);
-            }
-        },
-    )
+    simd.vectorize(Q80Run {
+        simd,
+        w,
+        a,
+        span,
+        out,
+    })
+}
+
+struct Q80Run<'r, 'a> {
+    simd: V3,
+    w: &'r Q80Ref<'a>,
+    a: &'r ActsRef<'a>,
+    span: Span,
+    out: &'r mut [f32],
+}
+
+impl pulp::NullaryFnOnce for Q80Run<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Self {
+            simd,
+            w,
+            a,
+            span,
+            out,
+        } = self;
+        for (i, o) in out.iter_mut().enumerate() {
+            let (r, t) = span.at(i);
+            let (wd, wq) = w.row(r);
+            let (ad, _, aq) = a.token(t);
+            *o = dot_q8_0(simd, wd, wq, ad, aq);
+        }
+    }
 }
 
 /// `Σ a·b`.
 pub fn dot_f32(simd: V3, a: &[f32], b: &[f32]) -> f32 {
-    simd.vectorize(
-        #[inline(always)]
-        || {
-            let mut acc = simd.avx._mm256_setzero_ps();
-            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-            let tail: f32 = ca
-                .remainder()
-                .iter()
-                .zip(cb.remainder())
-                .map(|(x, y)| x * y)
-                .sum();
-            for (x, y) in ca.zip(cb) {
-                acc = simd.fma._mm256_fmadd_ps(load8(x), load8(y), acc);
-            }
-            hsum(simd, acc) + tail
-        },
-    )
+    simd.vectorize(DotF32 { simd, a, b })
+}
+
+struct DotF32<'r> {
+    simd: V3,
+    a: &'r [f32],
+    b: &'r [f32],
+}
+
+impl pulp::NullaryFnOnce for DotF32<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn call(self) -> f32 {
+        dot8(self.simd, self.a, self.b)
+    }
+}
+
+#[inline(always)]
+fn dot8(simd: V3, a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = simd.avx._mm256_setzero_ps();
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        acc = simd.fma._mm256_fmadd_ps(load8(x), load8(y), acc);
+    }
+    hsum(simd, acc) + tail
+}
+
+/// One query's causal attention in one AVX2 region (see [`super::attend`]).
+pub(super) fn attend(simd: V3, job: super::Attend<'_>) {
+    simd.vectorize(AttendRun { simd, job })
+}
+
+struct AttendRun<'r> {
+    simd: V3,
+    job: super::Attend<'r>,
+}
+
+impl pulp::NullaryFnOnce for AttendRun<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        self.job.run(Avx2(self.simd));
+    }
+}
+
+/// The f32 helpers of [`super::Attend`] on AVX2.
+#[derive(Clone, Copy)]
+struct Avx2(V3);
+
+impl super::F32Ops for Avx2 {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        dot8(self.0, a, b)
+    }
+
+    #[inline(always)]
+    fn axpy(self, y: &mut [f32], s: f32, x: &[f32]) {
+        axpy8(y, s, x);
+    }
 }
 
 /// `y += s·x` (fused). A plain loop, vectorised by the compiler inside the AVX2 region
 /// (an intrinsics version was compiled with an aligned load on an unaligned slice here,
-/// which crashed once the closure was inlined).
-pub fn axpy(simd: V3, y: &mut [f32], s: f32, x: &[f32]) {
-    simd.vectorize(
-        #[inline(always)]
-        move || {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = s.mul_add(*x, *y);
-            }
-        },
-    )
+/// which crashed once the kernel was inlined).
+#[inline(always)]
+fn axpy8(y: &mut [f32], s: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = s.mul_add(*x, *y);
+    }
 }
