@@ -18,8 +18,8 @@ use crate::LocalError;
 pub const MAX_SEQ_LEN: usize = 4096;
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
-/// Tokens per tile of a batched product (the tile's activations stay in L1/L2 while a row
-/// block is applied to it).
+/// Tokens per task of a batched product, about (the tile's activations stay in L1/L2 while
+/// the matrix is applied to it).
 const TOKENS_PER_TILE: usize = 32;
 
 /// Model dimensions read from GGUF metadata.
@@ -430,39 +430,60 @@ impl Llama {
     }
 
     /// Several products of the same activations in one parallel region (fewer wake-ups per
-    /// token): row blocks of every matrix are the tasks. Each task writes its rows
-    /// row-major (`[r][t]`, so tasks own disjoint slices); `n > 1` is transposed after.
+    /// token). One token (generation): row blocks of every matrix are the tasks. Several
+    /// tokens (prompt): token tiles of every matrix are the tasks; each writes its tokens'
+    /// rows (`[t][r]`, a contiguous slice it owns), so nothing is transposed afterwards.
     fn matmuls(&self, a: &QActs, n: usize, jobs: &mut [(&QMatrix, &mut Vec<f32>)]) {
         let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+        let tile = token_tile(n, self.pool.current_num_threads());
         for (w, out) in jobs.iter_mut() {
             out.clear();
             out.resize(w.rows * n, 0.0);
-            for (ci, chunk) in out.chunks_mut(ROWS_PER_TASK * n).enumerate() {
-                tasks.push((*w, ci * ROWS_PER_TASK, chunk));
+            if n == 1 {
+                for (ci, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
+                    tasks.push((*w, ci * ROWS_PER_TASK, chunk));
+                }
+            } else {
+                for (ti, chunk) in out.chunks_mut(tile * w.rows).enumerate() {
+                    tasks.push((*w, ti * tile, chunk));
+                }
             }
         }
         self.pool.install(|| {
-            tasks.into_par_iter().for_each(|(w, r0, o)| {
+            tasks.into_par_iter().for_each(|(w, first, o)| {
                 if n == 1 {
-                    return w.dot_rows(r0, a, 0, o);
-                }
-                let nr = o.len() / n;
-                for t0 in (0..n).step_by(TOKENS_PER_TILE) {
-                    let t1 = (t0 + TOKENS_PER_TILE).min(n);
-                    for r in 0..nr {
-                        w.dot_tokens(r0 + r, a, t0, &mut o[r * n + t0..r * n + t1]);
-                    }
+                    w.dot_rows(first, a, 0, o)
+                } else {
+                    token_tile_product(w, a, first, o)
                 }
             })
         });
-        if n > 1 {
-            for (w, out) in jobs.iter_mut() {
-                let by_row = out.clone();
-                for r in 0..w.rows {
-                    for t in 0..n {
-                        out[t * w.rows + r] = by_row[r * n + t];
-                    }
-                }
+    }
+}
+
+/// Tokens per task of a batched product: about [`TOKENS_PER_TILE`], a multiple of 4 (the
+/// kernel's token group), and the tiles spread evenly over the `threads`.
+fn token_tile(n: usize, threads: usize) -> usize {
+    let per_round = TOKENS_PER_TILE * threads.max(1);
+    let tiles = n.div_ceil(per_round) * threads.max(1);
+    n.div_ceil(tiles).next_multiple_of(4).max(4)
+}
+
+/// Rows of `w` times tokens `t0..` (`o` holds `[t][r]` for its tokens): a block of
+/// [`ROWS_PER_TASK`] rows is applied to the tile's tokens, then written out as one
+/// contiguous run per token.
+fn token_tile_product(w: &QMatrix, a: &QActs, t0: usize, o: &mut [f32]) {
+    let nt = o.len() / w.rows;
+    let mut block = vec![0.0f32; ROWS_PER_TASK * nt];
+    for r0 in (0..w.rows).step_by(ROWS_PER_TASK) {
+        let nr = ROWS_PER_TASK.min(w.rows - r0);
+        for r in 0..nr {
+            w.dot_tokens(r0 + r, a, t0, &mut block[r * nt..(r + 1) * nt]);
+        }
+        for t in 0..nt {
+            let dst = &mut o[t * w.rows + r0..t * w.rows + r0 + nr];
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d = block[r * nt + t];
             }
         }
     }

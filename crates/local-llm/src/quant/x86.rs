@@ -257,7 +257,88 @@ impl pulp::NullaryFnOnce for AttendRun<'_> {
 
     #[inline(always)]
     fn call(self) {
-        self.job.run(Avx2(self.simd));
+        let simd = self.simd;
+        match self.job.q.len() {
+            64 => attend_in_registers::<8>(simd, self.job),
+            128 => attend_in_registers::<16>(simd, self.job),
+            _ => self.job.run(Avx2(simd)),
+        }
+    }
+}
+
+/// Attention for a head of `8·C` values: the query and the output stay in registers, and
+/// scores are computed four keys at a time (one horizontal sum for four keys). The
+/// grouping depends only on `len`, the query's own position, so a token's result does not
+/// depend on how tokens are batched.
+#[inline(always)]
+fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
+    let (sse, avx, fma) = (simd.sse, simd.avx, simd.fma);
+    let super::Attend {
+        q,
+        k,
+        v,
+        stride,
+        off,
+        len,
+        scale,
+        scores,
+        out,
+    } = job;
+    let hd = 8 * C;
+    let qv: [__m256; C] = std::array::from_fn(|c| load8(&q[8 * c..8 * c + 8]));
+    let row = |m: &[f32], j: usize| -> [__m256; C] {
+        let r = &m[j * stride + off..j * stride + off + hd];
+        std::array::from_fn(|c| load8(&r[8 * c..8 * c + 8]))
+    };
+    scores.clear();
+    scores.resize(len, 0.0);
+    let mut j = 0;
+    while j + 4 <= len {
+        let mut acc = [avx._mm256_setzero_ps(); 4];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let kr = row(k, j + i);
+            for c in 0..C {
+                *acc = fma._mm256_fmadd_ps(qv[c], kr[c], *acc);
+            }
+        }
+        let s01 = avx._mm256_hadd_ps(acc[0], acc[1]);
+        let s23 = avx._mm256_hadd_ps(acc[2], acc[3]);
+        let s = avx._mm256_hadd_ps(s01, s23);
+        let s = sse._mm_add_ps(
+            avx._mm256_castps256_ps128(s),
+            avx._mm256_extractf128_ps::<1>(s),
+        );
+        let s: [f32; 4] = pulp::cast(s);
+        for (d, s) in scores[j..j + 4].iter_mut().zip(s) {
+            *d = s * scale;
+        }
+        j += 4;
+    }
+    for (jj, d) in scores.iter_mut().enumerate().skip(j) {
+        let kr = row(k, jj);
+        let mut acc = avx._mm256_setzero_ps();
+        for c in 0..C {
+            acc = fma._mm256_fmadd_ps(qv[c], kr[c], acc);
+        }
+        *d = hsum(simd, acc) * scale;
+    }
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let mut o: [__m256; C] = std::array::from_fn(|c| load8(&out[8 * c..8 * c + 8]));
+    for (jj, &p) in scores.iter().enumerate() {
+        let w = avx._mm256_set1_ps(p / sum);
+        let vr = row(v, jj);
+        for c in 0..C {
+            o[c] = fma._mm256_fmadd_ps(w, vr[c], o[c]);
+        }
+    }
+    for c in 0..C {
+        let o: [f32; 8] = pulp::cast(o[c]);
+        out[8 * c..8 * c + 8].copy_from_slice(&o);
     }
 }
 
