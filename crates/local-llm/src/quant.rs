@@ -582,7 +582,7 @@ mod tests {
                 let k: Vec<f32> = (0..len * stride).map(|_| lcg(&mut seed)).collect();
                 let v: Vec<f32> = (0..len * stride).map(|_| lcg(&mut seed)).collect();
                 let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed) * 8.0).collect();
-                let mut run = |vectorised: bool| {
+                let run = |vectorised: bool| {
                     let mut out = vec![0.5f32; hd];
                     let job = Attend {
                         q: &q,
