@@ -322,15 +322,10 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
         }
         *d = hsum(simd, acc) * scale;
     }
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
+    let inv = 1.0 / softmax_weights(simd, scores);
     let mut o: [__m256; C] = std::array::from_fn(|c| load8(&out[8 * c..8 * c + 8]));
     for (jj, &p) in scores.iter().enumerate() {
-        let w = avx._mm256_set1_ps(p / sum);
+        let w = avx._mm256_set1_ps(p * inv);
         let vr = row(v, jj);
         for c in 0..C {
             o[c] = fma._mm256_fmadd_ps(w, vr[c], o[c]);
@@ -365,5 +360,91 @@ impl super::F32Ops for Avx2 {
 fn axpy8(y: &mut [f32], s: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = s.mul_add(*x, *y);
+    }
+}
+
+/// Replaces `scores` by `exp(score − max)`, eight at a time, and returns their sum.
+#[inline(always)]
+fn softmax_weights(simd: V3, scores: &mut [f32]) -> f32 {
+    let avx = simd.avx;
+    let mut maxv = avx._mm256_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = scores.chunks_exact(8);
+    for ch in &mut chunks {
+        maxv = avx._mm256_max_ps(maxv, load8(ch));
+    }
+    let lanes: [f32; 8] = pulp::cast(maxv);
+    let max = lanes
+        .into_iter()
+        .chain(chunks.remainder().iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let maxv = avx._mm256_set1_ps(max);
+    let mut sumv = avx._mm256_setzero_ps();
+    for ch in scores.chunks_mut(8) {
+        // A short last chunk is padded with the maximum; its extra lanes are dropped.
+        let mut x = [max; 8];
+        x[..ch.len()].copy_from_slice(ch);
+        let e: [f32; 8] = pulp::cast(exp_neg(simd, avx._mm256_sub_ps(load8(&x), maxv)));
+        ch.copy_from_slice(&e[..ch.len()]);
+        let mut kept = [0.0f32; 8];
+        kept[..ch.len()].copy_from_slice(&e[..ch.len()]);
+        sumv = avx._mm256_add_ps(sumv, load8(&kept));
+    }
+    hsum(simd, sumv)
+}
+
+/// `e^x` for `x ≤ 0` (relative error about 2e-7; below −87 the result is ~1e-38, not 0):
+/// `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and `2^n` put
+/// into the exponent bits.
+#[inline(always)]
+fn exp_neg(simd: V3, x: __m256) -> __m256 {
+    let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+    let x = avx._mm256_max_ps(x, avx._mm256_set1_ps(-87.0));
+    let n = avx._mm256_round_ps::<0x08>(
+        avx._mm256_mul_ps(x, avx._mm256_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    // ln 2 split in two parts so that n·LN2_HI is exact.
+    let r = fma._mm256_fnmadd_ps(n, avx._mm256_set1_ps(0.693_359_4), x);
+    let r = fma._mm256_fnmadd_ps(n, avx._mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = avx._mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ] {
+        p = fma._mm256_fmadd_ps(p, r, avx._mm256_set1_ps(c));
+    }
+    let r2 = avx._mm256_mul_ps(r, r);
+    let p = fma._mm256_fmadd_ps(p, r2, avx._mm256_add_ps(r, avx._mm256_set1_ps(1.0)));
+    let pow2 = avx2._mm256_slli_epi32::<23>(
+        avx2._mm256_add_epi32(avx._mm256_cvtps_epi32(n), avx._mm256_set1_epi32(127)),
+    );
+    avx._mm256_mul_ps(p, avx._mm256_castsi256_ps(pow2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_neg_is_accurate_on_the_softmax_range() {
+        let Some(simd) = v3() else { return };
+        let xs: Vec<f32> = (0..8000).map(|i| -(i as f32) * 0.0109).collect();
+        for ch in xs.chunks_exact(8) {
+            let got: [f32; 8] = pulp::cast(exp_neg(simd, load8(ch)));
+            for (&x, g) in ch.iter().zip(got) {
+                let want = x.exp();
+                assert!(
+                    (g - want).abs() <= 4e-7 * want + 1e-38,
+                    "exp({x}) = {want}, got {g}"
+                );
+            }
+        }
+        let mut s = vec![3.0, 1.0, -2.0, 0.5, 3.0, -50.0, 2.0, 1.5, 0.0, -1.0, 2.5];
+        let want: f32 = s.iter().map(|v: &f32| (v - 3.0).exp()).sum();
+        let sum = softmax_weights(simd, &mut s);
+        assert!((sum - want).abs() < 1e-6 * want, "{sum} vs {want}");
+        assert!((s[0] - 1.0).abs() < 1e-7 && (s[10] - (-0.5f32).exp()).abs() < 1e-7);
     }
 }
