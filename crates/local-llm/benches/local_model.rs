@@ -13,7 +13,9 @@
 //! Environment: `MANA_AI_BENCH_MISSIONS=N` (first N missions only),
 //! `MANA_AI_BENCH_DUMP=file` (write the prompts' token ids and output lengths as JSON lines,
 //! for `scripts/bench-local-vs-llamacpp.sh`), `MANA_AI_BENCH_ACCURACY=1` (instead: compare
-//! the quantized kernels' logits with the same weights widened to f32, on three prompts).
+//! the quantized kernels' logits with the same weights widened to f32, on three prompts),
+//! `MANA_AI_BENCH_RAW_TOKENS=N` (tokens of raw greedy generation per prompt, default 64;
+//! a large N makes a profile of the run mostly generation).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ use mana_ai_local_llm::{prompt, Decision, LocalModel, ToolMode};
 
 const SYSTEM: &str = "You plan background work for the user's personal workbench. Pick the \
                       single best next tool call for the mission.";
-/// Tokens of raw greedy generation per measured prompt.
+/// Tokens of raw greedy generation per measured prompt (default).
 const RAW_TOKENS: usize = 64;
 
 /// (mission text, modules whose tools count as sensible).
@@ -321,6 +323,9 @@ fn missions(
 /// Unconstrained greedy generation after the first prompts (the raw model speed).
 fn raw_generation(model: &LocalModel, prompts: &[(Vec<u32>, usize)]) {
     let llama = model.llama();
+    let raw_tokens = env_flag("MANA_AI_BENCH_RAW_TOKENS")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(RAW_TOKENS);
     let (mut tokens, mut time) = (0usize, Duration::ZERO);
     for (ids, _) in prompts.iter().take(3) {
         let mut cache = KvCache::default();
@@ -328,14 +333,14 @@ fn raw_generation(model: &LocalModel, prompts: &[(Vec<u32>, usize)]) {
             .forward(&mut cache, ids)
             .unwrap_or_else(|e| panic!("{e}"));
         let started = Instant::now();
-        for _ in 0..RAW_TOKENS {
+        for _ in 0..raw_tokens {
             let next = argmax(&logits);
             logits = llama
                 .forward(&mut cache, &[next])
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         time += started.elapsed();
-        tokens += RAW_TOKENS;
+        tokens += raw_tokens;
     }
     println!(
         "generation (raw greedy, no constraint): {tokens} tokens in {:.2} s = {:.1} tok/s",

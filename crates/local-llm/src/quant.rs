@@ -366,6 +366,15 @@ impl QActs {
         self.qs.resize(x.len(), 0);
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = x86::v3() {
+            return x86::quantize(simd, x, &mut self.qs, &mut self.d, &mut self.s);
+        }
+        self.quantize_scalar(x);
+    }
+
+    fn quantize_scalar(&mut self, x: &[f32]) {
+        let nb = x.len() / BLOCK;
         for b in 0..nb {
             let v = &x[b * BLOCK..(b + 1) * BLOCK];
             let amax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -562,6 +571,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The vectorised quantization writes the same bytes and scales as the scalar one.
+    #[test]
+    fn quantization_kernels_agree() {
+        let mut seed = 3;
+        let mut x: Vec<f32> = (0..32 * 40).map(|_| lcg(&mut seed) * 30.0).collect();
+        x[40..72].fill(0.0);
+        x[100] = 1e30;
+        x[200] = -1e-30;
+        x[300] = f32::MAX;
+        let (mut fast, mut slow) = (QActs::default(), QActs::default());
+        fast.quantize(&x, 64);
+        slow.qs.resize(x.len(), 0);
+        slow.d.resize(x.len() / BLOCK, 0.0);
+        slow.s.resize(x.len() / BLOCK, 0.0);
+        slow.quantize_scalar(&x);
+        assert_eq!(fast.qs, slow.qs);
+        assert_eq!(fast.d, slow.d);
+        assert_eq!(fast.s, slow.s);
     }
 
     #[test]
