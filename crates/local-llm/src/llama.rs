@@ -477,9 +477,7 @@ fn token_tile_product(w: &QMatrix, a: &QActs, t0: usize, o: &mut [f32]) {
     let mut block = vec![0.0f32; ROWS_PER_TASK * nt];
     for r0 in (0..w.rows).step_by(ROWS_PER_TASK) {
         let nr = ROWS_PER_TASK.min(w.rows - r0);
-        for r in 0..nr {
-            w.dot_tokens(r0 + r, a, t0, &mut block[r * nt..(r + 1) * nt]);
-        }
+        w.dot_block(r0, a, t0, nt, &mut block[..nr * nt]);
         for t in 0..nt {
             let dst = &mut o[t * w.rows + r0..t * w.rows + r0 + nr];
             for (r, d) in dst.iter_mut().enumerate() {

@@ -158,51 +158,20 @@ impl QMatrix {
     /// Dot product of row `r` with quantized activations `a` (token `t` of a batch).
     pub fn dot(&self, r: usize, a: &QActs, t: usize) -> f32 {
         let mut out = [0.0f32];
-        self.dots(
-            a,
-            Span {
-                r0: r,
-                dr: 0,
-                t0: t,
-                dt: 0,
-            },
-            &mut out,
-        );
+        self.dot_block(r, a, t, 1, &mut out);
         out[0]
     }
 
     /// `out[i] = row (r0 + i) · token t`: consecutive rows against one token.
     pub fn dot_rows(&self, r0: usize, a: &QActs, t: usize, out: &mut [f32]) {
-        self.dots(
-            a,
-            Span {
-                r0,
-                dr: 1,
-                t0: t,
-                dt: 0,
-            },
-            out,
-        );
+        self.dot_block(r0, a, t, 1, out);
     }
 
-    /// `out[j] = row r · token (t0 + j)`: one row against consecutive tokens.
-    pub fn dot_tokens(&self, r: usize, a: &QActs, t0: usize, out: &mut [f32]) {
-        self.dots(
-            a,
-            Span {
-                r0: r,
-                dr: 0,
-                t0,
-                dt: 1,
-            },
-            out,
-        );
-    }
-
-    /// `out[i] = row (r0 + i·dr) · token (t0 + i·dt)`. Every (row, token) product is
-    /// computed by the same instruction sequence whatever the span, so results do not depend
-    /// on how products are grouped.
-    fn dots(&self, a: &QActs, span: Span, out: &mut [f32]) {
+    /// `out[i·nt + j] = row (r0 + i) · token (t0 + j)`: a block of consecutive rows against
+    /// `nt` consecutive tokens (`out.len() / nt` rows). Every (row, token) product is
+    /// computed by the same instruction sequence whatever the block, so results do not
+    /// depend on how products are grouped.
+    pub fn dot_block(&self, r0: usize, a: &QActs, t0: usize, nt: usize, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
         let acts = ActsRef {
             nb,
@@ -210,6 +179,7 @@ impl QMatrix {
             s: &a.s,
             qs: &a.qs,
         };
+        let span = Span { r0, t0, nt };
         match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => {
                 let w = Q41Ref { nb, d, m, qs };
@@ -220,7 +190,7 @@ impl QMatrix {
                 for (i, o) in out.iter_mut().enumerate() {
                     let (r, t) = span.at(i);
                     let (wd, wm, wq) = w.row(r);
-                    let (ad, as_, aq) = acts.token(t);
+                    let (ad, as_, aq) = acts.tokens(t, 1);
                     *o = dot_q4_1_scalar(wd, wm, wq, ad, as_, aq);
                 }
             }
@@ -233,7 +203,7 @@ impl QMatrix {
                 for (i, o) in out.iter_mut().enumerate() {
                     let (r, t) = span.at(i);
                     let (wd, wq) = w.row(r);
-                    let (ad, _, aq) = acts.token(t);
+                    let (ad, _, aq) = acts.tokens(t, 1);
                     *o = dot_q8_0_scalar(wd, wq, ad, aq);
                 }
             }
@@ -248,20 +218,19 @@ impl QMatrix {
     }
 }
 
-/// Which (row, token) pairs a run of products covers: pair `i` is
-/// `(r0 + i·dr, t0 + i·dt)`.
+/// A block of (row, token) products: rows `r0..`, tokens `t0..t0 + nt`, output `i` is row
+/// `r0 + i / nt`, token `t0 + i % nt`.
 #[derive(Clone, Copy)]
 struct Span {
     r0: usize,
-    dr: usize,
     t0: usize,
-    dt: usize,
+    nt: usize,
 }
 
 impl Span {
     #[inline(always)]
     fn at(self, i: usize) -> (usize, usize) {
-        (self.r0 + i * self.dr, self.t0 + i * self.dt)
+        (self.r0 + i / self.nt, self.t0 + i % self.nt)
     }
 }
 
@@ -274,9 +243,11 @@ struct ActsRef<'a> {
 }
 
 impl ActsRef<'_> {
+    /// Scales, sums and values of `n` consecutive tokens from `t` (token-major, `nb`
+    /// blocks each).
     #[inline(always)]
-    fn token(&self, t: usize) -> (&[f32], &[f32], &[i8]) {
-        let (b0, b1) = (t * self.nb, (t + 1) * self.nb);
+    fn tokens(&self, t: usize, n: usize) -> (&[f32], &[f32], &[i8]) {
+        let (b0, b1) = (t * self.nb, (t + n) * self.nb);
         (
             &self.d[b0..b1],
             &self.s[b0..b1],

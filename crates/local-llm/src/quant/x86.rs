@@ -41,49 +41,49 @@ fn load8(b: &[f32]) -> __m256 {
     pulp::cast(<[f32; 8]>::try_from(b).unwrap_or_default())
 }
 
-/// Q4_1 row · Q8 activations of `N` tokens: `Σ d_w·d_a·Σ(q_w·q_a)` per block, plus
-/// `Σ m_w·s_a` (8 blocks per instruction). The row's nibbles are unpacked once per block
-/// for all `N` tokens; each token has its own accumulator and the same instruction
-/// sequence whatever `N`, so results do not depend on the grouping.
+/// Q4_1 row · Q8 activations of `N` consecutive tokens (`ad`, `as_`, `aq` hold them one
+/// after the other, `nb` blocks each): `Σ d_w·d_a·Σ(q_w·q_a)` per block, plus `Σ m_w·s_a`
+/// (8 blocks per instruction). The row's nibbles are unpacked once per block for all `N`
+/// tokens; each token has its own accumulator and the same instruction sequence whatever
+/// `N`, so results do not depend on the grouping.
 #[inline(always)]
 fn dot_q4_1<const N: usize>(
     simd: V3,
-    wd: &[f32],
-    wm: &[f32],
-    wq: &[u8],
-    ad: [&[f32]; N],
-    as_: [&[f32]; N],
-    aq: [&[i8]; N],
+    (wd, wm, wq): (&[f32], &[f32], &[u8]),
+    (ad, as_, aq): (&[f32], &[f32], &[i8]),
 ) -> [f32; N] {
     let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
+    let nb = wd.len();
+    let (ad, as_, aq) = (&ad[..N * nb], &as_[..N * nb], &aq[..N * nb * BLOCK]);
     let low = sse2._mm_set1_epi8(0x0F);
     let ones = avx._mm256_set1_epi16(1);
     let mut acc = [avx._mm256_setzero_ps(); N];
-    for (b, q) in wq.chunks_exact(16).enumerate() {
+    for (b, q) in wq.chunks_exact(16).enumerate().take(nb) {
         let q = load16(q);
         let lo = sse2._mm_and_si128(q, low);
         let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
         let w = avx._mm256_set_m128i(hi, lo);
-        for j in 0..N {
-            let a = load32(&aq[j][b * BLOCK..(b + 1) * BLOCK]);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let at = j * nb + b;
+            let a = load32(&aq[at * BLOCK..(at + 1) * BLOCK]);
             let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
-            let scale = avx._mm256_set1_ps(wd[b] * ad[j][b]);
-            acc[j] = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc[j]);
+            let scale = avx._mm256_set1_ps(wd[b] * ad[at]);
+            *acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), *acc);
         }
     }
-    let nb = wd.len();
     let full = nb / 8 * 8;
     let mut out = [0.0f32; N];
-    for j in 0..N {
+    for (j, o) in out.iter_mut().enumerate() {
+        let as_ = &as_[j * nb..(j + 1) * nb];
         let mut acc = acc[j];
         for b0 in (0..full).step_by(8) {
-            acc = fma._mm256_fmadd_ps(load8(&wm[b0..b0 + 8]), load8(&as_[j][b0..b0 + 8]), acc);
+            acc = fma._mm256_fmadd_ps(load8(&wm[b0..b0 + 8]), load8(&as_[b0..b0 + 8]), acc);
         }
         let mut tail = 0.0f32;
         for b in full..nb {
-            tail += wm[b] * as_[j][b];
+            tail += wm[b] * as_[b];
         }
-        out[j] = hsum(simd, acc) + tail;
+        *o = hsum(simd, acc) + tail;
     }
     out
 }
@@ -112,7 +112,7 @@ fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
 // line for the Q8_0 kernel, without the target features, so every intrinsic became a
 // function call: a quarter of the generation time went to those calls).
 
-/// A run of Q4_1 products ([`Span`]) in one AVX2 region.
+/// A block of Q4_1 products ([`Span`]) in one AVX2 region.
 pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
     simd.vectorize(Q41Run {
         simd,
@@ -143,30 +143,23 @@ impl pulp::NullaryFnOnce for Q41Run<'_, '_> {
             span,
             out,
         } = self;
-        let mut i = 0;
-        if span.dr == 0 && span.dt == 1 {
-            // One row, consecutive tokens (prompt processing): four at a time.
-            while i + 4 <= out.len() {
-                let (r, t) = span.at(i);
-                let (wd, wm, wq) = w.row(r);
-                let x = [a.token(t), a.token(t + 1), a.token(t + 2), a.token(t + 3)];
-                let ad = [x[0].0, x[1].0, x[2].0, x[3].0];
-                let as_ = [x[0].1, x[1].1, x[2].1, x[3].1];
-                let aq = [x[0].2, x[1].2, x[2].2, x[3].2];
-                out[i..i + 4].copy_from_slice(&dot_q4_1(simd, wd, wm, wq, ad, as_, aq));
-                i += 4;
+        for (ri, o) in out.chunks_exact_mut(span.nt).enumerate() {
+            let row = w.row(span.r0 + ri);
+            // Consecutive tokens (prompt processing): four at a time.
+            let mut t = 0;
+            while t + 4 <= span.nt {
+                let x = a.tokens(span.t0 + t, 4);
+                o[t..t + 4].copy_from_slice(&dot_q4_1::<4>(simd, row, x));
+                t += 4;
             }
-        }
-        for (k, o) in out.iter_mut().enumerate().skip(i) {
-            let (r, t) = span.at(k);
-            let (wd, wm, wq) = w.row(r);
-            let (ad, as_, aq) = a.token(t);
-            *o = dot_q4_1(simd, wd, wm, wq, [ad], [as_], [aq])[0];
+            for (tt, o) in o.iter_mut().enumerate().skip(t) {
+                *o = dot_q4_1::<1>(simd, row, a.tokens(span.t0 + tt, 1))[0];
+            }
         }
     }
 }
 
-/// A run of Q8_0 products ([`Span`]) in one AVX2 region.
+/// A block of Q8_0 products ([`Span`]) in one AVX2 region.
 pub(super) fn q8_0(simd: V3, w: &Q80Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
     simd.vectorize(Q80Run {
         simd,
@@ -200,7 +193,7 @@ impl pulp::NullaryFnOnce for Q80Run<'_, '_> {
         for (i, o) in out.iter_mut().enumerate() {
             let (r, t) = span.at(i);
             let (wd, wq) = w.row(r);
-            let (ad, _, aq) = a.token(t);
+            let (ad, _, aq) = a.tokens(t, 1);
             *o = dot_q8_0(simd, wd, wq, ad, aq);
         }
     }
