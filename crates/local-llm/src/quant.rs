@@ -544,6 +544,34 @@ mod tests {
         }
     }
 
+    /// A product gives the same bits whether computed row by row, in row groups (one
+    /// token) or in token groups (one row): what prompt reuse and batching rely on.
+    #[test]
+    fn products_do_not_depend_on_grouping() {
+        let mut seed = 11;
+        let (rows, cols, n) = (7, 96, 6);
+        for (ty, raw) in [
+            (GGML_Q4_1, q4_1_raw(rows, cols, &mut seed)),
+            (GGML_Q8_0, q8_0_raw(rows, cols, &mut seed)),
+        ] {
+            let m = QMatrix::from_gguf(ty, rows, cols, &raw).unwrap_or_else(|e| panic!("{e}"));
+            let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+            let mut a = QActs::default();
+            a.quantize(&x, cols);
+            let mut block = vec![0.0; rows * n];
+            m.dot_block(0, &a, 0, n, &mut block);
+            for t in 0..n {
+                let mut by_rows = vec![0.0; rows];
+                m.dot_rows(0, &a, t, &mut by_rows);
+                for r in 0..rows {
+                    let one = m.dot(r, &a, t);
+                    assert_eq!(one.to_bits(), by_rows[r].to_bits(), "{ty} r{r} t{t}");
+                    assert_eq!(one.to_bits(), block[r * n + t].to_bits(), "{ty} r{r} t{t}");
+                }
+            }
+        }
+    }
+
     /// The vectorised quantization writes the same bytes and scales as the scalar one.
     #[test]
     fn quantization_kernels_agree() {

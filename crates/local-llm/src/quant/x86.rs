@@ -88,6 +88,50 @@ fn dot_q4_1<const N: usize>(
     out
 }
 
+/// `R` Q4_1 rows · the Q8 activations of one token: the same instruction sequence per row
+/// as [`dot_q4_1`] with one token (so the same result), with the rows interleaved so that
+/// their accumulation chains overlap.
+#[inline(always)]
+fn dot_q4_1_rows<const R: usize>(
+    simd: V3,
+    rows: [(&[f32], &[f32], &[u8]); R],
+    (ad, as_, aq): (&[f32], &[f32], &[i8]),
+) -> [f32; R] {
+    let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
+    let nb = ad.len();
+    let (as_, aq) = (&as_[..nb], &aq[..nb * BLOCK]);
+    let rows = rows.map(|(wd, wm, wq)| (&wd[..nb], &wm[..nb], &wq[..nb * 16]));
+    let low = sse2._mm_set1_epi8(0x0F);
+    let ones = avx._mm256_set1_epi16(1);
+    let mut acc = [avx._mm256_setzero_ps(); R];
+    for (b, a) in aq.chunks_exact(BLOCK).enumerate() {
+        let a = load32(a);
+        for (acc, (wd, _, wq)) in acc.iter_mut().zip(&rows) {
+            let q = load16(&wq[b * 16..b * 16 + 16]);
+            let lo = sse2._mm_and_si128(q, low);
+            let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
+            let w = avx._mm256_set_m128i(hi, lo);
+            let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
+            let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+            *acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), *acc);
+        }
+    }
+    let full = nb / 8 * 8;
+    let mut out = [0.0f32; R];
+    for ((o, acc), (_, wm, _)) in out.iter_mut().zip(acc).zip(&rows) {
+        let mut acc = acc;
+        for b0 in (0..full).step_by(8) {
+            acc = fma._mm256_fmadd_ps(load8(&wm[b0..b0 + 8]), load8(&as_[b0..b0 + 8]), acc);
+        }
+        let mut tail = 0.0f32;
+        for b in full..nb {
+            tail += wm[b] * as_[b];
+        }
+        *o = hsum(simd, acc) + tail;
+    }
+    out
+}
+
 /// Q8_0 row · Q8 activations.
 #[inline(always)]
 fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
@@ -143,6 +187,21 @@ impl pulp::NullaryFnOnce for Q41Run<'_, '_> {
             span,
             out,
         } = self;
+        if span.nt == 1 {
+            // One token (generation): four rows at a time, four independent chains.
+            let x = a.tokens(span.t0, 1);
+            let done = out.len() / 4 * 4;
+            let mut chunks = out.chunks_exact_mut(4);
+            for (ci, o) in (&mut chunks).enumerate() {
+                let r = span.r0 + 4 * ci;
+                let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                o.copy_from_slice(&dot_q4_1_rows(simd, rows, x));
+            }
+            for (ri, o) in chunks.into_remainder().iter_mut().enumerate() {
+                *o = dot_q4_1_rows(simd, [w.row(span.r0 + done + ri)], x)[0];
+            }
+            return;
+        }
         for (ri, o) in out.chunks_exact_mut(span.nt).enumerate() {
             let row = w.row(span.r0 + ri);
             // Consecutive tokens (prompt processing): four at a time.
