@@ -36,6 +36,16 @@ fn load32(b: &[i8]) -> __m256i {
     pulp::cast(<[i8; 32]>::try_from(b).unwrap_or([0; 32]))
 }
 
+/// The first `8·C` values of `s` (no closures: see [`Quantize`]).
+#[inline(always)]
+fn load_n<const C: usize>(simd: V3, s: &[f32]) -> [__m256; C] {
+    let mut out = [simd.avx._mm256_setzero_ps(); C];
+    for (o, s) in out.iter_mut().zip(s.chunks_exact(8)) {
+        *o = load8(s);
+    }
+    out
+}
+
 #[inline(always)]
 fn load8(b: &[f32]) -> __m256 {
     pulp::cast(<[f32; 8]>::try_from(b).unwrap_or_default())
@@ -337,18 +347,15 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
         out,
     } = job;
     let hd = 8 * C;
-    let qv: [__m256; C] = std::array::from_fn(|c| load8(&q[8 * c..8 * c + 8]));
-    let row = |m: &[f32], j: usize| -> [__m256; C] {
-        let r = &m[j * stride + off..j * stride + off + hd];
-        std::array::from_fn(|c| load8(&r[8 * c..8 * c + 8]))
-    };
+    let qv: [__m256; C] = load_n(simd, q);
+    let at = |j: usize| j * stride + off..j * stride + off + hd;
     scores.clear();
     scores.resize(len, 0.0);
     let mut j = 0;
     while j + 4 <= len {
         let mut acc = [avx._mm256_setzero_ps(); 4];
         for (i, acc) in acc.iter_mut().enumerate() {
-            let kr = row(k, j + i);
+            let kr: [__m256; C] = load_n(simd, &k[at(j + i)]);
             for c in 0..C {
                 *acc = fma._mm256_fmadd_ps(qv[c], kr[c], *acc);
             }
@@ -367,7 +374,7 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
         j += 4;
     }
     for (jj, d) in scores.iter_mut().enumerate().skip(j) {
-        let kr = row(k, jj);
+        let kr: [__m256; C] = load_n(simd, &k[at(jj)]);
         let mut acc = avx._mm256_setzero_ps();
         for c in 0..C {
             acc = fma._mm256_fmadd_ps(qv[c], kr[c], acc);
@@ -375,10 +382,10 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
         *d = hsum(simd, acc) * scale;
     }
     let inv = 1.0 / softmax_weights(simd, scores);
-    let mut o: [__m256; C] = std::array::from_fn(|c| load8(&out[8 * c..8 * c + 8]));
+    let mut o: [__m256; C] = load_n(simd, out);
     for (jj, &p) in scores.iter().enumerate() {
         let w = avx._mm256_set1_ps(p * inv);
-        let vr = row(v, jj);
+        let vr: [__m256; C] = load_n(simd, &v[at(jj)]);
         for c in 0..C {
             o[c] = fma._mm256_fmadd_ps(w, vr[c], o[c]);
         }
@@ -502,7 +509,7 @@ impl pulp::NullaryFnOnce for Quantize<'_> {
         let order = avx._mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
         for (b, (v, q)) in blocks.enumerate() {
-            let v: [__m256; 4] = std::array::from_fn(|i| load8(&v[8 * i..8 * i + 8]));
+            let v: [__m256; 4] = load_n(simd, v);
             let mut amax = avx._mm256_andnot_ps(sign, v[0]);
             for vi in &v[1..] {
                 amax = avx._mm256_max_ps(amax, avx._mm256_andnot_ps(sign, *vi));
@@ -511,12 +518,15 @@ impl pulp::NullaryFnOnce for Quantize<'_> {
             let amax = lanes.into_iter().fold(0.0f32, f32::max);
             let db = amax / 127.0;
             let inv = avx._mm256_set1_ps(if db > 0.0 { 1.0 / db } else { 0.0 });
-            let r: [__m256i; 4] = std::array::from_fn(|i| {
-                let y = avx._mm256_mul_ps(v[i], inv);
+            // Plain loops, no closures: a closure here is compiled out of line, without the
+            // target features.
+            let mut r = [avx._mm256_setzero_si256(); 4];
+            for (r, v) in r.iter_mut().zip(v) {
+                let y = avx._mm256_mul_ps(v, inv);
                 let y = avx._mm256_add_ps(y, avx._mm256_or_ps(half, avx._mm256_and_ps(sign, y)));
-                let r = avx._mm256_cvttps_epi32(y);
-                avx2._mm256_min_epi32(avx2._mm256_max_epi32(r, lo), hi)
-            });
+                let i = avx._mm256_cvttps_epi32(y);
+                *r = avx2._mm256_min_epi32(avx2._mm256_max_epi32(i, lo), hi);
+            }
             let sum = avx2._mm256_add_epi32(
                 avx2._mm256_add_epi32(r[0], r[1]),
                 avx2._mm256_add_epi32(r[2], r[3]),
