@@ -26,16 +26,6 @@ fn hsum(simd: V3, v: __m256) -> f32 {
     sse._mm_cvtss_f32(s)
 }
 
-#[inline(always)]
-fn load16(b: &[u8]) -> __m128i {
-    pulp::cast(<[u8; 16]>::try_from(b).unwrap_or_default())
-}
-
-#[inline(always)]
-fn load32(b: &[i8]) -> __m256i {
-    pulp::cast(<[i8; 32]>::try_from(b).unwrap_or([0; 32]))
-}
-
 /// The first `8·C` values of `s` (no closures: see [`Quantize`]).
 #[inline(always)]
 fn load_n<const C: usize>(simd: V3, s: &[f32]) -> [__m256; C] {
@@ -64,21 +54,28 @@ fn dot_q4_1<const N: usize>(
 ) -> [f32; N] {
     let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
     let nb = wd.len();
-    let (ad, as_, aq) = (&ad[..N * nb], &as_[..N * nb], &aq[..N * nb * BLOCK]);
+    // Slices of exactly `nb` elements, so that indexing by block needs no checks.
+    let (wm, wq) = (&wm[..nb], &wq.as_chunks::<16>().0[..nb]);
+    let aq = aq.as_chunks::<BLOCK>().0;
+    let mut aqs: [&[[i8; BLOCK]]; N] = [&[]; N];
+    let mut ads: [&[f32]; N] = [&[]; N];
+    for j in 0..N {
+        aqs[j] = &aq[j * nb..][..nb];
+        ads[j] = &ad[j * nb..][..nb];
+    }
     let low = sse2._mm_set1_epi8(0x0F);
     let ones = avx._mm256_set1_epi16(1);
     let mut acc = [avx._mm256_setzero_ps(); N];
-    for (b, q) in wq.chunks_exact(16).enumerate().take(nb) {
-        let q = load16(q);
+    for b in 0..nb {
+        let q: __m128i = pulp::cast(wq[b]);
         let lo = sse2._mm_and_si128(q, low);
         let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
         let w = avx._mm256_set_m128i(hi, lo);
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let at = j * nb + b;
-            let a = load32(&aq[at * BLOCK..(at + 1) * BLOCK]);
+        for j in 0..N {
+            let a: __m256i = pulp::cast(aqs[j][b]);
             let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
-            let scale = avx._mm256_set1_ps(wd[b] * ad[at]);
-            *acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), *acc);
+            let scale = avx._mm256_set1_ps(wd[b] * ads[j][b]);
+            acc[j] = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc[j]);
         }
     }
     let full = nb / 8 * 8;
@@ -109,21 +106,26 @@ fn dot_q4_1_rows<const R: usize>(
 ) -> [f32; R] {
     let (sse2, avx, avx2, fma) = (simd.sse2, simd.avx, simd.avx2, simd.fma);
     let nb = ad.len();
-    let (as_, aq) = (&as_[..nb], &aq[..nb * BLOCK]);
-    let rows = rows.map(|(wd, wm, wq)| (&wd[..nb], &wm[..nb], &wq[..nb * 16]));
+    let (as_, aq) = (&as_[..nb], &aq.as_chunks::<BLOCK>().0[..nb]);
+    let mut wds: [&[f32]; R] = [&[]; R];
+    let mut wqs: [&[[u8; 16]]; R] = [&[]; R];
+    for r in 0..R {
+        wds[r] = &rows[r].0[..nb];
+        wqs[r] = &rows[r].2.as_chunks::<16>().0[..nb];
+    }
     let low = sse2._mm_set1_epi8(0x0F);
     let ones = avx._mm256_set1_epi16(1);
     let mut acc = [avx._mm256_setzero_ps(); R];
-    for (b, a) in aq.chunks_exact(BLOCK).enumerate() {
-        let a = load32(a);
-        for (acc, (wd, _, wq)) in acc.iter_mut().zip(&rows) {
-            let q = load16(&wq[b * 16..b * 16 + 16]);
+    for b in 0..nb {
+        let a: __m256i = pulp::cast(aq[b]);
+        for r in 0..R {
+            let q: __m128i = pulp::cast(wqs[r][b]);
             let lo = sse2._mm_and_si128(q, low);
             let hi = sse2._mm_and_si128(sse2._mm_srli_epi16::<4>(q), low);
             let w = avx._mm256_set_m128i(hi, lo);
             let p = avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(w, a), ones);
-            let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
-            *acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), *acc);
+            let scale = avx._mm256_set1_ps(wds[r][b] * ad[b]);
+            acc[r] = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc[r]);
         }
     }
     let full = nb / 8 * 8;
@@ -148,13 +150,17 @@ fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
     let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
     let ones = avx._mm256_set1_epi16(1);
     let mut acc = avx._mm256_setzero_ps();
-    let blocks = wq.chunks_exact(BLOCK).zip(aq.chunks_exact(BLOCK));
-    for (b, (w, a)) in blocks.enumerate() {
-        let (w, a) = (load32(w), load32(a));
+    let blocks = wq
+        .as_chunks::<BLOCK>()
+        .0
+        .iter()
+        .zip(aq.as_chunks::<BLOCK>().0);
+    for ((w, a), (wd, ad)) in blocks.zip(wd.iter().zip(ad)) {
+        let (w, a): (__m256i, __m256i) = (pulp::cast(*w), pulp::cast(*a));
         // |w| · (a with w's sign): unsigned × signed, as maddubs wants.
         let p = avx2._mm256_maddubs_epi16(avx2._mm256_sign_epi8(w, w), avx2._mm256_sign_epi8(a, w));
         let p = avx2._mm256_madd_epi16(p, ones);
-        let scale = avx._mm256_set1_ps(wd[b] * ad[b]);
+        let scale = avx._mm256_set1_ps(wd * ad);
         acc = fma._mm256_fmadd_ps(scale, avx._mm256_cvtepi32_ps(p), acc);
     }
     hsum(simd, acc)
