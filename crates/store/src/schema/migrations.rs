@@ -229,6 +229,14 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 10,
+        name: "per-mission-key-lookups",
+        steps: &[Step::Sql {
+            what: "per-mission load and log probes by key, not by a partial index",
+            sql: include_str!("0010/key_lookups.sql"),
+        }],
+    },
 ];
 
 /// The newest version this binary knows (the last entry of [`MIGRATIONS`]).
@@ -287,6 +295,10 @@ mod tests {
             (
                 9,
                 "5a6b095bb73353c7c7680a0f5aad7dc8793aa89328e65674d468b10c010a0ea5",
+            ),
+            (
+                10,
+                "fd3bc59c820783b66a03ce2e6c43b37557c73c9d8ff957c0d61e1022257c8dd7",
             ),
         ];
         let changed: Vec<String> = pinned
