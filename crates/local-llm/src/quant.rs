@@ -185,7 +185,7 @@ impl QMatrix {
                 let w = Q41Ref { nb, d, m, qs };
                 #[cfg(target_arch = "x86_64")]
                 if let Some(simd) = x86::v3() {
-                    return x86::q4_1(simd, &w, &acts, span, out);
+                    return x86::products(simd, &w, &acts, span, out);
                 }
                 for (i, o) in out.iter_mut().enumerate() {
                     let (r, t) = span.at(i);
@@ -198,7 +198,7 @@ impl QMatrix {
                 let w = Q80Ref { nb, d, qs };
                 #[cfg(target_arch = "x86_64")]
                 if let Some(simd) = x86::v3() {
-                    return x86::q8_0(simd, &w, &acts, span, out);
+                    return x86::products(simd, &w, &acts, span, out);
                 }
                 for (i, o) in out.iter_mut().enumerate() {
                     let (r, t) = span.at(i);

@@ -100,6 +100,33 @@ fn report(what: &str, offenders: &[String]) {
     );
 }
 
+/// A closure inside an AVX2 kernel may be compiled out of line, without the target
+/// features, and then every intrinsic in it is a function call: 3–4× slower, nothing fails
+/// (docs/local-model.md). The kernels file has none.
+#[test]
+fn simd_kernels_have_no_closures() {
+    let closure = Regex::new(r"\|[^|]*\|").expect("regex");
+    let kernels = "crates/local-llm/src/quant/x86.rs";
+    let mut offenders = Vec::new();
+    let mut seen = false;
+    for (path, text) in source_files(&["rs"]) {
+        if path != kernels {
+            continue;
+        }
+        seen = true;
+        for (n, line) in code_lines(&text) {
+            if closure.is_match(line) {
+                offenders.push(format!("{path}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        seen,
+        "{kernels} not found: update this rule if the kernels moved"
+    );
+    report("closures (or `||`) in the AVX2 kernels", &offenders);
+}
+
 #[test]
 fn every_module_opens_with_a_doc_comment() {
     let offenders: Vec<String> = source_files(&["rs"])

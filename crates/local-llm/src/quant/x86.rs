@@ -172,9 +172,17 @@ fn dot_q8_0(simd: V3, wd: &[f32], wq: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
 // line for the Q8_0 kernel, without the target features, so every intrinsic became a
 // function call: a quarter of the generation time went to those calls).
 
-/// A block of Q4_1 products ([`Span`]) in one AVX2 region.
-pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
-    simd.vectorize(Q41Run {
+/// A block of products ([`Span`]) of one matrix (`Q41Ref` or `Q80Ref`) in one AVX2 region.
+pub(super) fn products<'r, 'a, W>(
+    simd: V3,
+    w: &'r W,
+    a: &'r ActsRef<'a>,
+    span: Span,
+    out: &'r mut [f32],
+) where
+    Products<'r, 'a, W>: pulp::NullaryFnOnce<Output = ()>,
+{
+    simd.vectorize(Products {
         simd,
         w,
         a,
@@ -183,15 +191,15 @@ pub(super) fn q4_1(simd: V3, w: &Q41Ref, a: &ActsRef, span: Span, out: &mut [f32
     })
 }
 
-struct Q41Run<'r, 'a> {
+pub(super) struct Products<'r, 'a, W> {
     simd: V3,
-    w: &'r Q41Ref<'a>,
+    w: &'r W,
     a: &'r ActsRef<'a>,
     span: Span,
     out: &'r mut [f32],
 }
 
-impl pulp::NullaryFnOnce for Q41Run<'_, '_> {
+impl pulp::NullaryFnOnce for Products<'_, '_, Q41Ref<'_>> {
     type Output = ();
 
     #[inline(always)]
@@ -234,26 +242,7 @@ impl pulp::NullaryFnOnce for Q41Run<'_, '_> {
     }
 }
 
-/// A block of Q8_0 products ([`Span`]) in one AVX2 region.
-pub(super) fn q8_0(simd: V3, w: &Q80Ref, a: &ActsRef, span: Span, out: &mut [f32]) {
-    simd.vectorize(Q80Run {
-        simd,
-        w,
-        a,
-        span,
-        out,
-    })
-}
-
-struct Q80Run<'r, 'a> {
-    simd: V3,
-    w: &'r Q80Ref<'a>,
-    a: &'r ActsRef<'a>,
-    span: Span,
-    out: &'r mut [f32],
-}
-
-impl pulp::NullaryFnOnce for Q80Run<'_, '_> {
+impl pulp::NullaryFnOnce for Products<'_, '_, Q80Ref<'_>> {
     type Output = ();
 
     #[inline(always)]
@@ -298,12 +287,10 @@ impl pulp::NullaryFnOnce for DotF32<'_> {
 fn dot8(simd: V3, a: &[f32], b: &[f32]) -> f32 {
     let mut acc = simd.avx._mm256_setzero_ps();
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
     for (x, y) in ca.zip(cb) {
         acc = simd.fma._mm256_fmadd_ps(load8(x), load8(y), acc);
     }
@@ -354,14 +341,18 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
     } = job;
     let hd = 8 * C;
     let qv: [__m256; C] = load_n(simd, q);
-    let at = |j: usize| j * stride + off..j * stride + off + hd;
+    let at = Head {
+        stride,
+        off,
+        len: hd,
+    };
     scores.clear();
     scores.resize(len, 0.0);
     let mut j = 0;
     while j + 4 <= len {
         let mut acc = [avx._mm256_setzero_ps(); 4];
         for (i, acc) in acc.iter_mut().enumerate() {
-            let kr: [__m256; C] = load_n(simd, &k[at(j + i)]);
+            let kr: [__m256; C] = load_n(simd, &k[at.of(j + i)]);
             for c in 0..C {
                 *acc = fma._mm256_fmadd_ps(qv[c], kr[c], *acc);
             }
@@ -380,7 +371,7 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
         j += 4;
     }
     for (jj, d) in scores.iter_mut().enumerate().skip(j) {
-        let kr: [__m256; C] = load_n(simd, &k[at(jj)]);
+        let kr: [__m256; C] = load_n(simd, &k[at.of(jj)]);
         let mut acc = avx._mm256_setzero_ps();
         for c in 0..C {
             acc = fma._mm256_fmadd_ps(qv[c], kr[c], acc);
@@ -391,7 +382,7 @@ fn attend_in_registers<const C: usize>(simd: V3, job: super::Attend<'_>) {
     let mut o: [__m256; C] = load_n(simd, out);
     for (jj, &p) in scores.iter().enumerate() {
         let w = avx._mm256_set1_ps(p * inv);
-        let vr: [__m256; C] = load_n(simd, &v[at(jj)]);
+        let vr: [__m256; C] = load_n(simd, &v[at.of(jj)]);
         for c in 0..C {
             o[c] = fma._mm256_fmadd_ps(w, vr[c], o[c]);
         }
@@ -425,6 +416,21 @@ impl super::F32Ops for Avx2 {
 fn axpy8(y: &mut [f32], s: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = s.mul_add(*x, *y);
+    }
+}
+
+/// Where one head's values sit in a cached token's row.
+#[derive(Clone, Copy)]
+struct Head {
+    stride: usize,
+    off: usize,
+    len: usize,
+}
+
+impl Head {
+    #[inline(always)]
+    fn of(self, j: usize) -> std::ops::Range<usize> {
+        j * self.stride + self.off..j * self.stride + self.off + self.len
     }
 }
 
