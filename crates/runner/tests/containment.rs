@@ -138,6 +138,11 @@ async fn a_panicking_mission_gives_its_claim_back_and_is_counted() {
         1.0
     );
     assert_eq!(run_count(&admin, Some("running")).await, 0);
+    assert_eq!(
+        counter(&r, "mana_ai_missions_in_flight", &[]),
+        0.0,
+        "the panicked mission is no longer in flight"
+    );
     // The claim is free: the next pass plans the mission.
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");

@@ -228,9 +228,26 @@ impl Emit for AgentDecided {
     }
 }
 
-/// Planning of a claimed mission starts (`entered`) or ends.
-pub(crate) struct MissionInFlight {
-    pub entered: bool,
+/// Planning of a claimed mission starts (`entered`) or ends. Emitted by [`InFlight`].
+struct MissionInFlight {
+    entered: bool,
+}
+
+/// A claimed mission in flight: entered when made, left when dropped — also when its task
+/// panics or is cancelled, so `mana_ai_missions_in_flight` never stays raised.
+pub(crate) struct InFlight<'m>(&'m Metrics);
+
+impl<'m> InFlight<'m> {
+    pub(crate) fn enter(m: &'m Metrics) -> Self {
+        MissionInFlight { entered: true }.emit(m);
+        Self(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        MissionInFlight { entered: false }.emit(self.0);
+    }
 }
 
 impl Emit for MissionInFlight {

@@ -206,9 +206,9 @@ impl MissionRunner {
             iteration_id: &iteration_id,
             deadline,
         };
-        events::MissionInFlight { entered: true }.emit(&self.metrics);
+        let in_flight = events::InFlight::enter(&self.metrics);
         let result = self.run_claimed(&run, used_before).await;
-        events::MissionInFlight { entered: false }.emit(&self.metrics);
+        drop(in_flight);
         if result.is_err() {
             self.release(due).await;
         }
