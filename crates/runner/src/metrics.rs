@@ -93,6 +93,7 @@ pub struct Metrics {
     pub resolver_failures_total: IntCounterVec,
     pub rows_quarantined_total: IntCounterVec,
     pub pass_panics_total: IntCounterVec,
+    pub write_backs_total: IntCounterVec,
     families: Vec<(String, String, &'static str)>,
     /// `agent_id` label values handed out so far (bounded, see the module docs).
     agent_labels: Arc<Mutex<HashSet<String>>>,
@@ -371,6 +372,13 @@ impl Metrics {
                 "Panics caught in a tick pass (the pass or mission ended with an error)",
                 &["stage"],
             ),
+            write_backs_total: counter_vec(
+                r,
+                "mana_ai_write_backs_total",
+                "Write-backs that reached the database, by path: direct (one statement, the \
+                 mission unchanged since its load) or merged (changed during planning)",
+                &["path"],
+            ),
             families: Vec::new(),
             agent_labels: Arc::default(),
             registry,
@@ -460,6 +468,7 @@ impl Metrics {
             (&self.resolver_failures_total, "counter"),
             (&self.rows_quarantined_total, "counter"),
             (&self.pass_panics_total, "counter"),
+            (&self.write_backs_total, "counter"),
         ];
         let mut out: Vec<MetricFamily> = Vec::new();
         for &(collector, kind) in all {

@@ -146,6 +146,11 @@ async fn a_panicking_mission_gives_its_claim_back_and_is_counted() {
     // The claim is free: the next pass plans the mission.
     let stats = r.tick().await;
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    assert_eq!(
+        counter(&r, "mana_ai_write_backs_total", &[("path", "direct")]),
+        1.0,
+        "nothing changed the mission during planning: one direct write"
+    );
 }
 
 #[tokio::test]

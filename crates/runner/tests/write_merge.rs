@@ -10,7 +10,7 @@ use chrono::Utc;
 use mana_ai_core::iso::to_iso_ms;
 use mana_ai_core::limits::{OBJECTIVE_MAX_CHARS, TITLE_MAX_CHARS};
 use mana_ai_core::plan::iteration_id_for;
-use mana_ai_runner::testkit::{FakeLlm, Reply, RunnerBuilder};
+use mana_ai_runner::testkit::{metric_value, FakeLlm, Reply, RunnerBuilder};
 use mana_ai_store::testkit::rows::{merged_mission, mission_record, runner_data};
 use mana_ai_store::testkit::{fresh_db, push_mission, Change};
 use serde_json::{json, Value};
@@ -72,6 +72,13 @@ async fn a_device_edit_during_a_two_second_planning_call_survives() {
         .await;
     let stats = pass.await.expect("pass task");
     assert_eq!(stats.plans_written_back, 1, "{stats:?}");
+    let rendered = runner.metrics().render();
+    let path = |p: &str| metric_value(&rendered, "mana_ai_write_backs_total", &[("path", p)]);
+    assert_eq!(
+        (path("merged"), path("direct")),
+        (Some(1.0), None),
+        "the edit sent the write-back through the merge, and the metric says so"
+    );
 
     let merged = merged_mission(&admin, USER, "m1").await.expect("mission");
     let iterations = merged["iterations"].as_array().unwrap();

@@ -83,6 +83,16 @@ pub enum WritePath {
     Merged,
 }
 
+impl WritePath {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Merged => "merged",
+        }
+    }
+}
+
 /// Outcome of [`Store::write_back`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {

@@ -464,3 +464,27 @@ async fn an_invalid_index_left_by_an_interrupted_build_is_rebuilt() {
     assert!(valid, "the index was rebuilt");
     assert_eq!(recorded(&admin).await, all_recorded());
 }
+
+/// Instances (or test binaries) booting at once all set the cluster-wide service role's
+/// password; PostgreSQL fails all but one concurrent update of a role with "tuple
+/// concurrently updated". Every one of them must still succeed.
+#[tokio::test]
+async fn concurrent_service_role_updates_all_succeed() {
+    let db = fresh_database("role_race").await;
+    let url = db.superuser_url();
+    let role = "mana_ai_role_race";
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let admin = admin_connection(&url).await;
+                schema::ensure_service_role(&admin, role, "pw").await
+            }));
+        }
+        for t in tasks {
+            let result = t.await.expect("task");
+            assert!(result.is_ok(), "round {round}: {result:?}");
+        }
+    }
+}

@@ -260,6 +260,17 @@ impl Emit for MissionInFlight {
     }
 }
 
+/// A write-back reached the database and went this way.
+pub(crate) struct WroteBack(pub mana_ai_store::WritePath);
+
+impl Emit for WroteBack {
+    fn emit(self, m: &Metrics) {
+        m.write_backs_total
+            .with_label_values(&[self.0.as_str()])
+            .inc();
+    }
+}
+
 /// The research gate answered `Pending`: the run waits for a later pass.
 pub(crate) struct ResearchPendingSkip;
 

@@ -84,7 +84,15 @@ impl MissionRunner {
                 version: run.due.version,
             }),
         };
-        match self.store.write_back(&wb).await {
+        let result = self
+            .store
+            .write_back_with_path(&wb)
+            .await
+            .map(|(outcome, path)| {
+                events::WroteBack(path).emit(&self.metrics);
+                outcome
+            });
+        match result {
             Ok(WriteOutcome::Written) => Ok(self.written(attempt)),
             Ok(WriteOutcome::ClaimLost) => Err(Stop::Skip(SkipReason::ClaimLost)),
             Ok(WriteOutcome::MissionDeleted) => Err(Stop::Skip(SkipReason::NoLongerDue)),

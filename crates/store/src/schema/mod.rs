@@ -59,6 +59,7 @@ pub use migrations::{Migration, Step, LATEST_VERSION, MIGRATIONS};
 pub use status::{read_state, AppliedMigration, Compatibility, SchemaState};
 
 use mana_ai_core::records::DEFAULT_AGENT_ID;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::{locks, Store, StoreError};
@@ -208,14 +209,32 @@ pub async fn ensure_service_role(
         quote_ident(role),
         quote_literal(password)
     );
-    match admin.batch_execute(&sql).await {
-        Ok(()) => Ok(()),
-        // Two test binaries may race to create the same cluster-wide role.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
-        Err(e) => Err(StoreError::migration("create service role", e)),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match admin.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            // Two processes (test binaries, two instances booting) may race to create the
+            // same cluster-wide role.
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => return Ok(()),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(()),
+            // Or to alter it: PostgreSQL then fails one of them with an internal error
+            // ("tuple concurrently updated"); the other's update is done, so try again.
+            Err(e)
+                if attempt < ROLE_UPDATE_ATTEMPTS
+                    && e.code() == Some(&SqlState::INTERNAL_ERROR)
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message().contains("concurrently updated")) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis((10 * attempt).min(100))).await;
+            }
+            Err(e) => return Err(StoreError::migration("create service role", e)),
+        }
     }
 }
+
+/// Tries of the service role's create/alter when another process updates it at once.
+const ROLE_UPDATE_ATTEMPTS: u64 = 20;
 
 /// Runs one migration step (a batch of statements), naming it in the error.
 pub(crate) async fn run(client: &Client, sql: &str, step: &str) -> Result<(), StoreError> {
