@@ -12,6 +12,7 @@
 #   PROFILE              cargo profile of our bench: bench (default, optimised) or dev
 #                        (faster to build: the model crate is opt-level 3 there)
 #   MANA_AI_BENCH_MISSIONS  first N of the 24 missions only
+#   MANA_AI_BENCH_TOOLS     "all": offer the whole tool catalog (no narrowing: ~2,900-token prompts)
 #   THREADS              llama.cpp threads (default: nproc, as ours)
 set -euo pipefail
 cd "$(dirname "$0")/.."

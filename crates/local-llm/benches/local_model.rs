@@ -15,7 +15,9 @@
 //! for `scripts/bench-local-vs-llamacpp.sh`), `MANA_AI_BENCH_ACCURACY=1` (instead: compare
 //! the quantized kernels' logits with the same weights widened to f32, on three prompts),
 //! `MANA_AI_BENCH_RAW_TOKENS=N` (tokens of raw greedy generation per prompt, default 64;
-//! a large N makes a profile of the run mostly generation).
+//! a large N makes a profile of the run mostly generation), `MANA_AI_BENCH_TOOLS=all` (offer
+//! the whole catalog instead of the 15 module tools, as a mission without a module does:
+//! longer prompts after tool narrowing).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -212,10 +214,14 @@ fn main() {
         status_mib("VmRSS:")
     );
     let cat = Catalog::builtin();
-    let offered: Vec<&Tool> = MODULE_TOOLS
-        .iter()
-        .map(|n| cat.get(n).unwrap_or_else(|| panic!("no tool {n}")))
-        .collect();
+    let offered: Vec<&Tool> = if env_flag("MANA_AI_BENCH_TOOLS").as_deref() == Some("all") {
+        cat.tools().iter().collect()
+    } else {
+        MODULE_TOOLS
+            .iter()
+            .map(|n| cat.get(n).unwrap_or_else(|| panic!("no tool {n}")))
+            .collect()
+    };
     let schemas =
         ToolSchema::from_specs(&function_specs(&offered)).unwrap_or_else(|e| panic!("{e}"));
     let limit = env_flag("MANA_AI_BENCH_MISSIONS")
