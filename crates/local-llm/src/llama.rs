@@ -16,6 +16,12 @@ use crate::LocalError;
 
 /// Longest sequence (prompt + output) the cache accepts.
 pub const MAX_SEQ_LEN: usize = 4096;
+/// Tokens per forward pass of a prompt: a longer prompt runs in chunks, so its activations
+/// (about 60 KiB per token) stay bounded.
+pub const PROMPT_CHUNK: usize = 512;
+/// The key/value cache grows by this many tokens at a time (not by doubling: at most this
+/// much unused capacity per layer).
+const KV_GROWTH_TOKENS: usize = 256;
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
 /// Tokens per task of a batched product, about (the tile's activations stay in L1/L2 while
@@ -60,12 +66,14 @@ pub struct Llama {
 }
 
 /// Keys and values of the tokens processed so far (f32, `kv_heads·head_dim` per token and
-/// layer), and those tokens.
+/// layer), and those tokens; also the buffers of a forward pass, kept between passes (no
+/// allocation churn per token or per prompt chunk).
 #[derive(Default)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     tokens: Vec<u32>,
+    scratch: Scratch,
 }
 
 impl KvCache {
@@ -313,29 +321,54 @@ impl Llama {
             cache.k = vec![Vec::new(); c.layers];
             cache.v = vec![Vec::new(); c.layers];
         }
-        let mut x = vec![0.0f32; n * c.dim];
-        for (t, &id) in tokens.iter().enumerate() {
-            if id as usize >= c.vocab {
-                return Err(LocalError::Engine(format!("token {id} out of range")));
-            }
-            self.embed
-                .row_f32(id as usize, &mut x[t * c.dim..(t + 1) * c.dim]);
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(LocalError::Engine(format!("token {id} out of range")));
         }
-        let start = cache.len();
-        let rope = self.rope_table(start, n);
-        let mut s = Scratch::default();
-        for (li, layer) in self.layers.iter().enumerate() {
-            self.block(layer, li, cache, start, &rope, &mut x, &mut s);
+        // Chunks of at most `PROMPT_CHUNK` tokens: the activations of one pass are bounded
+        // whatever the prompt's length, and the logits are the same (they do not depend on
+        // the batching).
+        let kv_dim = c.kv_heads * c.head_dim;
+        for kv in cache.k.iter_mut().chain(&mut cache.v) {
+            grow_kv(
+                kv,
+                (cache.tokens.len() + n) * kv_dim,
+                KV_GROWTH_TOKENS * kv_dim,
+            );
         }
-        cache.tokens.extend_from_slice(tokens);
-        let last = &x[(n - 1) * c.dim..];
+        let mut s = std::mem::take(&mut cache.scratch);
+        let mut x = std::mem::take(&mut s.x);
+        for chunk in tokens.chunks(PROMPT_CHUNK) {
+            self.run_chunk(cache, chunk, &mut x, &mut s);
+        }
+        let last = &x[x.len() - c.dim..];
         let mut h = vec![0.0f32; c.dim];
         rms_norm(last, &self.out_norm, c.eps, &mut h);
         s.acts.quantize(&h, c.dim);
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = Vec::new();
         self.matmul(head, &s.acts, 1, &mut logits);
+        s.x = x;
+        cache.scratch = s;
         Ok(logits)
+    }
+
+    /// Runs `tokens` (checked, at most [`PROMPT_CHUNK`]) after the cached ones; leaves their
+    /// final hidden states in `x`.
+    fn run_chunk(&self, cache: &mut KvCache, tokens: &[u32], x: &mut Vec<f32>, s: &mut Scratch) {
+        let c = self.cfg;
+        let n = tokens.len();
+        x.clear();
+        x.resize(n * c.dim, 0.0);
+        for (t, &id) in tokens.iter().enumerate() {
+            self.embed
+                .row_f32(id as usize, &mut x[t * c.dim..(t + 1) * c.dim]);
+        }
+        let start = cache.len();
+        let rope = self.rope_table(start, n);
+        for (li, layer) in self.layers.iter().enumerate() {
+            self.block(layer, li, cache, start, &rope, x, s);
+        }
+        cache.tokens.extend_from_slice(tokens);
     }
 
     /// (cos, sin) per new token and frequency.
@@ -490,6 +523,7 @@ fn token_tile_product(w: &QMatrix, a: &QActs, t0: usize, o: &mut [f32]) {
 /// Reused buffers of one forward pass.
 #[derive(Default)]
 struct Scratch {
+    x: Vec<f32>,
     acts: QActs,
     h: Vec<f32>,
     q: Vec<f32>,
@@ -499,6 +533,15 @@ struct Scratch {
     o: Vec<f32>,
     g: Vec<f32>,
     u: Vec<f32>,
+}
+
+/// Makes room for `needed` values, growing by a multiple of `step` (exact steps, no
+/// doubling).
+fn grow_kv(v: &mut Vec<f32>, needed: usize, step: usize) {
+    if v.capacity() < needed {
+        let target = needed.div_ceil(step.max(1)) * step.max(1);
+        v.reserve_exact(target - v.len());
+    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -554,11 +597,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_grows_in_exact_steps() {
+        let mut v: Vec<f32> = Vec::new();
+        grow_kv(&mut v, 10, 256);
+        assert_eq!(v.capacity(), 256);
+        v.resize(256, 0.0);
+        grow_kv(&mut v, 256, 256);
+        assert_eq!(v.capacity(), 256, "enough room: unchanged");
+        grow_kv(&mut v, 257, 256);
+        assert_eq!(
+            v.capacity(),
+            512,
+            "one step more, not a doubling of a large cache"
+        );
+        v.resize(512, 0.0);
+        grow_kv(&mut v, 1300, 256);
+        assert_eq!(v.capacity(), 1536);
+    }
+
+    #[test]
     fn cache_truncation_keeps_the_prefix() {
         let mut c = KvCache {
             k: vec![vec![1.0; 6]],
             v: vec![vec![2.0; 6]],
             tokens: vec![7, 8, 9],
+            scratch: Scratch::default(),
         };
         c.truncate(5);
         assert_eq!(c.len(), 3);

@@ -120,11 +120,21 @@ fn prompt_reuse_matches_a_cold_run() {
 fn batching_does_not_change_logits() {
     let _g = serial();
     let m = model();
+    // Long enough to run in chunks of `PROMPT_CHUNK` tokens.
+    let goal = format!(
+        "Create a note with the shopping list. {}",
+        "Remember eggs, flour, apples and milk for the weekend. ".repeat(30)
+    );
     let ids = m.encode_prompt(&prompt::render(
-        &mission("Create a note with the shopping list."),
+        &mission(&goal),
         &schemas(),
         &ToolMode::Auto,
     ));
+    assert!(
+        ids.len() > mana_ai_local_llm::llama::PROMPT_CHUNK,
+        "the prompt ({} tokens) is long enough to run in chunks",
+        ids.len()
+    );
     let llama = m.llama();
     let mut one = KvCache::default();
     let whole = llama
