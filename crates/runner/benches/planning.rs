@@ -676,7 +676,7 @@ async fn native_part(full: bool) {
         "{:<28} | {:>6} | {:>9} | {:>10} | {:>14} | {:>12}",
         "concurrency / pool", "missions", "wall ms", "missions/s", "runner CPU/m ms", "PG CPU/m ms"
     );
-    for (concurrency, pool) in [(8, 8), (32, 8), (64, 16)] {
+    for (concurrency, pool) in [(8, 8), (32, 8), (64, 8), (64, 16)] {
         let db = fresh_db("bench_native").await;
         let admin = db.admin().await;
         let shape = Shape {
