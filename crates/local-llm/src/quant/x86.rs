@@ -204,13 +204,7 @@ impl pulp::NullaryFnOnce for Products<'_, '_, Q41Ref<'_>> {
 
     #[inline(always)]
     fn call(self) {
-        let Self {
-            simd,
-            w,
-            a,
-            span,
-            out,
-        } = self;
+        let (simd, w, a, span, out) = (self.simd, self.w, self.a, self.span, self.out);
         if span.nt == 1 {
             // One token (generation): four rows at a time, four independent chains.
             let x = a.tokens(span.t0, 1);
@@ -247,13 +241,7 @@ impl pulp::NullaryFnOnce for Products<'_, '_, Q80Ref<'_>> {
 
     #[inline(always)]
     fn call(self) {
-        let Self {
-            simd,
-            w,
-            a,
-            span,
-            out,
-        } = self;
+        let (simd, w, a, span, out) = (self.simd, self.w, self.a, self.span, self.out);
         for (i, o) in out.iter_mut().enumerate() {
             let (r, t) = span.at(i);
             let (wd, wq) = w.row(r);
